@@ -1,0 +1,117 @@
+"""The one interface every memory core implements.
+
+A core maps an input sequence to an output sequence while carrying a state (its memory) from step to
+step. Every core, whether it is an LSTM or a fast weight programmer, is used the same way:
+
+- ``initial_state(batch_size, device)`` -> state, a tuple of tensors, batch first;
+- ``step(x [B, D], state, episode_start [B] bool)`` -> (y [B, H], state): one step, used in rollouts;
+  rows whose ``episode_start`` is set have their state reset to the initial state before ``x`` is read;
+- ``forward(x [T, B, D], state, episode_starts [T, B] bool)`` -> (y [T, B, H], state): a whole
+  training sequence with resets inside it. Cores whose rule allows it override this with a
+  chunkwise-parallel form that equals ``forward_loop`` (the plain step loop) to float tolerance.
+
+Subclasses implement ``initial_state`` and ``_step`` (one step on an already reset state); the reset
+logic and the validation of shapes live here once.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import Tensor, nn
+
+State = Tuple[Tensor, ...]
+
+
+class MemoryCore(nn.Module):
+    """Base class of all memory cores. ``input_size`` -> ``output_size`` features per step."""
+
+    input_size: int
+    output_size: int
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the core's parameters, which its states share."""
+        return next(self.parameters()).dtype
+
+    def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """One step from a state that has already been reset where episodes start."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ public interface
+    def step(self, x: Tensor, state: State, episode_start: Tensor | None = None) -> tuple[Tensor, State]:
+        """One step. x [B, input_size], episode_start [B] bool -> (y [B, output_size], state)."""
+        check_input(x, "x", 2, self.input_size)
+        if episode_start is not None:
+            check_starts(episode_start, "episode_start", x.shape[:1])
+            state = self.reset(state, episode_start)
+        return self._step(x, state)
+
+    def forward(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
+        """A sequence. x [T, B, input_size], episode_starts [T, B] bool -> (y [T, B, output_size], state)."""
+        return self.forward_loop(x, state, episode_starts)
+
+    def forward_loop(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
+        """The plain step loop: the reference every parallel form is tested against."""
+        check_input(x, "x", 3, self.input_size)
+        if episode_starts is not None:
+            check_starts(episode_starts, "episode_starts", x.shape[:2])
+        ys = []
+        for t in range(x.shape[0]):
+            if episode_starts is not None:
+                state = self.reset(state, episode_starts[t])
+            y, state = self._step(x[t], state)
+            ys.append(y)
+        return torch.stack(ys), state
+
+    def reset(self, state: State, episode_start: Tensor) -> State:
+        """The state with the rows of ``episode_start`` [B] set back to the initial state."""
+        init = self.initial_state(episode_start.shape[0], episode_start.device)
+        return tuple(
+            torch.where(episode_start.view(-1, *([1] * (s.dim() - 1))), i.to(s.dtype), s) for s, i in zip(state, init)
+        )
+
+    def extra_repr(self) -> str:
+        return f"input_size={self.input_size}, output_size={self.output_size}"
+
+
+def check_input(x: Tensor, name: str, ndim: int, features: int) -> None:
+    """Raise a ValueError naming ``name`` unless x is a floating tensor [..., features] of ``ndim`` dims."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor (float32 or float64), got dtype {x.dtype}")
+    layout = "[B, features]" if ndim == 2 else "[T, B, features]"
+    if x.dim() != ndim or x.shape[-1] != features:
+        raise ValueError(f"{name} must have shape {layout} with features={features}, got shape {tuple(x.shape)}")
+
+
+def check_starts(starts: Tensor, name: str, shape: torch.Size) -> None:
+    """Raise unless ``starts`` is a bool tensor of exactly ``shape``."""
+    if not isinstance(starts, Tensor) or starts.dtype != torch.bool:
+        got = starts.dtype if isinstance(starts, Tensor) else type(starts).__name__
+        raise TypeError(f"{name} must be a torch.bool tensor, got {got}")
+    if starts.shape != shape:
+        raise ValueError(f"{name} must have shape {tuple(shape)} to match x, got {tuple(starts.shape)}")
+
+
+def zeros_state(batch_size: int, shapes: list[tuple[int, ...]], device, dtype) -> State:
+    """A state of zero tensors [batch_size, *shape] for each shape."""
+    return tuple(torch.zeros(batch_size, *s, device=device, dtype=dtype) for s in shapes)
+
+
+def check_size(name: str, value, minimum: int = 1) -> int:
+    """Raise a ValueError naming ``name`` unless value is an integer >= minimum; return it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} is not allowed: it must be an integer >= {minimum}")
+    return value
+
+
+def check_choice(name: str, value, allowed) -> None:
+    """Raise a ValueError naming ``name`` unless value is one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of: {', '.join(map(repr, allowed))}")

@@ -1,0 +1,158 @@
+"""Fast-weight layers whose keys do not depend on their own past: linear, delta, gated delta.
+
+Each layer owns its projections (one fused Linear for queries, keys, values, learning rates and gates,
+and an output projection); the update rules are the tensor functions of ``fwp_rl.ops``. Training
+sequences run chunkwise-parallel, rollout steps run the one-step rule; both give the same numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fwp_rl.cores.base import MemoryCore, State, check_input, check_size, check_starts
+from fwp_rl.ops import fla_backend
+from fwp_rl.ops.delta import delta_rule_chunkwise, delta_rule_step
+from fwp_rl.ops.feature_maps import check_feature_map, feature_dim, feature_map
+from fwp_rl.ops.linear import linear_attention_chunkwise, linear_attention_step
+
+
+class FastWeightLayer(MemoryCore):
+    """Shared machinery: multi-head projections, feature maps, state of one fast weight matrix per head."""
+
+    uses_beta = False
+    uses_gate = False
+
+    def __init__(self, input_size: int, hidden_size: int, num_heads: int, head_dim: int | None, feature_map: str,
+                 dpfp_nu: int, sum_norm: bool, chunk_size: int):
+        super().__init__()
+        self.input_size = check_size("input_size", input_size)
+        self.output_size = check_size("hidden_size", hidden_size)
+        self.num_heads = check_size("num_heads", num_heads)
+        if head_dim is None:
+            if hidden_size % num_heads:
+                raise ValueError(
+                    f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}; "
+                    "choose sizes that divide or set head_dim"
+                )
+            head_dim = hidden_size // num_heads
+        self.head_dim = check_size("head_dim", head_dim)
+        check_feature_map(feature_map, dpfp_nu, sum_norm)
+        self.feature_map, self.dpfp_nu, self.sum_norm = feature_map, dpfp_nu, sum_norm
+        self.key_dim = feature_dim(feature_map, head_dim, dpfp_nu)
+        self.chunk_size = check_size("chunk_size", chunk_size)
+        H, d = num_heads, head_dim
+        self._split_sizes = [H * d, H * d, H * d] + [H] * (self.uses_beta + self.uses_gate)
+        self.proj = nn.Linear(input_size, sum(self._split_sizes))
+        self.out_proj = nn.Linear(H * d, hidden_size)
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
+                f"feature_map={self.feature_map!r}, sum_norm={self.sum_norm}")
+
+    def _project(self, x: Tensor) -> list[Tensor]:
+        """x [..., input_size] -> phi(q), phi(k) [..., H, dk'], v [..., H, d], then beta / gate [..., H]."""
+        parts = self.proj(x).split(self._split_sizes, dim=-1)
+        q, k, v = (p.unflatten(-1, (self.num_heads, self.head_dim)) for p in parts[:3])
+        phi = [feature_map(t, self.feature_map, self.dpfp_nu, self.sum_norm) for t in (q, k)]
+        return phi + [v] + list(parts[3:])
+
+    def _output(self, o: Tensor) -> Tensor:
+        return self.out_proj(o.flatten(-2))
+
+    def _check_sequence(self, x: Tensor, episode_starts: Tensor | None) -> None:
+        check_input(x, "x", 3, self.input_size)
+        if episode_starts is not None:
+            check_starts(episode_starts, "episode_starts", x.shape[:2])
+
+
+class LinearCore(FastWeightLayer):
+    """1991 outer-product FWP (linear Transformer): W_t = W_{t-1} + v_t (x) phi(k_t), y_t = W_t phi(q_t)."""
+
+    def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, head_dim: int | None = None,
+                 feature_map: str = "elu", dpfp_nu: int = 1, sum_norm: bool = True, normalize: bool = False,
+                 chunk_size: int = 64):
+        super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm, chunk_size)
+        if normalize and feature_map not in ("dpfp", "elu", "softmax"):
+            raise ValueError(f"normalize=True needs a non-negative feature map, got feature_map={feature_map!r}")
+        self.normalize = normalize
+
+    def initial_state(self, batch_size: int, device=None) -> State:
+        shape = (batch_size, self.num_heads, self.key_dim, self.head_dim + self.normalize)
+        return (torch.zeros(shape, device=device, dtype=self.dtype),)
+
+    def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        q, k, v = self._project(x)
+        o, S = linear_attention_step(q, k, v, state[0], self.normalize)
+        return self._output(o), (S,)
+
+    def forward(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
+        self._check_sequence(x, episode_starts)
+        q, k, v = self._project(x)
+        o, S = linear_attention_chunkwise(q, k, v, state[0], episode_starts, self.normalize,
+                                          chunk_size=self.chunk_size)
+        return self._output(o), (S,)
+
+
+class DeltaCore(FastWeightLayer):
+    """DeltaNet (2021): W_t = W_{t-1} + beta_t (v_t - W_{t-1} phi(k_t)) (x) phi(k_t), beta_t = beta_max sigmoid(.).
+
+    ``beta_max=2`` allows negative eigenvalues of the transition (Grazzi et al. 2025).
+    """
+
+    uses_beta = True
+
+    def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, head_dim: int | None = None,
+                 feature_map: str = "elu", dpfp_nu: int = 1, sum_norm: bool = True, beta_max: float = 1.0,
+                 chunk_size: int = 32):
+        super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm, chunk_size)
+        if not isinstance(beta_max, (int, float)) or not 0 < beta_max <= 2:
+            raise ValueError(f"beta_max={beta_max!r} is not allowed: it must be in (0, 2]")
+        self.beta_max = float(beta_max)
+
+    def initial_state(self, batch_size: int, device=None) -> State:
+        shape = (batch_size, self.num_heads, self.key_dim, self.head_dim)
+        return (torch.zeros(shape, device=device, dtype=self.dtype),)
+
+    def _rates(self, beta: Tensor, gate: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        return self.beta_max * torch.sigmoid(beta), None
+
+    def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        q, k, v, *rest = self._project(x)
+        beta, log_alpha = self._rates(rest[0], rest[1] if self.uses_gate else None)
+        o, S = delta_rule_step(q, k, v, beta, state[0], log_alpha)
+        return self._output(o), (S,)
+
+    def forward(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
+        self._check_sequence(x, episode_starts)
+        q, k, v, *rest = self._project(x)
+        beta, log_alpha = self._rates(rest[0], rest[1] if self.uses_gate else None)
+        if fla_backend.usable(q):
+            o, S = fla_backend.delta_rule(q, k, v, beta, state[0], episode_starts, log_alpha)
+        else:
+            o, S = delta_rule_chunkwise(q, k, v, beta, state[0], episode_starts, log_alpha, self.chunk_size)
+        return self._output(o), (S,)
+
+
+class GatedDeltaCore(DeltaCore):
+    """Gated DeltaNet (2025): W_t = alpha_t W_{t-1} (I - beta_t k k^T) + beta_t v k^T, alpha_t = sigmoid(.) in (0, 1).
+
+    Keys and queries are L2-normalized by default, as in the paper.
+    """
+
+    uses_gate = True
+
+    def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, head_dim: int | None = None,
+                 feature_map: str = "l2", dpfp_nu: int = 1, sum_norm: bool = False, beta_max: float = 1.0,
+                 chunk_size: int = 32):
+        super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm, beta_max,
+                         chunk_size)
+        with torch.no_grad():  # start with slow forgetting: alpha = sigmoid(3) ~ 0.95
+            self.proj.bias[-num_heads:].fill_(3.0)
+
+    def _rates(self, beta: Tensor, gate: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        return self.beta_max * torch.sigmoid(beta), F.logsigmoid(gate)
+
+
+__all__ = ["DeltaCore", "FastWeightLayer", "GatedDeltaCore", "LinearCore"]

@@ -1,0 +1,71 @@
+"""The delta rule (DeltaNet, 2021) and its gated form (Gated DeltaNet, 2025) as tensor functions.
+
+State S = W^T, [B, H, dk, dv] (keys index rows). With a_t = alpha_t (1 without a gate):
+
+    S_t = a_t S_{t-1} + beta_t k_t (v_t - (a_t S_{t-1})^T k_t)^T        (write the correction)
+    o_t = S_t^T q_t
+
+q and k are already feature-mapped. Layout: q, k [T, B, H, dk], v [T, B, H, dv], beta and log_alpha
+[T, B, H], starts [T, B] bool: where set, the state is reset to zero before step t is read.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from fwp_rl.ops.chunk import chunk_decays, from_chunks, pad_time, scan_chunks, to_chunks
+
+
+def delta_rule_step(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, S: Tensor, log_alpha: Tensor | None = None
+                    ) -> tuple[Tensor, Tensor]:
+    """One step: q, k [B, H, dk], v [B, H, dv], beta [B, H], S [B, H, dk, dv] -> (o [B, H, dv], S)."""
+    if log_alpha is not None:
+        S = S * torch.exp(log_alpha)[..., None, None]
+    v_old = torch.einsum("bhk,bhkv->bhv", k, S)
+    S = S + (beta.unsqueeze(-1) * k).unsqueeze(-1) * (v - v_old).unsqueeze(-2)
+    return torch.einsum("bhk,bhkv->bhv", q, S), S
+
+
+def delta_rule_recurrent(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, S0: Tensor, starts: Tensor | None = None,
+                         log_alpha: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The step loop over a sequence: (o [T, B, H, dv], S_T)."""
+    S, outs = S0, []
+    for t in range(q.shape[0]):
+        if starts is not None:
+            S = S * (~starts[t]).to(S.dtype)[:, None, None, None]
+        o, S = delta_rule_step(q[t], k[t], v[t], beta[t], S, None if log_alpha is None else log_alpha[t])
+        outs.append(o)
+    return torch.stack(outs), S
+
+
+def delta_rule_chunkwise(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, S0: Tensor, starts: Tensor | None = None,
+                         log_alpha: Tensor | None = None, chunk_size: int = 32) -> tuple[Tensor, Tensor]:
+    """The same as ``delta_rule_recurrent``, computed in parallel within chunks of ``chunk_size`` steps.
+
+    Within a chunk, the writes x_i = (what step i adds, per key k_i) solve a unit lower-triangular
+    system (the WY representation of the product of Householder-like transitions):
+
+        (I + diag(beta) tril(D * K K^T, -1)) X = diag(beta) (V - diag(D(., 0)) K S0)
+
+    so X = U - W S0 with U, W from one triangular solve; ``scan_chunks`` then carries S across chunks.
+    """
+    T, B, H, dk = k.shape
+    dv = v.shape[-1]
+    C = min(chunk_size, T)
+    Tp = -(-T // C) * C
+    # Padded steps have k = 0 and beta = 0 and no decay: they leave the state as it is.
+    q, k, v = (to_chunks(pad_time(x, Tp), C) for x in (q, k, v))
+    beta = to_chunks(pad_time(beta, Tp).unsqueeze(-1), C).squeeze(-1)  # [B, H, N, C]
+    starts = None if starts is None else pad_time(starts, Tp, False)
+    log_alpha = None if log_alpha is None else pad_time(log_alpha, Tp)
+    decays = chunk_decays(starts, log_alpha, (Tp, B, H), C, q.device, q.dtype)
+
+    strict = torch.ones(C, C, dtype=torch.bool, device=q.device).tril(-1)
+    system = (k @ k.transpose(-1, -2)) * decays.within * strict
+    system = torch.eye(C, dtype=q.dtype, device=q.device) + beta.unsqueeze(-1) * system
+    rhs = beta.unsqueeze(-1) * torch.cat([v, k * decays.from_start.unsqueeze(-1)], dim=-1)
+    solved = torch.linalg.solve_triangular(system, rhs, upper=False, unitriangular=True)
+    u, w = solved.split([dv, dk], dim=-1)
+    out, S = scan_chunks(q, k, u, w, decays, S0)
+    return from_chunks(out)[:T], S
