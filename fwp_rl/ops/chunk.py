@@ -102,10 +102,14 @@ def scan_chunks(q: Tensor, k: Tensor, u: Tensor, w: Tensor | None, decays: Chunk
     scores = (q @ k.transpose(-1, -2)) * decays.within  # [B, H, N, C, C]
     q_start = q * decays.from_start.unsqueeze(-1)
     k_end = (k * decays.to_end.unsqueeze(-1)).transpose(-1, -2)  # [B, H, N, dk, C]
+    # unbind once: indexing chunk n inside the loop would make backward allocate a zero gradient of
+    # the whole tensor for every chunk.
+    chunks = zip(scores.unbind(2), q_start.unbind(2), k_end.unbind(2), u.unbind(2),
+                 u.unbind(2) if w is None else w.unbind(2), decays.start_to_end.unbind(2))
     S = S0
     outs = []
-    for n in range(q.shape[2]):
-        x = u[:, :, n] if w is None else u[:, :, n] - w[:, :, n] @ S
-        outs.append(q_start[:, :, n] @ S + scores[:, :, n] @ x)
-        S = decays.start_to_end[:, :, n, None, None] * S + k_end[:, :, n] @ x
+    for scores_n, q_n, k_n, u_n, w_n, keep_n in chunks:
+        x = u_n if w is None else u_n - w_n @ S
+        outs.append(q_n @ S + scores_n @ x)
+        S = keep_n[..., None, None] * S + k_n @ x
     return torch.stack(outs, dim=2), S

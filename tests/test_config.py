@@ -1,0 +1,68 @@
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from fwp_rl.config import ConfigError, apply_overrides, from_dict, load_yaml
+
+
+@dataclass
+class Inner:
+    lr: float = 1e-3
+    steps: int = 10
+    kind: Literal["a", "b"] = "a"
+    options: dict = field(default_factory=dict)
+
+    def validate(self, prefix):
+        if self.steps > 100:
+            raise ConfigError(f"{prefix}.steps={self.steps} is too many: at most 100")
+
+
+@dataclass
+class Outer:
+    name: str
+    inner: Inner = field(default_factory=Inner)
+    seeds: list[int] = field(default_factory=list)
+    group: str | None = None
+
+
+def test_defaults_and_nested_values():
+    cfg = from_dict(Outer, {"name": "x", "inner": {"lr": 1, "options": {"z": 1}}, "seeds": [1, 2]})
+    assert cfg.inner.lr == 1.0 and isinstance(cfg.inner.lr, float)
+    assert cfg.inner.steps == 10 and cfg.seeds == [1, 2] and cfg.inner.options == {"z": 1}
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"name": "x", "inner": {"lrr": 1}}, r"inner: unknown key 'lrr'; allowed keys: lr, steps, kind, options"),
+    ({"name": "x", "inner": {"steps": "many"}}, r"inner.steps='many' is not allowed: expected int"),
+    ({"name": "x", "inner": {"steps": True}}, r"inner.steps=True is not allowed: expected int"),
+    ({"name": "x", "inner": {"kind": "c"}}, r"inner.kind='c' is not allowed; choose one of: 'a', 'b'"),
+    ({"name": "x", "seeds": [1, "two"]}, r"seeds\[1\]='two' is not allowed: expected int"),
+    ({"inner": {}}, r"config: missing required key 'name'"),
+    ({"name": "x", "inner": {"steps": 1000}}, r"inner.steps=1000 is too many"),
+])
+def test_errors_name_key_value_and_allowed(data, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(Outer, data)
+
+
+def test_overrides_parse_values_as_yaml():
+    data = apply_overrides({"name": "x"}, ["inner.lr=3e-4", "inner.kind=b", "seeds=[0, 1]", "group=null"])
+    cfg = from_dict(Outer, data)
+    assert cfg.inner.lr == 3e-4 and cfg.inner.kind == "b" and cfg.seeds == [0, 1] and cfg.group is None
+
+
+def test_bad_override_and_bad_file(tmp_path):
+    with pytest.raises(ConfigError, match="must look like key=value"):
+        apply_overrides({}, ["inner.lr"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_overrides({"name": "x"}, ["name.sub=1"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_yaml(bad)

@@ -1,0 +1,173 @@
+"""Every registered core against the one interface: forward over a sequence with episode starts inside
+equals the step loop (values and gradients, float64), state carried across sequences continues
+exactly, nothing is truncated per step, and bad input gets a clear error."""
+
+import pytest
+import torch
+
+from fwp_rl.cores import CORES, core_options, make_core
+
+F64 = torch.float64
+T, B, D = 13, 3, 5
+
+
+def small_core(name, **extra):
+    """Core ``name`` with small sizes, in float64."""
+    wanted = {"hidden_size": 8, "num_heads": 2, "chunk_size": 4, **extra}
+    options = {k: v for k, v in wanted.items() if k in core_options(name)}
+    torch.manual_seed(0)
+    return make_core(name, D, **options).double()
+
+
+def random_state(core, batch=B, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(s + 0.1 * torch.randn(s.shape, dtype=s.dtype, generator=g) for s in core.initial_state(batch))
+
+
+def sequence(seed=2, starts_p=0.2):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, B, D, dtype=F64, generator=g)
+    starts = torch.rand(T, B, generator=g) < starts_p
+    starts[0, 1] = True
+    starts[6:8, 2] = True
+    return x, starts
+
+
+CONFIGS = [(name, {}) for name in CORES] + [
+    (name, {"num_layers": 2, "feedforward": 2}) for name in ("lstm", "linear", "delta", "gated_delta", "rdn")
+]
+IDS = [name + ("-stack" if extra else "") for name, extra in CONFIGS]
+
+
+@pytest.mark.parametrize("name,extra", CONFIGS, ids=IDS)
+def test_forward_equals_step_loop_values_and_gradients(name, extra):
+    core = small_core(name, **extra)
+    x, starts = sequence()
+    state0 = random_state(core)
+    leaves = [x.requires_grad_(True), *[s.requires_grad_(True) for s in state0], *core.parameters()]
+
+    y_par, s_par = core(x, state0, starts)
+    y_loop, s_loop = core.forward_loop(x, state0, starts)
+    assert y_par.shape == (T, B, core.output_size)
+    assert torch.allclose(y_par, y_loop, atol=1e-10, rtol=0)
+    for a, b in zip(s_par, s_loop):
+        assert torch.allclose(a, b, atol=1e-10, rtol=0)
+
+    g = torch.Generator().manual_seed(3)
+    weights = [torch.randn(y_par.shape, dtype=F64, generator=g)] + [
+        torch.randn(s.shape, dtype=F64, generator=g) for s in s_par]
+
+    def loss(y, s):
+        return (y * weights[0]).sum() + sum((a * w).sum() for a, w in zip(s, weights[1:]))
+
+    grads_par = torch.autograd.grad(loss(y_par, s_par), leaves, allow_unused=True)
+    grads_loop = torch.autograd.grad(loss(y_loop, s_loop), leaves, allow_unused=True)
+    for gp, gl in zip(grads_par, grads_loop):
+        assert (gp is None) == (gl is None)
+        if gp is not None:
+            assert torch.allclose(gp, gl, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(CORES))
+def test_step_equals_forward_loop(name):
+    core = small_core(name)
+    x, starts = sequence()
+    state = random_state(core)
+    y_seq, s_seq = core.forward_loop(x, state, starts)
+    for t in range(T):
+        y, state = core.step(x[t], state, starts[t])
+        assert torch.allclose(y, y_seq[t], atol=1e-12, rtol=0)
+    for a, b in zip(state, s_seq):
+        assert torch.allclose(a, b, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(CORES))
+def test_state_carried_across_sequences_continues_exactly(name):
+    core = small_core(name)
+    x, starts = sequence()
+    state0 = random_state(core)
+    y_all, s_all = core(x, state0, starts)
+    y_a, s_mid = core(x[:5], state0, starts[:5])
+    y_b, s_end = core(x[5:], s_mid, starts[5:])
+    assert torch.allclose(torch.cat([y_a, y_b]), y_all, atol=1e-10, rtol=0)
+    for a, b in zip(s_end, s_all):
+        assert torch.allclose(a, b, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(CORES))
+def test_gradients_reach_initial_state_and_first_step(name):
+    core = small_core(name)
+    x, _ = sequence()
+    state0 = tuple(s.requires_grad_(True) for s in random_state(core))
+    x.requires_grad_(True)
+    y, _ = core(x, state0, torch.zeros(T, B, dtype=torch.bool))
+    grads = torch.autograd.grad(y[-1].sum(), [x, *state0], allow_unused=True)
+    assert grads[0][0].abs().sum() > 0, "the last output does not depend on the first input"
+    assert any(g is not None and g.abs().sum() > 0 for g in grads[1:]), "no gradient reaches the initial state"
+
+
+@pytest.mark.parametrize("name", list(CORES))
+def test_episode_start_cuts_the_memory(name):
+    core = small_core(name)
+    x, _ = sequence()
+    starts = torch.zeros(T, B, dtype=torch.bool)
+    starts[4] = True
+    state0 = tuple(s.requires_grad_(True) for s in random_state(core))
+    x.requires_grad_(True)
+    y, _ = core(x, state0, starts)
+    grads = torch.autograd.grad(y[-1].sum(), [x, *state0], allow_unused=True)
+    assert grads[0][:4].abs().max() == 0, "an output after an episode start depends on inputs before it"
+    assert all(g is None or g.abs().max() == 0 for g in grads[1:])
+
+
+@pytest.mark.parametrize("name", list(CORES))
+def test_initial_state_is_batch_first_in_module_dtype(name):
+    core = small_core(name)
+    for s in core.initial_state(7):
+        assert s.shape[0] == 7 and s.dtype == F64
+
+
+# ---------------------------------------------------------------- bad input
+def test_unknown_core_names_the_allowed_ones():
+    with pytest.raises(ValueError, match=r"core='deltanet'.*'delta'"):
+        make_core("deltanet", 4)
+
+
+def test_unknown_option_is_named():
+    with pytest.raises(ValueError, match=r"no option hiden_size.*hidden_size"):
+        make_core("delta", 4, hiden_size=8)
+
+
+@pytest.mark.parametrize("option,value", [("hidden_size", 0), ("num_heads", -1), ("hidden_size", 2.5),
+                                          ("num_layers", 0), ("feedforward", -2)])
+def test_impossible_sizes_are_named(option, value):
+    with pytest.raises(ValueError, match=rf"{option}={value!r}"):
+        make_core("delta", 4, **{option: value})
+
+
+def test_heads_that_do_not_divide_the_width():
+    with pytest.raises(ValueError, match="hidden_size=10 is not divisible by num_heads=4"):
+        make_core("delta", 4, hidden_size=10, num_heads=4)
+
+
+def test_bad_feature_map_and_beta():
+    with pytest.raises(ValueError, match="feature_map='relu'"):
+        make_core("delta", 4, feature_map="relu")
+    with pytest.raises(ValueError, match="beta_max=3"):
+        make_core("delta", 4, beta_max=3)
+
+
+@pytest.mark.parametrize("name", ["delta", "lstm"])
+def test_wrong_shapes_and_dtypes_are_named(name):
+    core = small_core(name)
+    state = core.initial_state(B)
+    with pytest.raises(ValueError, match=r"x must have shape \[B, features\] with features=5, got shape \(3, 4\)"):
+        core.step(torch.zeros(B, 4, dtype=F64), state)
+    with pytest.raises(TypeError, match="x must be a floating point tensor"):
+        core.step(torch.zeros(B, D, dtype=torch.long), state)
+    with pytest.raises(ValueError, match=r"x must have shape \[T, B, features\]"):
+        core(torch.zeros(B, D, dtype=F64), state)
+    with pytest.raises(TypeError, match="episode_starts must be a torch.bool tensor"):
+        core(torch.zeros(T, B, D, dtype=F64), state, torch.zeros(T, B))
+    with pytest.raises(ValueError, match=r"episode_starts must have shape \(13, 3\)"):
+        core(torch.zeros(T, B, D, dtype=F64), state, torch.zeros(T, B + 1, dtype=torch.bool))
