@@ -1,0 +1,131 @@
+"""Run directories: the resolved config, checkpoints, a metrics file, and the Weights & Biases mirror.
+
+    runs/<name>/config.yaml        the resolved config the run was started with
+    runs/<name>/metrics.jsonl      one JSON object per logged step, appended and flushed line by line
+    runs/<name>/checkpoints/       latest.pt and step_<N>.pt, each written atomically
+    runs/<name>/wandb/             W&B's own files (offline by default: `wandb sync` uploads them later)
+
+A checkpoint is first written to a temporary file in the same directory and then renamed over the
+old one, so an interruption at any moment leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A path that is not a readable fwp-rl checkpoint."""
+
+
+def unique_run_dir(root: str | Path, name: str) -> Path:
+    """root/name, or root/name-2, -3, ... if that exists already; created."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    candidate, n = root / name, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = root / f"{name}-{n}"
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call write(file) on a temporary file beside ``path``, then rename it to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (config, weights, learner state, ...) to ``path`` atomically."""
+    payload = {"format": CHECKPOINT_FORMAT, **payload}
+    atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by ``save_checkpoint``; a clear error for anything else."""
+    path = Path(path)
+    if path.is_dir():
+        latest = path / "checkpoints" / "latest.pt"
+        if not latest.is_file():
+            raise CheckpointError(f"{str(path)!r} is a directory without checkpoints/latest.pt: not a run directory")
+        path = latest
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # torch raises many kinds of errors for truncated or foreign files
+        raise CheckpointError(f"{str(path)!r} is not a readable fwp-rl checkpoint (truncated or another format): "
+                              f"{type(e).__name__}: {e}") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not an fwp-rl checkpoint of format {CHECKPOINT_FORMAT}")
+    return payload
+
+
+class MetricsLog:
+    """Appends one JSON object per line to metrics.jsonl and mirrors it to W&B when a run is given."""
+
+    def __init__(self, path: str | Path, wandb_run=None):
+        self.path = Path(path)
+        self.wandb_run = wandb_run
+        self._file = open(self.path, "a", buffering=1)
+
+    def log(self, step: int, **values: float) -> None:
+        record = {"step": int(step), **{k: _plain(v) for k, v in values.items()}}
+        self._file.write(json.dumps(record) + "\n")
+        if self.wandb_run is not None:
+            self.wandb_run.log(values, step=int(step))
+
+    def close(self) -> None:
+        self._file.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a metrics.jsonl file; a last line cut short by an interruption is skipped."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _plain(v):
+    if isinstance(v, torch.Tensor):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def start_wandb(mode: str, project: str, run_dir: Path, name: str, group: str, tags: list[str], config: dict):
+    """A W&B run in ``mode`` (offline, online or disabled), or None when disabled."""
+    if mode == "disabled":
+        return None
+    import wandb
+
+    return wandb.init(project=project, dir=str(run_dir), name=name, group=group, tags=tags, config=config,
+                      mode=mode, settings=wandb.Settings(silent=True))
