@@ -25,7 +25,7 @@ class FastWeightLayer(MemoryCore):
     uses_gate = False
 
     def __init__(self, input_size: int, hidden_size: int, num_heads: int, head_dim: int | None, feature_map: str,
-                 dpfp_nu: int, sum_norm: bool, chunk_size: int):
+                 dpfp_nu: int, sum_norm: bool):
         super().__init__()
         self.input_size = check_size("input_size", input_size)
         self.output_size = check_size("hidden_size", hidden_size)
@@ -41,11 +41,14 @@ class FastWeightLayer(MemoryCore):
         check_feature_map(feature_map, dpfp_nu, sum_norm)
         self.feature_map, self.dpfp_nu, self.sum_norm = feature_map, dpfp_nu, sum_norm
         self.key_dim = feature_dim(feature_map, head_dim, dpfp_nu)
-        self.chunk_size = check_size("chunk_size", chunk_size)
-        H, d = num_heads, head_dim
-        self._split_sizes = [H * d, H * d, H * d] + [H] * (self.uses_beta + self.uses_gate)
+        self._split_sizes = self._projection_sizes()
         self.proj = nn.Linear(input_size, sum(self._split_sizes))
-        self.out_proj = nn.Linear(H * d, hidden_size)
+        self.out_proj = nn.Linear(num_heads * head_dim, hidden_size)
+
+    def _projection_sizes(self) -> list[int]:
+        """Sizes of the parts of the fused input projection: q, k, v, then one rate and gate per head."""
+        H, d = self.num_heads, self.head_dim
+        return [H * d, H * d, H * d] + [H] * (self.uses_beta + self.uses_gate)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
@@ -73,7 +76,8 @@ class LinearCore(FastWeightLayer):
     def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, head_dim: int | None = None,
                  feature_map: str = "elu", dpfp_nu: int = 1, sum_norm: bool = True, normalize: bool = False,
                  chunk_size: int = 64):
-        super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm, chunk_size)
+        super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm)
+        self.chunk_size = check_size("chunk_size", chunk_size)
         if normalize and feature_map not in ("dpfp", "elu", "softmax"):
             raise ValueError(f"normalize=True needs a non-negative feature map, got feature_map={feature_map!r}")
         self.normalize = normalize
@@ -106,7 +110,8 @@ class DeltaCore(FastWeightLayer):
     def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, head_dim: int | None = None,
                  feature_map: str = "elu", dpfp_nu: int = 1, sum_norm: bool = True, beta_max: float = 1.0,
                  chunk_size: int = 32):
-        super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm, chunk_size)
+        super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm)
+        self.chunk_size = check_size("chunk_size", chunk_size)
         if not isinstance(beta_max, (int, float)) or not 0 < beta_max <= 2:
             raise ValueError(f"beta_max={beta_max!r} is not allowed: it must be in (0, 2]")
         self.beta_max = float(beta_max)

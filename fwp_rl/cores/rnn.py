@@ -1,0 +1,106 @@
+"""The baselines every fast-weight result is compared to: LSTM, GRU and the Elman (tanh) RNN.
+
+Each core owns one PyTorch recurrent layer (cuDNN on a GPU, oneDNN/MKL on a CPU). A training sequence
+is cut at the time indices where any row starts an episode; the rows that start have their state reset,
+and every span between two cuts is one call of the library layer. With few resets a whole sequence is one
+or a few calls; the numbers equal the step loop.
+
+A single step (rollouts) is the cell's equations in plain tensor ops on the same parameters: unlike the
+library layer (aten::lstm, gru and rnn_tanh have no batching rule) it runs under torch.func.vmap, which
+is how a population of parameter vectors is evaluated in one call.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fwp_rl.cores.base import MemoryCore, State, check_input, check_size, check_starts, zeros_state
+
+
+class TorchRNNCore(MemoryCore):
+    """One ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` layer behind the core interface; states [B, hidden_size]."""
+
+    num_states = 1
+
+    def __init__(self, input_size: int, hidden_size: int, rnn: type[nn.RNNBase], **rnn_options):
+        super().__init__()
+        self.input_size = check_size("input_size", input_size)
+        self.output_size = self.hidden_size = check_size("hidden_size", hidden_size)
+        self.rnn = rnn(input_size, hidden_size, batch_first=False, **rnn_options)
+
+    def initial_state(self, batch_size: int, device=None) -> State:
+        return zeros_state(batch_size, [(self.hidden_size,)] * self.num_states, device, self.dtype)
+
+    def _run(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """One library call: x [T, B, input_size], state batch first -> (y [T, B, hidden_size], state)."""
+        hx = tuple(s.unsqueeze(0) for s in state)
+        y, hn = self.rnn(x, hx if self.num_states > 1 else hx[0])
+        return y, tuple(h.squeeze(0) for h in (hn if self.num_states > 1 else (hn,)))
+
+    def _gates(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        """The input and recurrent pre-activations of all gates: W_ih x + b_ih, W_hh h + b_hh [B, G * H]."""
+        r = self.rnn
+        return F.linear(x, r.weight_ih_l0, r.bias_ih_l0), F.linear(h, r.weight_hh_l0, r.bias_hh_l0)
+
+    def forward(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
+        """x [T, B, input_size], episode_starts [T, B] bool -> (y [T, B, hidden_size], state)."""
+        check_input(x, "x", 3, self.input_size)
+        if episode_starts is None:
+            return self._run(x, state)
+        check_starts(episode_starts, "episode_starts", x.shape[:2])
+        cuts = episode_starts.any(dim=1).nonzero().flatten().tolist()
+        edges = sorted({0, *cuts}) + [x.shape[0]]
+        ys = []
+        for a, b in zip(edges, edges[1:]):
+            y, state = self._run(x[a:b], self.reset(state, episode_starts[a]))
+            ys.append(y)
+        return torch.cat(ys), state
+
+
+class LSTMCore(TorchRNNCore):
+    """LSTM (Hochreiter & Schmidhuber 1997; forget gate, Gers et al. 2000). State (h [B, H], c [B, H])."""
+
+    num_states = 2
+
+    def __init__(self, input_size: int, hidden_size: int = 128):
+        super().__init__(input_size, hidden_size, nn.LSTM)
+
+    def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        h, c = state
+        gx, gh = self._gates(x, h)
+        i, f, g, o = (gx + gh).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, (h, c)
+
+
+class GRUCore(TorchRNNCore):
+    """GRU (Cho et al. 2014), in PyTorch's form (the reset gate scales W_hn h + b_hn). State (h [B, H],)."""
+
+    def __init__(self, input_size: int, hidden_size: int = 128):
+        super().__init__(input_size, hidden_size, nn.GRU)
+
+    def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        h = state[0]
+        (xr, xz, xn), (hr, hz, hn) = (g.chunk(3, dim=-1) for g in self._gates(x, h))
+        z = torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + torch.sigmoid(xr + hr) * hn)
+        h = (1 - z) * n + z * h
+        return h, (h,)
+
+
+class ElmanCore(TorchRNNCore):
+    """Elman RNN, h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh). State (h [B, H],)."""
+
+    def __init__(self, input_size: int, hidden_size: int = 128):
+        super().__init__(input_size, hidden_size, nn.RNN, nonlinearity="tanh")
+
+    def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        gx, gh = self._gates(x, state[0])
+        h = torch.tanh(gx + gh)
+        return h, (h,)
+
+
+__all__ = ["ElmanCore", "GRUCore", "LSTMCore", "TorchRNNCore"]

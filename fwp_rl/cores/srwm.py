@@ -1,0 +1,79 @@
+"""The self-referential weight matrix (SRWM; Irie, Schlag, Csordas, Schmidhuber, ICML 2022).
+
+Per head, one matrix W_t [3d + 1, dk] maps phi(x_t) to the head's output y_t and to its own key, query
+and learning rate, with which it rewrites itself (``fwp_rl.ops.srwm``):
+
+    [y_t; k_t; q_t; b_t] = W_{t-1} phi(x_t)
+    W_t = W_{t-1} + sigmoid(b_t) (W_{t-1} phi(q_t) - W_{t-1} phi(k_t)) (x) phi(k_t)
+
+The initial matrix W_0 is a learned parameter and the memory restarts from it at every episode start.
+x_t is the core's input projected to the heads; the heads' outputs y_t are concatenated and projected
+to ``hidden_size``. The output reads W_{t-1}, so the step loop of ``MemoryCore.forward`` runs a sequence.
+
+Differences from the paper's published code:
+- the state is W_t itself, and gradients flow through it across every step of a training sequence back
+  to W_0; the published agents carry W_t - W_0 detached at every step;
+- one learning rate per head, as in the equation above; the published code has four, one for each
+  block of rows (y, k, q, b);
+- an input projection (with bias) to the heads; the published layer splits its input into heads and
+  wraps the SRWM in LayerNorm and a residual connection, which here is the job of ``ResidualStack``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from fwp_rl.cores.base import MemoryCore, State, check_size
+from fwp_rl.ops.feature_maps import check_feature_map, feature_dim, feature_map
+from fwp_rl.ops.srwm import srwm_step
+
+
+class SRWMCore(MemoryCore):
+    """Self-referential weight matrix per head. State: (S [B, H, dk, 3d + 1],) with S = W_t^T, columns
+    y | k | q | b; dk is the size of phi's output (d unless phi is DPFP). phi is softmax by default."""
+
+    def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, head_dim: int | None = None,
+                 feature_map: str = "softmax", dpfp_nu: int = 1, sum_norm: bool = False):
+        super().__init__()
+        self.input_size = check_size("input_size", input_size)
+        self.output_size = check_size("hidden_size", hidden_size)
+        self.num_heads = check_size("num_heads", num_heads)
+        if head_dim is None:
+            if hidden_size % num_heads:
+                raise ValueError(
+                    f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}; "
+                    "choose sizes that divide or set head_dim"
+                )
+            head_dim = hidden_size // num_heads
+        self.head_dim = check_size("head_dim", head_dim)
+        check_feature_map(feature_map, dpfp_nu, sum_norm)
+        self.feature_map, self.dpfp_nu, self.sum_norm = feature_map, dpfp_nu, sum_norm
+        self.key_dim = feature_dim(feature_map, head_dim, dpfp_nu)
+        H, d = num_heads, head_dim
+        self.in_proj = nn.Linear(input_size, H * d)
+        self.initial_weights = nn.Parameter(torch.empty(H, self.key_dim, 3 * d + 1))
+        nn.init.normal_(self.initial_weights, std=self.key_dim ** -0.5)
+        with torch.no_grad():  # learning rates start near sigmoid(-1) ~ 0.27, as in the published agents
+            self.initial_weights[..., -1] -= 1.0
+        self.out_proj = nn.Linear(H * d, hidden_size)
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
+                f"feature_map={self.feature_map!r}, sum_norm={self.sum_norm}")
+
+    def _phi(self, t: Tensor) -> Tensor:
+        return feature_map(t, self.feature_map, self.dpfp_nu, self.sum_norm)
+
+    def initial_state(self, batch_size: int, device=None) -> State:
+        """(W_0^T broadcast to [batch_size, H, dk, 3d + 1],): a view of the parameter; write no state in place."""
+        W0 = self.initial_weights if device is None else self.initial_weights.to(device)
+        return (W0.expand(batch_size, *W0.shape),)
+
+    def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        h = self.in_proj(x).unflatten(-1, (self.num_heads, self.head_dim))
+        y, S = srwm_step(h, state[0], self._phi)
+        return self.out_proj(y.flatten(-2)), (S,)
+
+
+__all__ = ["SRWMCore"]

@@ -1,0 +1,240 @@
+"""The LSTM, GRU and Elman baselines and the direct fast weight programmer: each step against its
+equations written out here, the split-at-episode-starts forward of the RNNs against the step loop
+(values and gradients, float64), rollout steps of a population under vmap, and bad options named in
+the error."""
+
+import math
+
+import pytest
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+from fwp_rl.cores import make_core
+from fwp_rl.cores.direct import DirectCore
+from fwp_rl.cores.rnn import ElmanCore, GRUCore, LSTMCore
+
+F64 = torch.float64
+T, B, D, H = 12, 4, 3, 5
+RNNS = ["lstm", "gru", "elman"]
+
+
+def randn(*shape, seed):
+    return torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(seed))
+
+
+def core(name, **options):
+    torch.manual_seed(0)
+    return make_core(name, D, **options).double()
+
+
+def random_state(c, batch=B, seed=1):
+    return tuple(s + 0.5 * randn(*s.shape, seed=seed + i) for i, s in enumerate(c.initial_state(batch)))
+
+
+# ---------------------------------------------------------------- each step against its equations
+def lstm_step(c, x, h, cell):
+    r = c.rnn
+    i, f, g, o = (x @ r.weight_ih_l0.T + r.bias_ih_l0 + h @ r.weight_hh_l0.T + r.bias_hh_l0).chunk(4, dim=-1)
+    cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(cell), cell
+
+
+def gru_step(c, x, h):
+    r = c.rnn
+    xr, xz, xn = (x @ r.weight_ih_l0.T + r.bias_ih_l0).chunk(3, dim=-1)
+    hr, hz, hn = (h @ r.weight_hh_l0.T + r.bias_hh_l0).chunk(3, dim=-1)
+    reset, update = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+    n = torch.tanh(xn + reset * hn)
+    return (1 - update) * n + update * h
+
+
+def elman_step(c, x, h):
+    r = c.rnn
+    return torch.tanh(x @ r.weight_ih_l0.T + r.bias_ih_l0 + h @ r.weight_hh_l0.T + r.bias_hh_l0)
+
+
+@pytest.mark.parametrize("name", RNNS)
+def test_rnn_step_follows_its_equations(name):
+    c = core(name, hidden_size=H)
+    state = random_state(c)
+    x = randn(B, D, seed=5)
+    y, new = c.step(x, state)
+    if name == "lstm":
+        expected = lstm_step(c, x, *state)
+    else:
+        expected = ((gru_step if name == "gru" else elman_step)(c, x, state[0]),)
+    assert y.shape == (B, H) and len(new) == len(expected)
+    torch.testing.assert_close(y, expected[0], atol=1e-12, rtol=0)
+    for a, b in zip(new, expected):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_rnn_cores_are_the_registered_classes_with_batch_first_states():
+    assert [type(core(n)) for n in RNNS] == [LSTMCore, GRUCore, ElmanCore]
+    for name, n_states in zip(RNNS, (2, 1, 1)):
+        state = make_core(name, D, hidden_size=H).initial_state(B)
+        assert len(state) == n_states
+        assert all(s.shape == (B, H) and s.dtype == torch.float32 and not s.any() for s in state)
+
+
+def direct_with(mode, activation, slow_bias, program_weight):
+    """A direct core with 1 input, 1 output, 1 slow unit and the given weights (A = 0: h_t = tanh(slow_bias))."""
+    c = DirectCore(1, hidden_size=1, slow_size=1, mode=mode, activation=activation).double()
+    with torch.no_grad():
+        c.slow.weight.zero_()
+        c.slow.bias.fill_(slow_bias)
+        c.program.weight.copy_(torch.tensor(program_weight, dtype=F64))
+        c.program.bias.zero_()
+    return c
+
+
+@pytest.mark.parametrize("activation,f", [("tanh", math.tanh), ("sigmoid", lambda z: 1 / (1 + math.exp(-z))),
+                                          ("identity", lambda z: z)], ids=["tanh", "sigmoid", "identity"])
+def test_direct_tiny_case_by_hand(activation, f):
+    # h = tanh(atanh(0.5)) = 0.5, Delta = [2, 4] * 0.5 = [[1, 2]] (weight, bias of the fast net); x = 0.3.
+    x = torch.tensor([[0.3]], dtype=F64)
+    c = direct_with("set", activation, math.atanh(0.5), [[2.0], [4.0]])
+    state = c.initial_state(1)
+    for _ in range(2):  # "set": the same weights every step
+        y, state = c.step(x, state)
+        assert y.item() == pytest.approx(f(1.0 * 0.3 + 2.0), abs=1e-12)
+        assert state[1].flatten().tolist() == pytest.approx([1.0, 2.0], abs=1e-12)
+    c = direct_with("additive", activation, math.atanh(0.5), [[2.0], [4.0]])
+    state = c.initial_state(1)
+    for t in (1, 2, 3):  # "additive": W_t = t * Delta
+        y, state = c.step(x, state)
+        assert y.item() == pytest.approx(f(t * (1.0 * 0.3 + 2.0)), abs=1e-12)
+        assert state[1].flatten().tolist() == pytest.approx([t * 1.0, t * 2.0], abs=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["set", "additive"])
+def test_direct_sequence_follows_its_equations(mode):
+    c = core("direct", hidden_size=2, slow_size=4, mode=mode)
+    x = randn(T, B, D, seed=7)
+    h, W = random_state(c)
+    y, (h_end, W_end) = c(x, (h, W))
+    A, a = c.slow.weight, c.slow.bias
+    U, u = c.program.weight, c.program.bias
+    for t in range(T):
+        h = torch.tanh(x[t] @ A[:, :D].T + h @ A[:, D:].T + a)
+        delta = (h @ U.T + u).reshape(B, 2, D + 1)
+        W = W + delta if mode == "additive" else delta
+        y_t = torch.tanh(torch.einsum("bhd,bd->bh", W[:, :, :D], x[t]) + W[:, :, D])
+        torch.testing.assert_close(y[t], y_t, atol=1e-12, rtol=0)
+    torch.testing.assert_close(h_end, h, atol=1e-12, rtol=0)
+    torch.testing.assert_close(W_end, W, atol=1e-12, rtol=0)
+
+
+def test_direct_default_size_suits_evolution():
+    c = make_core("direct", 3)
+    assert c.output_size == 1 and sum(p.numel() for p in c.parameters()) == 69
+    assert [s.shape for s in c.initial_state(B)] == [(B, 5), (B, 1, 4)]
+
+
+class Stepper(torch.nn.Module):
+    """Calls ``core.step`` as its forward, so that torch.func.functional_call can swap the parameters."""
+
+    def __init__(self, core):
+        super().__init__()
+        self.core = core
+
+    def forward(self, x, state, start):
+        return self.core.step(x, state, start)
+
+
+@pytest.mark.parametrize("name", RNNS + ["direct"])
+def test_population_steps_under_vmap(name):
+    """Rollout steps of a population of parameter vectors in one call (how neuroevolution evaluates a
+    population) equal the steps of each member alone."""
+    cores = [core(name, hidden_size=2) for _ in range(3)]
+    for i, c in enumerate(cores):
+        torch.manual_seed(10 + i)
+        for p in c.parameters():
+            torch.nn.init.normal_(p, std=0.5)
+    params, buffers = stack_module_state([Stepper(c) for c in cores])
+    stepper = Stepper(cores[0])
+    x = randn(T, B, D, seed=8)
+    starts = torch.zeros(T, B, dtype=torch.bool)
+    starts[5, 1] = True
+    state0 = random_state(cores[0])
+
+    def rollout(p, b):
+        state, ys = state0, []
+        for t in range(T):
+            y, state = functional_call(stepper, (p, b), (x[t], state, starts[t]))
+            ys.append(y)
+        return torch.stack(ys), state
+
+    y_pop, s_pop = vmap(rollout)(params, buffers)
+    for i, c in enumerate(cores):
+        y, s = c.forward_loop(x, state0, starts)
+        torch.testing.assert_close(y_pop[i], y, atol=1e-12, rtol=0)
+        for a, b in zip(s_pop, s):
+            torch.testing.assert_close(a[i], b, atol=1e-12, rtol=0)
+
+
+# ---------------------------------------------------------------- split forward against the step loop
+def count_library_calls(c):
+    calls = []
+    c.rnn.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("name", RNNS)
+def test_rnn_forward_with_starts_inside_equals_step_loop(name):
+    c = core(name, hidden_size=H)
+    x = randn(T, B, D, seed=2).requires_grad_(True)
+    state0 = tuple(s.requires_grad_(True) for s in random_state(c))
+    starts = torch.zeros(T, B, dtype=torch.bool)
+    starts[0, 1] = starts[4, 0] = starts[4, 2] = starts[9, :] = starts[11, 3] = True
+    leaves = [x, *state0, *c.parameters()]
+
+    calls = count_library_calls(c)
+    y, s = c(x, state0, starts)
+    assert len(calls) == 4  # spans [0, 4), [4, 9), [9, 11), [11, 12)
+    y_loop, s_loop = c.forward_loop(x, state0, starts)
+    assert y.shape == (T, B, H)
+    torch.testing.assert_close(y, y_loop, atol=1e-10, rtol=0)
+    for a, b in zip(s, s_loop):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+
+    w = [randn(*y.shape, seed=3)] + [randn(*a.shape, seed=4 + i) for i, a in enumerate(s)]
+
+    def loss(y, s):
+        return (y * w[0]).sum() + sum((a * wi).sum() for a, wi in zip(s, w[1:]))
+
+    grads = torch.autograd.grad(loss(y, s), leaves)
+    grads_loop = torch.autograd.grad(loss(y_loop, s_loop), leaves)
+    for g, gl in zip(grads, grads_loop):
+        torch.testing.assert_close(g, gl, atol=1e-10, rtol=0)
+    assert grads[1].abs().sum() > 0  # the initial state reaches the outputs before the first reset
+
+
+@pytest.mark.parametrize("name", RNNS)
+def test_rnn_forward_without_starts_is_one_library_call(name):
+    c = core(name, hidden_size=H)
+    x, state0 = randn(T, B, D, seed=2), random_state(c)
+    calls = count_library_calls(c)
+    for starts in (None, torch.zeros(T, B, dtype=torch.bool)):
+        y, s = c(x, state0, starts)
+        y_loop, s_loop = c.forward_loop(x, state0, starts)
+        torch.testing.assert_close(y, y_loop, atol=1e-10, rtol=0)
+        for a, b in zip(s, s_loop):
+            torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+    assert len(calls) == 2  # one per forward; the step loop runs the cell's equations
+
+
+# ---------------------------------------------------------------- bad options
+@pytest.mark.parametrize("name,option,value,allowed", [
+    ("lstm", "hidden_size", 0, "integer >= 1"),
+    ("gru", "hidden_size", 2.5, "integer >= 1"),
+    ("elman", "hidden_size", True, "integer >= 1"),
+    ("direct", "hidden_size", -1, "integer >= 1"),
+    ("direct", "slow_size", 0, "integer >= 1"),
+    ("direct", "mode", "multiplicative", "'set', 'additive'"),
+    ("direct", "activation", "relu", "'tanh', 'sigmoid', 'identity'"),
+])
+def test_bad_options_are_named(name, option, value, allowed):
+    with pytest.raises(ValueError, match=rf"{option}={value!r}.*{allowed}"):
+        make_core(name, D, **{option: value})
+
