@@ -1,0 +1,279 @@
+"""The recurrent actor-critic policy that both learners train: torso -> memory core -> actor and critic heads.
+
+Shapes: B rows (environments) in a step, sequences time-major [T, B, ...], states batch first (each state
+tensor [B, ...], as the core's ``initial_state`` makes them). In the population call, P parameter vectors
+each run E rows: observations [P, E, ...], states [P, E, ...].
+
+Actions:
+- ``Discrete(n)``: a categorical distribution over the n logits; actions int64 [B].
+- ``Box`` (floating, any shape): a diagonal Gaussian whose mean is the actor's output and whose log
+  standard deviation is a parameter of the policy (state-independent), as in Stable-Baselines3's PPO.
+  ``act`` and ``evaluate`` work with the unbounded Gaussian samples (their log-probs are exact);
+  what goes to the environment is ``env_actions(actions)``, the samples clipped to the Box bounds. This
+  is what Stable-Baselines3 does without ``squash_output``: ``predict`` and ``population_act`` return
+  clipped actions, and a learner stores the unclipped ones for its log-probs.
+
+The actor's last layer starts orthogonal with gain 0.01 (a near-uniform first policy) and the critic's
+with gain 1, both with zero bias, as in Stable-Baselines3.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor, nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
+from torch.func import functional_call, vmap
+from torch.nn.utils import parameters_to_vector
+
+from fwp_rl.cores import State, make_core
+from fwp_rl.cores.base import check_starts
+from fwp_rl.torsos import make_torso
+
+ACTION_SPACES = "Discrete (start 0) or a floating-point Box with at least one dimension"
+
+
+class RecurrentPolicy(nn.Module):
+    """torso -> core -> actor (action distribution) and critic (value).
+
+    observation_space, action_space: gymnasium spaces; torso, torso_options: see ``fwp_rl.torsos``;
+    core, core_options: see ``fwp_rl.cores.make_core``; log_std_init: the initial log standard deviation
+    of Box actions.
+    """
+
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, torso: str = "mlp",
+                 torso_options: dict | None = None, core: str = "delta", core_options: dict | None = None,
+                 log_std_init: float = 0.0):
+        super().__init__()
+        if not isinstance(observation_space, spaces.Space):
+            raise TypeError(f"observation_space must be a gymnasium space, got {type(observation_space).__name__}")
+        self.observation_space, self.action_space = observation_space, action_space
+        self.torso = make_torso(torso, observation_space, **(torso_options or {}))
+        self.core = make_core(core, self.torso.output_size, **(core_options or {}))
+        hidden = self.core.output_size
+        self.discrete = isinstance(action_space, spaces.Discrete)
+        if self.discrete and action_space.start == 0:
+            self.action_shape: tuple[int, ...] = ()
+            self.actor = nn.Linear(hidden, int(action_space.n))
+        elif (isinstance(action_space, spaces.Box) and np.issubdtype(action_space.dtype, np.floating)
+              and len(action_space.shape) > 0):
+            self.action_shape = tuple(action_space.shape)
+            self.actor = nn.Linear(hidden, math.prod(self.action_shape))
+            self.log_std = nn.Parameter(torch.full(self.action_shape, float(log_std_init)))
+            self.register_buffer("action_low", torch.as_tensor(action_space.low), persistent=False)
+            self.register_buffer("action_high", torch.as_tensor(action_space.high), persistent=False)
+        else:
+            raise ValueError(f"action_space={action_space} is not allowed: the policy takes {ACTION_SPACES}")
+        self.critic = nn.Linear(hidden, 1)
+        for layer, gain in ((self.actor, 0.01), (self.critic, 1.0)):
+            nn.init.orthogonal_(layer.weight, gain=gain)
+            nn.init.zeros_(layer.bias)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.critic.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.critic.weight.device
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------ the network
+    def _features(self, obs: Tensor, lead: int) -> Tensor:
+        """obs [*lead dims, *observation shape] -> torso features [*lead dims, F]."""
+        x = self.torso(obs.reshape(-1, *self.torso.observation_shape).to(self.dtype))
+        return x.reshape(*obs.shape[:lead], x.shape[-1])
+
+    def _heads(self, h: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
+        """Core outputs [..., H] -> (distribution parameters, values [...])."""
+        values = self.critic(h).squeeze(-1)
+        out = self.actor(h)
+        if self.discrete:
+            return (out,), values
+        mean = out.unflatten(-1, self.action_shape)
+        return (mean, self.log_std.expand_as(mean)), values
+
+    def _distribution(self, head: tuple[Tensor, ...]) -> Distribution:
+        """The action distribution from ``_heads``' parameters (logits, or mean and log std)."""
+        # No argument validation: it would read values on the host at every step.
+        if self.discrete:
+            return Categorical(logits=head[0], validate_args=False)
+        mean, log_std = head
+        return Independent(Normal(mean, log_std.exp(), validate_args=False), len(self.action_shape),
+                           validate_args=False)
+
+    def forward(self, obs: Tensor, state: State, episode_start: Tensor) -> tuple[tuple[Tensor, ...], Tensor, State]:
+        """One step without sampling and without checks on obs (``act`` checks them).
+
+        obs [B, *obs shape], episode_start [B] bool -> (distribution parameters, values [B], new state).
+        """
+        h, state = self.core.step(self._features(obs, 1), state, episode_start)
+        head, values = self._heads(h)
+        return head, values, state
+
+    # ------------------------------------------------------------------ rollouts and training
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """The core's initial state for ``batch_size`` rows, each tensor [batch_size, ...], on ``device``
+        (the policy's device by default)."""
+        return self.core.initial_state(batch_size, self.device if device is None else device)
+
+    def act(self, obs: Tensor, state: State, episode_start: Tensor, deterministic: bool = False
+            ) -> tuple[Tensor, State, Tensor, Tensor]:
+        """One step of B environments.
+
+        obs [B, *obs shape], state from ``initial_state(B)`` or the last call, episode_start [B] bool
+        (rows whose state is reset before obs is read) -> (actions [B, *action shape], new state,
+        values [B], log-probs [B]). ``deterministic`` takes the distribution's mode instead of a sample.
+        Box actions are unclipped samples: send ``env_actions(actions)`` to the environment.
+        """
+        self._check_obs(obs, "obs", ("B",))
+        head, values, state = self(obs, state, episode_start)
+        dist = self._distribution(head)
+        actions = dist.mode if deterministic else dist.sample()
+        return actions, state, values, dist.log_prob(actions)
+
+    def evaluate(self, obs_seq: Tensor, actions: Tensor, state0: State, episode_starts: Tensor
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+        """A training sequence through the core's sequence form (chunkwise-parallel where the rule allows).
+
+        obs_seq [T, B, *obs shape], actions [T, B, *action shape] (as ``act`` returned them), state0 the
+        state before step 0, episode_starts [T, B] bool -> (log-probs [T, B], entropy [T, B], values [T, B]).
+        """
+        self._check_obs(obs_seq, "obs_seq", ("T", "B"))
+        self._check_actions(actions, obs_seq.shape[:2])
+        h, _ = self.core(self._features(obs_seq, 2), state0, episode_starts)
+        head, values = self._heads(h)
+        dist = self._distribution(head)
+        return dist.log_prob(actions), dist.entropy(), values
+
+    def env_actions(self, actions: Tensor) -> Tensor:
+        """What the environment receives: Box actions clipped to the space's bounds; Discrete unchanged."""
+        if self.discrete:
+            return actions
+        return torch.clamp(actions, self.action_low, self.action_high)
+
+    # ------------------------------------------------------------------ Stable-Baselines3
+    def predict(self, observation: np.ndarray, state: State | None = None, episode_start: np.ndarray | None = None,
+                deterministic: bool = False) -> tuple[np.ndarray, State]:
+        """The Stable-Baselines3 ``predict``: numpy in, numpy out, so SB3's ``evaluate_policy`` takes the policy.
+
+        observation [B, *obs shape] (or one observation [*obs shape]); state: None to start, then what the
+        last call returned (opaque to the caller); episode_start [B] bool (None: no row starts) ->
+        (env actions [B, *action shape] (or one action), state). Box actions are clipped to the bounds.
+        """
+        obs = np.asarray(observation)
+        single = obs.shape == tuple(self.observation_space.shape)
+        if single:
+            obs = obs[None]
+        with torch.no_grad():
+            obs_t = torch.as_tensor(obs, device=self.device)
+            self._check_obs(obs_t, "observation", ("B",))
+            batch = obs_t.shape[0]
+            if state is None:
+                state = self.initial_state(batch)
+            if episode_start is None:
+                starts = torch.zeros(batch, dtype=torch.bool, device=self.device)
+            else:
+                starts = torch.as_tensor(np.asarray(episode_start, dtype=bool).reshape(-1), device=self.device)
+            actions, state, _, _ = self.act(obs_t, state, starts, deterministic)
+            actions = self.env_actions(actions).cpu().numpy()
+        return (actions[0] if single else actions), state
+
+    # ------------------------------------------------------------------ flat parameters and populations
+    def get_flat_parameters(self) -> Tensor:
+        """All parameters as one vector [num_parameters] (a detached copy), in ``named_parameters`` order."""
+        return parameters_to_vector(self.parameters()).detach()
+
+    def set_flat_parameters(self, vec: Tensor) -> None:
+        """Copy vec [num_parameters] into the parameters (cast to their dtype and device; vec is not kept)."""
+        self._check_flat(vec, "vec", ())
+        # copy_ rather than torch.nn.utils.vector_to_parameters, which makes every parameter a view of vec.
+        with torch.no_grad():
+            for p, value in zip(self.parameters(), self._unflatten(vec).values()):
+                p.copy_(value)
+
+    def population_initial_state(self, population: int, episodes: int, device: torch.device | str | None = None
+                                 ) -> State:
+        """The initial state of ``population`` x ``episodes`` rows, each tensor [P, E, ...]."""
+        rows = self.initial_state(population * episodes, device)
+        return tuple(s.reshape(population, episodes, *s.shape[1:]) for s in rows)
+
+    def population_act(self, flat_params: Tensor, obs: Tensor, state: State, episode_start: Tensor,
+                       deterministic: bool = True) -> tuple[Tensor, State]:
+        """One step of P parameter vectors, each on its own E rows, as one batched forward.
+
+        flat_params [P, num_parameters], obs [P, E, *obs shape], state from ``population_initial_state(P, E)``
+        or the last call (each tensor [P, E, ...]), episode_start [P, E] bool -> (env actions
+        [P, E, *action shape], new state). Row p of the result is what ``act`` (then ``env_actions``) gives
+        after ``set_flat_parameters(flat_params[p])``. The network runs under torch.func.vmap over the
+        parameter dimension; nothing here reads tensor values on the host, so on a GPU the steps of a
+        whole population queue up without synchronizing.
+        """
+        self._check_flat(flat_params, "flat_params", ("P",))
+        self._check_obs(obs, "obs", ("P", "E"))
+        if obs.shape[0] != flat_params.shape[0]:
+            raise ValueError(f"obs must have shape [P, E, ...] with P={flat_params.shape[0]} (the rows of "
+                             f"flat_params), got {tuple(obs.shape)}")
+        check_starts(episode_start, "episode_start", obs.shape[:2])
+        for i, s in enumerate(state):
+            if s.shape[:2] != obs.shape[:2]:
+                raise ValueError(f"state[{i}] must have shape [P, E, ...] = {tuple(obs.shape[:2])} + ..., "
+                                 f"got {tuple(s.shape)}")
+
+        def one(params: dict[str, Tensor], obs: Tensor, state: State, episode_start: Tensor):
+            return functional_call(self, params, (obs, state, episode_start))
+
+        head, _, state = vmap(one)(self._unflatten(flat_params), obs, state, episode_start)
+        dist = self._distribution(head)
+        actions = dist.mode if deterministic else dist.sample()
+        return self.env_actions(actions), state
+
+    def _unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        """flat [..., num_parameters] -> {parameter name: [..., *parameter shape]}."""
+        named = list(self.named_parameters())
+        chunks = flat.split([p.numel() for _, p in named], dim=-1)
+        return {name: c.reshape(*flat.shape[:-1], *p.shape) for (name, p), c in zip(named, chunks)}
+
+    # ------------------------------------------------------------------ checks
+    def _check_flat(self, flat: Tensor, name: str, lead: Sequence[str]) -> None:
+        layout = "[" + ", ".join([*lead, f"num_parameters={self.num_parameters}"]) + "]"
+        if not isinstance(flat, Tensor) or not flat.is_floating_point():
+            got = flat.dtype if isinstance(flat, Tensor) else type(flat).__name__
+            raise TypeError(f"{name} must be a floating point torch.Tensor {layout}, got {got}")
+        if flat.dim() != len(lead) + 1 or flat.shape[-1] != self.num_parameters:
+            raise ValueError(f"{name} must have shape {layout}, got {tuple(flat.shape)}")
+
+    def _check_obs(self, obs: Tensor, name: str, lead: Sequence[str]) -> None:
+        shape = tuple(self.observation_space.shape)
+        layout = "[" + ", ".join([*lead, *map(str, shape)]) + "]"
+        if not isinstance(obs, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor {layout}, got {type(obs).__name__}")
+        if obs.dim() != len(lead) + len(shape) or tuple(obs.shape[len(lead):]) != shape:
+            raise ValueError(f"{name} must have shape {layout} for observation space {self.observation_space}, "
+                             f"got {tuple(obs.shape)}")
+        if self.torso.uint8_frames and obs.dtype != torch.uint8:
+            raise TypeError(f"{name} must be torch.uint8 frames (0..255) for torso "
+                            f"{type(self.torso).__name__}, got dtype {obs.dtype}")
+        if obs.is_complex():
+            raise TypeError(f"{name} must be a real tensor (floating, integer or bool), got dtype {obs.dtype}")
+
+    def _check_actions(self, actions: Tensor, lead: torch.Size) -> None:
+        layout = "[" + ", ".join(["T", "B", *map(str, self.action_shape)]) + "]"
+        kind = "integer" if self.discrete else "floating point"
+        if not isinstance(actions, Tensor) or actions.is_floating_point() == self.discrete or actions.is_complex():
+            got = actions.dtype if isinstance(actions, Tensor) else type(actions).__name__
+            raise TypeError(f"actions must be a {kind} torch.Tensor {layout}, got {got}")
+        if tuple(actions.shape) != (*lead, *self.action_shape):
+            raise ValueError(f"actions must have shape {layout} = {(*lead, *self.action_shape)} to match obs_seq, "
+                             f"got {tuple(actions.shape)}")
+
+
+__all__ = ["RecurrentPolicy"]

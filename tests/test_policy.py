@@ -1,0 +1,300 @@
+"""Torsos and the recurrent policy: shapes, act/evaluate consistency, flat parameters, the population call,
+the Stable-Baselines3 predict, and the errors for bad spaces and inputs."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from fwp_rl.policy import RecurrentPolicy
+from fwp_rl.torsos import make_torso
+
+VECTOR = spaces.Box(-1.0, 1.0, (5,), np.float32)
+FRAMES = spaces.Box(0, 255, (4, 84, 84), np.uint8)
+DISCRETE = spaces.Discrete(3)
+BOX = spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+CORE_OPTIONS = {
+    "delta": dict(hidden_size=8, num_heads=2, chunk_size=3),
+    "linear": dict(hidden_size=8, num_heads=2, chunk_size=3),
+    "lstm": dict(hidden_size=8),
+    "gru": dict(hidden_size=8),
+    "rdn": dict(hidden_size=8, num_heads=2),
+    "direct": dict(hidden_size=3, slow_size=4),
+}
+
+
+def make_policy(core="delta", action_space=DISCRETE, torso="mlp", observation_space=VECTOR, **kwargs):
+    torch.manual_seed(0)
+    torso_options = dict(hidden_sizes=[8]) if torso == "mlp" else None
+    return RecurrentPolicy(observation_space, action_space, torso=torso, torso_options=torso_options, core=core,
+                           core_options=CORE_OPTIONS[core], **kwargs).double()
+
+
+def random_starts(generator, *shape):
+    return torch.rand(*shape, generator=generator) < 0.25
+
+
+# ---------------------------------------------------------------------------------------------- torsos
+@pytest.mark.parametrize("name, space, options, size", [
+    ("mlp", spaces.Box(-1, 1, (3, 2), np.float32), dict(hidden_sizes=[7, 5]), 5),
+    ("identity", spaces.Box(-1, 1, (3, 2), np.float32), {}, 6),
+    ("nature_cnn", FRAMES, {}, 512),
+    ("impala", FRAMES, {}, 256),
+])
+def test_torso_output_size(name, space, options, size):
+    torch.manual_seed(0)
+    torso = make_torso(name, space, **options)
+    obs = torch.as_tensor(np.stack([space.sample() for _ in range(2)])).float()
+    assert torso.output_size == size
+    assert torso(obs).shape == (2, size)
+
+
+def test_impala_matches_reference_agent():
+    """4 stacked 84x84 frames give the reference agent's Linear(3872, 256)."""
+    torso = make_torso("impala", FRAMES)
+    assert torso.head[0].in_features == 3872 and torso.head[0].out_features == 256
+
+
+@pytest.mark.parametrize("name, space, accepts", [
+    ("nature_cnn", VECTOR, "uint8 Box of frames"),
+    ("impala", spaces.Box(0, 1, (4, 84, 84), np.float32), "uint8 Box of frames"),
+    ("nature_cnn", spaces.Box(0, 255, (4, 20, 20), np.uint8), "H, W >= 36"),
+    ("mlp", spaces.Dict({"a": VECTOR}), "Box of any shape"),
+    ("identity", spaces.Discrete(4), "Box of any shape"),
+])
+def test_torso_rejects_space(name, space, accepts):
+    with pytest.raises(ValueError) as info:
+        make_torso(name, space)
+    message = str(info.value)
+    assert repr(name) in message and str(space) in message and accepts in message
+
+
+def test_torso_rejects_bad_options():
+    with pytest.raises(ValueError, match="torso 'mlp' has no option widths; its options are: hidden_sizes"):
+        make_torso("mlp", VECTOR, widths=[3])
+    with pytest.raises(ValueError, match=r"hidden_sizes=\[\] is not allowed"):
+        make_torso("mlp", VECTOR, hidden_sizes=[])
+    with pytest.raises(ValueError, match="torso='resnet' is not allowed; choose one of"):
+        make_torso("resnet", VECTOR)
+
+
+# ---------------------------------------------------------------------------------------------- policy
+@pytest.mark.parametrize("space", [spaces.MultiDiscrete([2, 3]), spaces.Discrete(3, start=1),
+                                   spaces.Box(0, 3, (2,), np.int64)])
+def test_policy_rejects_action_space(space):
+    with pytest.raises(ValueError, match=r"action_space=.* is not allowed: the policy takes Discrete \(start 0\)"):
+        RecurrentPolicy(VECTOR, space)
+
+
+@pytest.mark.parametrize("action_space", [DISCRETE, BOX], ids=["discrete", "box"])
+@pytest.mark.parametrize("core", ["delta", "linear", "lstm"])
+def test_evaluate_equals_act_step_by_step(core, action_space):
+    """Log-probs and values of a sequence with episode starts inside it equal those of act, step by step."""
+    policy = make_policy(core, action_space)
+    g = torch.Generator().manual_seed(1)
+    T, B = 7, 3
+    obs = torch.randn(T, B, 5, generator=g, dtype=torch.float64)
+    starts = random_starts(g, T, B)
+    starts[3, 1] = True
+    state0 = policy.initial_state(B)
+    # Start from a state that is not the initial one, so the carried state matters.
+    _, state0, _, _ = policy.act(torch.randn(B, 5, generator=g, dtype=torch.float64), state0,
+                                 torch.zeros(B, dtype=torch.bool))
+    state, actions, log_probs, values = state0, [], [], []
+    for t in range(T):
+        a, state, v, lp = policy.act(obs[t], state, starts[t])
+        actions.append(a), values.append(v), log_probs.append(lp)
+    actions = torch.stack(actions)
+    assert actions.shape == (T, B, *((2,) if action_space is BOX else ()))
+    seq_log_probs, entropy, seq_values = policy.evaluate(obs, actions, state0, starts)
+    torch.testing.assert_close(seq_log_probs, torch.stack(log_probs))
+    torch.testing.assert_close(seq_values, torch.stack(values))
+    assert entropy.shape == (T, B)
+    if action_space is BOX:  # state-independent std: the entropy of N(., exp(log_std)) summed over dims
+        expected = (policy.log_std + 0.5 * math.log(2 * math.pi * math.e)).sum()
+        torch.testing.assert_close(entropy, expected.expand(T, B))
+    (seq_log_probs.sum() + seq_values.sum()).backward()
+    assert all(p.grad is not None for p in policy.core.parameters())
+
+
+def test_deterministic_act_takes_the_mode():
+    policy = make_policy("delta", BOX, log_std_init=3.0)
+    obs = torch.randn(4, 5, dtype=torch.float64)
+    starts = torch.ones(4, dtype=torch.bool)
+    a1, *_ = policy.act(obs, policy.initial_state(4), starts, deterministic=True)
+    a2, *_ = policy.act(obs, policy.initial_state(4), starts, deterministic=True)
+    torch.testing.assert_close(a1, a2)
+    clipped = policy.env_actions(torch.tensor([[-5.0, 0.5], [2.0, -0.25]], dtype=torch.float64))
+    torch.testing.assert_close(clipped, torch.tensor([[-1.0, 0.5], [1.0, -0.25]], dtype=torch.float64))
+
+
+def test_image_policy_act_and_evaluate():
+    policy = make_policy("delta", DISCRETE, torso="impala", observation_space=spaces.Box(0, 255, (2, 12, 12), np.uint8))
+    g = torch.Generator().manual_seed(2)
+    obs = torch.randint(0, 256, (3, 2, 2, 12, 12), generator=g, dtype=torch.uint8)
+    starts = torch.zeros(3, 2, dtype=torch.bool)
+    actions, state, values, log_probs = policy.act(obs[0], policy.initial_state(2), starts[0])
+    assert actions.shape == values.shape == log_probs.shape == (2,)
+    out = policy.evaluate(obs, torch.zeros(3, 2, dtype=torch.long), policy.initial_state(2), starts)
+    assert [o.shape for o in out] == [(3, 2)] * 3
+    with pytest.raises(TypeError, match=r"obs must be torch.uint8 frames \(0..255\) for torso ImpalaResNet"):
+        policy.act(obs[0].double(), state, starts[0])
+
+
+def test_bad_inputs_name_the_argument():
+    policy = make_policy("delta", BOX)
+    state = policy.initial_state(2)
+    starts = torch.zeros(2, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"obs must have shape \[B, 5\] for observation space Box.*got \(2, 4\)"):
+        policy.act(torch.zeros(2, 4), state, starts)
+    with pytest.raises(TypeError, match="obs must be a torch.Tensor"):
+        policy.act(np.zeros((2, 5)), state, starts)
+    with pytest.raises(ValueError, match=r"obs_seq must have shape \[T, B, 5\]"):
+        policy.evaluate(torch.zeros(2, 5), torch.zeros(2, 2), state, starts)
+    with pytest.raises(ValueError, match=r"actions must have shape \[T, B, 2\] = \(3, 2, 2\) to match obs_seq"):
+        policy.evaluate(torch.zeros(3, 2, 5), torch.zeros(3, 2), state, torch.zeros(3, 2, dtype=torch.bool))
+    with pytest.raises(TypeError, match=r"actions must be a floating point torch.Tensor \[T, B, 2\]"):
+        policy.evaluate(torch.zeros(3, 2, 5), torch.zeros(3, 2, 2, dtype=torch.long), state,
+                        torch.zeros(3, 2, dtype=torch.bool))
+    with pytest.raises(TypeError, match="episode_start must be a torch.bool tensor"):
+        policy.act(torch.zeros(2, 5), state, torch.zeros(2))
+
+
+# ---------------------------------------------------------------------------------------------- flat parameters
+def test_flat_parameters_round_trip():
+    policy = make_policy("delta", BOX)
+    flat = policy.get_flat_parameters()
+    assert flat.shape == (policy.num_parameters,)
+    assert policy.num_parameters == sum(p.numel() for p in policy.parameters())
+    new = torch.randn(policy.num_parameters, generator=torch.Generator().manual_seed(3), dtype=torch.float32)
+    policy.set_flat_parameters(new)
+    torch.testing.assert_close(policy.get_flat_parameters(), new.double())
+    assert policy.dtype == torch.float64
+    new.zero_()  # the policy keeps a copy, not a view of the vector
+    assert policy.get_flat_parameters().abs().sum() > 0
+    with pytest.raises(ValueError, match=rf"vec must have shape \[num_parameters={policy.num_parameters}\], got \(3,\)"):
+        policy.set_flat_parameters(torch.zeros(3))
+
+
+# ---------------------------------------------------------------------------------------------- population
+@pytest.mark.parametrize("action_space", [DISCRETE, BOX], ids=["discrete", "box"])
+@pytest.mark.parametrize("torso", ["mlp", "identity"])
+@pytest.mark.parametrize("core", ["delta", "linear", "lstm", "gru", "direct", "rdn"])
+def test_population_act_equals_separate_forwards(core, torso, action_space):
+    policy = make_policy(core, action_space, torso=torso)
+    g = torch.Generator().manual_seed(4)
+    P, E, steps = 3, 4, 5
+    flat = policy.get_flat_parameters() + 0.3 * torch.randn(P, policy.num_parameters, generator=g, dtype=torch.float64)
+    state = policy.population_initial_state(P, E)
+    assert all(s.shape[:2] == (P, E) for s in state)
+    separate = [policy.initial_state(E) for _ in range(P)]
+    for t in range(steps):
+        obs = torch.randn(P, E, 5, generator=g, dtype=torch.float64)
+        starts = random_starts(g, P, E) | (t == 0)
+        actions, state = policy.population_act(flat, obs, state, starts)
+        for p in range(P):
+            policy.set_flat_parameters(flat[p])
+            a, separate[p], _, _ = policy.act(obs[p], separate[p], starts[p], deterministic=True)
+            torch.testing.assert_close(actions[p], policy.env_actions(a))
+            for s_pop, s_one in zip(state, separate[p]):
+                torch.testing.assert_close(s_pop[p], s_one)
+
+
+def test_population_act_with_image_torso():
+    torch.manual_seed(0)
+    frames = spaces.Box(0, 255, (2, 12, 12), np.uint8)
+    policy = RecurrentPolicy(frames, DISCRETE, torso="impala", torso_options=dict(channels=[4], features=8),
+                             core="delta", core_options=CORE_OPTIONS["delta"]).double()
+    g = torch.Generator().manual_seed(5)
+    P, E = 2, 2
+    flat = policy.get_flat_parameters() + 0.1 * torch.randn(P, policy.num_parameters, generator=g, dtype=torch.float64)
+    state = policy.population_initial_state(P, E)
+    separate = [policy.initial_state(E) for _ in range(P)]
+    for t in range(2):
+        obs = torch.randint(0, 256, (P, E, *frames.shape), generator=g, dtype=torch.uint8)
+        starts = torch.full((P, E), t == 0)
+        actions, state = policy.population_act(flat, obs, state, starts)
+        for p in range(P):
+            policy.set_flat_parameters(flat[p])
+            a, separate[p], _, _ = policy.act(obs[p], separate[p], starts[p], deterministic=True)
+            torch.testing.assert_close(actions[p], a)
+            torch.testing.assert_close(state[0][p], separate[p][0])
+
+
+@pytest.mark.parametrize("action_space", [DISCRETE, BOX], ids=["discrete", "box"])
+def test_population_act_reads_no_values_on_the_host(action_space):
+    """On the meta device tensors have no values: any .item(), numpy or data-dependent branch would fail."""
+    policy = make_policy("delta", action_space).to("meta")
+    P, E = 3, 2
+    flat = torch.empty(P, policy.num_parameters, device="meta", dtype=torch.float64)
+    state = policy.population_initial_state(P, E, "meta")
+    starts = torch.zeros(P, E, dtype=torch.bool, device="meta")
+    for deterministic in (True, False):
+        actions, state = policy.population_act(flat, torch.empty(P, E, 5, device="meta"), state, starts, deterministic)
+        assert actions.device.type == "meta" and actions.shape == (P, E, *policy.action_shape)
+
+
+def test_population_act_checks_shapes():
+    policy = make_policy("delta", DISCRETE)
+    P, E = 2, 3
+    flat = policy.get_flat_parameters().expand(P, -1)
+    state = policy.population_initial_state(P, E)
+    obs, starts = torch.zeros(P, E, 5), torch.zeros(P, E, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"flat_params must have shape \[P, num_parameters="):
+        policy.population_act(flat[:, 1:], obs, state, starts)
+    with pytest.raises(ValueError, match=r"obs must have shape \[P, E, ...\] with P=2 \(the rows of flat_params\)"):
+        policy.population_act(flat, torch.zeros(3, E, 5), state, starts)
+    with pytest.raises(ValueError, match=r"obs must have shape \[P, E, 5\]"):
+        policy.population_act(flat, torch.zeros(P, 5), state, starts)
+    with pytest.raises(ValueError, match=r"state\[0\] must have shape \[P, E, ...\] = \(2, 3\)"):
+        policy.population_act(flat, obs, policy.population_initial_state(P, 1), starts)
+    with pytest.raises(ValueError, match=r"episode_start must have shape \(2, 3\)"):
+        policy.population_act(flat, obs, state, starts[:, :1])
+
+
+# ---------------------------------------------------------------------------------------------- Stable-Baselines3
+@pytest.mark.parametrize("env_id, action_space", [("CartPole-v1", spaces.Discrete(2)),
+                                                  ("Pendulum-v1", spaces.Box(-2.0, 2.0, (1,), np.float32))])
+def test_sb3_evaluate_policy(env_id, action_space):
+    env = make_vec_env(env_id, n_envs=2, seed=0)
+    torch.manual_seed(0)
+    policy = RecurrentPolicy(env.observation_space, env.action_space, torso="mlp",
+                             torso_options=dict(hidden_sizes=[8]), core="delta", core_options=CORE_OPTIONS["delta"])
+    assert policy.action_space == action_space
+    rewards, lengths = evaluate_policy(policy, env, n_eval_episodes=2, deterministic=False,
+                                       return_episode_rewards=True)
+    assert len(rewards) == len(lengths) == 2 and all(n > 0 for n in lengths)
+    env.close()
+
+
+def test_predict_single_observation_and_clipping():
+    policy = make_policy("delta", BOX, log_std_init=3.0)
+    obs = VECTOR.sample()
+    action, state = policy.predict(obs, episode_start=np.array([True]))
+    assert action.shape == (2,) and isinstance(action, np.ndarray)
+    batch = np.stack([VECTOR.sample() for _ in range(64)])
+    actions, state = policy.predict(batch)
+    assert actions.shape == (64, 2) and np.all(np.abs(actions) <= 1.0)
+    actions, _ = policy.predict(batch, state, np.zeros(64, dtype=bool))
+    assert actions.shape == (64, 2)
+    with pytest.raises(ValueError, match=r"observation must have shape \[B, 5\]"):
+        policy.predict(np.zeros((2, 3)))
+
+
+def test_predict_runs_a_gymnasium_env():
+    env = gym.make("CartPole-v1")
+    policy = make_policy("delta", env.action_space, observation_space=env.observation_space)
+    obs, _ = env.reset(seed=0)
+    action, state = policy.predict(obs, episode_start=np.array([True]), deterministic=True)
+    for _ in range(5):
+        obs, *_ = env.step(int(action))
+        action, state = policy.predict(obs, state, np.array([False]), deterministic=True)
+    assert env.action_space.contains(int(action))
