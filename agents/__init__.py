@@ -1,0 +1,1 @@
+"""The learners: recurrent PPO and neuroevolution, installed as ``fwp_rl.agents``."""
