@@ -4,6 +4,7 @@ against the step loop, in values and gradients, with episode starts inside chunk
 import pytest
 import torch
 
+from fwp_rl.ops.chunk import unit_lower_inverse
 from fwp_rl.ops.delta import delta_rule_chunkwise, delta_rule_recurrent, delta_rule_step
 from fwp_rl.ops.feature_maps import dpfp, feature_dim, feature_map
 from fwp_rl.ops.linear import linear_attention_chunkwise, linear_attention_recurrent, linear_attention_step
@@ -155,3 +156,13 @@ def test_strong_decay_keeps_gradients_finite():
     out, S = delta_rule_chunkwise(q, k, v, beta, S0, starts, log_alpha, 32)
     (grad,) = torch.autograd.grad(out.sum() + S.sum(), log_alpha)
     assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 16, 17, 64])
+def test_unit_lower_inverse_equals_matrix_inverse(size):
+    g = torch.Generator().manual_seed(size)
+    # entries of the size the delta rule produces: beta k_i . k_j with normalized keys, beta < 1
+    strict = 0.3 * torch.randn(5, size, size, generator=g, dtype=torch.float64).tril(-1)
+    eye = torch.eye(size, dtype=torch.float64).expand(5, size, size)
+    expected = torch.linalg.solve_triangular(eye + strict, eye, upper=False, unitriangular=True)
+    torch.testing.assert_close(unit_lower_inverse(strict), expected, rtol=1e-9, atol=1e-9)

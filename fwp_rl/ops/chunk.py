@@ -98,18 +98,43 @@ def scan_chunks(q: Tensor, k: Tensor, u: Tensor, w: Tensor | None, decays: Chunk
     Within a chunk the state after step t is S_t = D(t, 0) S0 + sum_{i <= t} D(t, i) k_i x_i^T with
     x = u - w S0 (w is None for the linear rule, whose writes do not read the state). Inputs are
     [B, H, N, C, d]; S0 [B, H, dk, dv]. Returns the outputs [B, H, N, C, dv] and the final state.
+
+    Only the state recursion runs chunk by chunk; the outputs of all chunks are then two batched
+    products, which keeps the sequential part (and its backward) to two small products per chunk.
     """
-    scores = (q @ k.transpose(-1, -2)) * decays.within  # [B, H, N, C, C]
-    q_start = q * decays.from_start.unsqueeze(-1)
     k_end = (k * decays.to_end.unsqueeze(-1)).transpose(-1, -2)  # [B, H, N, dk, C]
+    keep = decays.start_to_end[..., None, None]  # [B, h, N, 1, 1]
     # unbind once: indexing chunk n inside the loop would make backward allocate a zero gradient of
     # the whole tensor for every chunk.
-    chunks = zip(scores.unbind(2), q_start.unbind(2), k_end.unbind(2), u.unbind(2),
-                 u.unbind(2) if w is None else w.unbind(2), decays.start_to_end.unbind(2))
+    chunks = zip(k_end.unbind(2), u.unbind(2), u.unbind(2) if w is None else w.unbind(2), keep.unbind(2))
     S = S0
-    outs = []
-    for scores_n, q_n, k_n, u_n, w_n, keep_n in chunks:
+    incoming, writes = [], []  # the state entering each chunk, and what each chunk writes
+    for k_n, u_n, w_n, keep_n in chunks:
         x = u_n if w is None else u_n - w_n @ S
-        outs.append(q_n @ S + scores_n @ x)
-        S = keep_n[..., None, None] * S + k_n @ x
-    return torch.stack(outs, dim=2), S
+        incoming.append(S)
+        writes.append(x)
+        S = keep_n * S + k_n @ x
+    incoming, x = torch.stack(incoming, dim=2), torch.stack(writes, dim=2)
+    scores = (q @ k.transpose(-1, -2)) * decays.within  # [B, H, N, C, C]
+    out = (q * decays.from_start.unsqueeze(-1)) @ incoming + scores @ x
+    return out, S
+
+
+def unit_lower_inverse(strict: Tensor) -> Tensor:
+    """(I + strict)^-1 for strictly lower-triangular ``strict`` [..., C, C].
+
+    strict is nilpotent (strict^C = 0), so (I + strict)^-1 = sum_k (-strict)^k
+    = (I + N)(I + N^2)(I + N^4)...(I + N^(2^j)) with N = -strict and 2^(j+1) >= C: about 2 log2 C
+    batched C x C products. torch.linalg.solve_triangular computes the same, but on the CPU its time
+    for many small batched systems is erratic (from 30 ms to several seconds for the same call,
+    measured with C = 16 and 2,048 systems), while batched products are steady and differentiate
+    cheaply.
+    """
+    power = -strict
+    inverse = torch.eye(strict.shape[-1], dtype=strict.dtype, device=strict.device) + power
+    span = 2
+    while span < strict.shape[-1]:
+        power = power @ power
+        inverse = inverse + power @ inverse
+        span *= 2
+    return inverse

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fwp_rl.ops.chunk import chunk_decays, from_chunks, pad_time, scan_chunks, to_chunks
+from fwp_rl.ops.chunk import chunk_decays, from_chunks, pad_time, scan_chunks, to_chunks, unit_lower_inverse
 
 
 def delta_rule_step(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, S: Tensor, log_alpha: Tensor | None = None
@@ -48,7 +48,8 @@ def delta_rule_chunkwise(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, S0: Tens
 
         (I + diag(beta) tril(D * K K^T, -1)) X = diag(beta) (V - diag(D(., 0)) K S0)
 
-    so X = U - W S0 with U, W from one triangular solve; ``scan_chunks`` then carries S across chunks.
+    so X = U - W S0 with U, W from the inverse of that system (``unit_lower_inverse``); ``scan_chunks``
+    then carries S across chunks.
     """
     T, B, H, dk = k.shape
     dv = v.shape[-1]
@@ -62,10 +63,8 @@ def delta_rule_chunkwise(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, S0: Tens
     decays = chunk_decays(starts, log_alpha, (Tp, B, H), C, q.device, q.dtype)
 
     strict = torch.ones(C, C, dtype=torch.bool, device=q.device).tril(-1)
-    system = (k @ k.transpose(-1, -2)) * decays.within * strict
-    system = torch.eye(C, dtype=q.dtype, device=q.device) + beta.unsqueeze(-1) * system
-    rhs = beta.unsqueeze(-1) * torch.cat([v, k * decays.from_start.unsqueeze(-1)], dim=-1)
-    solved = torch.linalg.solve_triangular(system, rhs, upper=False, unitriangular=True)
-    u, w = solved.split([dv, dk], dim=-1)
+    system = beta.unsqueeze(-1) * ((k @ k.transpose(-1, -2)) * decays.within * strict)
+    inverse = unit_lower_inverse(system) * beta.unsqueeze(-2)  # (I + ...)^-1 diag(beta)
+    u, w = inverse @ v, inverse @ (k * decays.from_start.unsqueeze(-1))
     out, S = scan_chunks(q, k, u, w, decays, S0)
     return from_chunks(out)[:T], S
