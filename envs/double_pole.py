@@ -1,0 +1,579 @@
+"""Double pole balancing (Wieland 1991) as the literature runs it, batched in torch.
+
+The specification is ``specs/double_pole.md``; every number below comes from it. Two poles (long: 0.1 kg,
+half-length 0.5 m; short: 0.01 kg, half-length 0.05 m) stand on hinges on a 1 kg cart on a 4.8 m track.
+A controller outputs o in [0, 1] every 0.02 s; the force F = (o - 0.5) * 20 N is held for two
+4th-order Runge-Kutta substeps of h = 0.01 s. A simulation fails when abs(x) > 2.4 m or a pole leans
+more than 0.628329 rad (36 degrees).
+
+Layers, from the bottom up:
+
+- pure tensor functions: ``step_physics`` (state, force, config) -> state, ``output_to_force``,
+  ``balanced``, ``observe``, ``jiggle``, ``damping_fitness``; no in-place writes and no branching on
+  tensor values, so they run on any device and under ``torch.func.vmap``;
+- ``DoublePole``: N simulations kept on one device; ``step`` advances the running ones and freezes
+  the ones that failed, without synchronizing with the host;
+- the benchmark: ``fitness`` (one fitness episode per simulation), ``long_test`` (100,000 steps),
+  ``generalization_test`` (the 625 starts of ``generalization_starts``), ``balance`` underneath;
+- Gymnasium: ``DoublePoleEnv`` and ``DoublePoleVectorEnv`` (registered by ``fwp_rl.envs`` as
+  "fwp_rl/DoublePole-v0" and "fwp_rl/DoublePoleNoVel-v0"), with ``render_frame`` for "rgb_array".
+
+States are [..., 6] tensors (x [m], x_dot [m/s], theta1 [rad], theta1_dot [rad/s], theta2 [rad],
+theta2_dot [rad/s]); angles are measured from the vertical, positive when the pole leans towards +x.
+A step count ``t`` is the number of control steps after which a simulation was still balanced: the
+step that fails is not counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from torch import Tensor
+
+from fwp_rl.cores.base import check_choice, check_size
+
+# ---------------------------------------------------------------------------------------------- constants
+GRAVITY = -9.8  # m/s^2, the sign convention of the reference codes
+CART_MASS = 1.0  # kg
+POLE_MASSES = (0.1, 0.01)  # kg: long pole, short pole
+POLE_HALF_LENGTHS = (0.5, 0.05)  # m
+CART_FRICTION = 0.0005  # mu_c, applied as -mu_c * sgn(x_dot)
+HINGE_FRICTION = 0.000002  # mu_p
+MAX_FORCE = 10.0  # N: o = 0 pushes with -10 N, o = 1 with +10 N
+GOMEZ_MIN_FORCE = 10.0 / 256.0  # N: the smallest force magnitude Gomez's code applies
+TIME_STEP = 0.01  # s, one RK4 substep
+SUBSTEPS = 2  # RK4 substeps per control step (the controller acts every 0.02 s)
+TRACK_LIMIT = 2.4  # m
+ANGLE_LIMIT = 0.628329  # rad (36 degrees as the reference codes write it)
+INPUT_SCALES = (4.8, 2.0, 0.52, 2.0, 0.52, 2.0)  # observation = state / scale (NEAT's scaling)
+
+TASKS = ("markov", "nonmarkov")
+FITNESS_WINDOWS = (100, 101)
+MARKOV_STEPS = 100_000  # the Markov fitness episode, and the long test of the non-Markov task
+NONMARKOV_STEPS = 1_000  # the non-Markov fitness episode
+DAMPING_MIN_STEPS = 100  # f2 = 0 below this many balanced steps
+GENERALIZATION_STEPS = 1_000  # a generalization start is passed by balancing this many steps
+GENERALIZATION_REQUIRED = 200  # starts of 625 a champion must pass (with the long test) to solve the task
+GENERALIZATION_LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
+GENERALIZATION_RANGES = (4.32, 2.70, 0.12566304, 0.30019504)  # x [m], x_dot [m/s], theta1 [rad], theta1_dot [rad/s]
+SUPPORTED_DTYPES = (torch.float64,)
+
+
+# ---------------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class DoublePoleConfig:
+    """How the benchmark is run: the task and every switch on which the reference codes differ.
+
+    task: "markov" (inputs: the six state variables scaled, and the bias) or "nonmarkov" (x, theta1,
+        theta2 scaled, and the bias; damping fitness).
+    cart_friction: apply the cart-track friction -mu_c * sgn(x_dot) (Gomez's and Igel's codes; the
+        NEAT code declares it but never applies it). sgn(0) = 0.
+    fitness_window: the damping fitness sums the jiggle of the last 100 (Igel) or 101 (NEAT) balanced
+        states, counting the start state as state 0.
+    start_angle: theta1 of the standard start [rad]; 0.07 in the NEAT code and Igel's group
+        (Gomez: 4.0156 deg = 0.070086 rad).
+    min_force: smallest force magnitude [N], 0 for none; Gomez's code uses 10/256 N
+        (``GOMEZ_MIN_FORCE``): a force in [0, 10/256) becomes +10/256 N, one in (-10/256, 0) -10/256 N.
+    bias: the constant last input [dimensionless]; 0.5 as in the NEAT code.
+    """
+
+    task: str = "markov"
+    cart_friction: bool = True
+    fitness_window: int = 100
+    start_angle: float = 0.07
+    min_force: float = 0.0
+    bias: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_choice("task", self.task, TASKS)
+        if isinstance(self.fitness_window, bool) or not isinstance(self.fitness_window, int):
+            # check_choice alone would let 100.0 through (100.0 == 100), which the window's buffer refuses
+            raise ValueError(f"fitness_window={self.fitness_window!r} is not allowed; choose one of: "
+                             f"{', '.join(map(repr, FITNESS_WINDOWS))} (an int)")
+        check_choice("fitness_window", self.fitness_window, FITNESS_WINDOWS)
+        if not isinstance(self.cart_friction, bool):
+            raise ValueError(f"cart_friction={self.cart_friction!r} is not allowed: it must be True or False")
+        _check_number("start_angle", self.start_angle, -ANGLE_LIMIT, ANGLE_LIMIT, "rad (within the failure limit)")
+        _check_number("min_force", self.min_force, 0.0, MAX_FORCE, "N")
+        _check_number("bias", self.bias, -math.inf, math.inf, "(any finite number)")
+
+    @property
+    def markov(self) -> bool:
+        return self.task == "markov"
+
+    @property
+    def observation_size(self) -> int:
+        """Inputs per step: 7 (six state variables and the bias) or 4 (x, theta1, theta2 and the bias)."""
+        return 7 if self.markov else 4
+
+    @property
+    def episode_steps(self) -> int:
+        """Control steps of one fitness episode: 100,000 (Markov) or 1,000 (non-Markov)."""
+        return MARKOV_STEPS if self.markov else NONMARKOV_STEPS
+
+
+def _check_number(name: str, value, low: float, high: float, unit: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not (
+        low <= value <= high
+    ):
+        raise ValueError(f"{name}={value!r} is not allowed: it must be a number in [{low}, {high}] {unit}")
+
+
+def make_config(config: DoublePoleConfig | None = None, **fields: Any) -> DoublePoleConfig:
+    """``config`` (default: ``DoublePoleConfig()``) with ``fields`` replaced; unknown field names raise."""
+    allowed = [f.name for f in dataclasses.fields(DoublePoleConfig)]
+    for name in fields:
+        if name not in allowed:
+            raise TypeError(f"{name!r} is not a field of DoublePoleConfig; the fields are: {', '.join(allowed)}")
+    return dataclasses.replace(config or DoublePoleConfig(), **fields)
+
+
+def check_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Raise unless dtype is one the simulator supports (float64: float32 changes fitness values)."""
+    if dtype not in SUPPORTED_DTYPES:
+        raise ValueError(
+            f"dtype={dtype} is not allowed; choose one of: {', '.join(map(str, SUPPORTED_DTYPES))} "
+            "(float32 rounding changes how many steps controllers balance)"
+        )
+    return dtype
+
+
+# ---------------------------------------------------------------------------------------------- physics
+@functools.lru_cache(maxsize=None)
+def _pole_constants(device: torch.device, dtype: torch.dtype, ndim: int) -> tuple[Tensor, ...]:
+    """Per-pole constants [2, 1, ...] (ndim dims; long pole, short pole): m l, mu_p / (m l), 3/4 m, m, -3 / (4 l)."""
+    m = torch.tensor(POLE_MASSES, dtype=torch.float64)
+    l = torch.tensor(POLE_HALF_LENGTHS, dtype=torch.float64)
+    constants = (m * l, HINGE_FRICTION / (m * l), 0.75 * m, m, -0.75 / l)
+    return tuple(c.to(device=device, dtype=dtype).reshape(2, *[1] * (ndim - 1)) for c in constants)
+
+
+def _derivatives(y: Tensor, force: Tensor, cart_friction: bool) -> Tensor:
+    """Time derivative under Wieland's equations of component-first states y [6, ...]; force [...] in N.
+
+    Both poles are computed at once: tensors [2, ...] hold (long pole, short pole). Component-first
+    rows are contiguous, which keeps large batches fast.
+    """
+    ml, hinge_coefficient, three_quarter_m, m, acceleration_coefficient = _pole_constants(y.device, y.dtype, y.dim())
+    velocity = y[1::2]  # x_dot, theta1_dot, theta2_dot
+    theta, theta_dot = y[2::2], velocity[1:]
+    sin, cos = torch.sin(theta), torch.cos(theta)
+    hinge = hinge_coefficient * theta_dot  # mu_p theta_dot_i / (m_i l_i)
+    gravity = GRAVITY * sin
+    effective_force = ml * theta_dot * theta_dot * sin + three_quarter_m * cos * (hinge + gravity)  # F~_i
+    effective_mass = m - three_quarter_m * cos * cos  # m~_i = m_i (1 - 3/4 cos^2 theta_i)
+    push = force - CART_FRICTION * torch.sign(velocity[0]) if cart_friction else force
+    x_ddot = (push + effective_force.sum(0)) / (CART_MASS + effective_mass.sum(0))
+    theta_ddot = acceleration_coefficient * (x_ddot * cos + gravity + hinge)
+    acceleration = torch.cat([x_ddot[None], theta_ddot])
+    return torch.stack([velocity, acceleration], dim=1).flatten(0, 1)
+
+
+def step_physics(state: Tensor, force: Tensor, config: DoublePoleConfig) -> Tensor:
+    """One control step: two classic RK4 substeps of h = 0.01 s, force held.
+
+    state [..., 6], force [...] in N -> state [..., 6] 0.02 s later.
+    """
+    h = TIME_STEP
+    y = state.movedim(-1, 0).contiguous()
+    for _ in range(SUBSTEPS):
+        k1 = _derivatives(y, force, config.cart_friction)
+        k2 = _derivatives(y + 0.5 * h * k1, force, config.cart_friction)
+        k3 = _derivatives(y + 0.5 * h * k2, force, config.cart_friction)
+        k4 = _derivatives(y + h * k3, force, config.cart_friction)
+        y = y + (h / 6.0) * (k1 + 2.0 * (k2 + k3) + k4)
+    return y.movedim(0, -1).contiguous()
+
+
+def output_to_force(output: Tensor, config: DoublePoleConfig) -> Tensor:
+    """Network output o [...] -> force [...] in N: F = (o - 0.5) * 2 * 10 with o clipped to [0, 1].
+
+    With ``config.min_force`` > 0 a force closer to 0 than min_force becomes +-min_force, its sign kept
+    (0 counts as positive), as in Gomez's code.
+    """
+    force = (output.clamp(0.0, 1.0) - 0.5) * (2.0 * MAX_FORCE)
+    if config.min_force > 0:
+        force = torch.where(force >= 0, force.clamp(min=config.min_force), force.clamp(max=-config.min_force))
+    return force
+
+
+def balanced(state: Tensor) -> Tensor:
+    """[..., 6] -> [...] bool: within the limits abs(x) <= 2.4 m and abs(theta_i) <= 0.628329 rad (NaN fails)."""
+    return (
+        (state[..., 0].abs() <= TRACK_LIMIT)
+        & (state[..., 2].abs() <= ANGLE_LIMIT)
+        & (state[..., 4].abs() <= ANGLE_LIMIT)
+    )
+
+
+def observe(state: Tensor, config: DoublePoleConfig) -> Tensor:
+    """Controller inputs. state [..., 6] -> [..., 7] (Markov) or [..., 4] (non-Markov), bias last.
+
+    Markov: x/4.8, x_dot/2, theta1/0.52, theta1_dot/2, theta2/0.52, theta2_dot/2; non-Markov: x/4.8,
+    theta1/0.52, theta2/0.52.
+    """
+    columns = range(6) if config.markov else (0, 2, 4)
+    inputs = [state[..., i] / INPUT_SCALES[i] for i in columns]
+    return torch.stack(inputs + [torch.full_like(inputs[0], config.bias)], dim=-1)
+
+
+def jiggle(state: Tensor) -> Tensor:
+    """[..., 6] -> [...]: abs(x) + abs(x_dot) + abs(theta1) + abs(theta1_dot), the term the damping fitness sums."""
+    return state[..., :4].abs().sum(-1)
+
+
+def damping_fitness(steps: Tensor, jiggle_total: Tensor) -> Tensor:
+    """Gruau et al.'s damping fitness F = 0.1 f1 + 0.9 f2 of non-Markov episodes. [N], [N] -> [N].
+
+    steps: control steps balanced (at most 1,000); jiggle_total: the jiggle summed over the last
+    ``fitness_window`` balanced states. f1 = steps / 1000; f2 = 0.75 / jiggle_total, or 0 below 100 steps.
+    """
+    f1 = steps.to(jiggle_total.dtype) / NONMARKOV_STEPS
+    f2 = torch.where(steps >= DAMPING_MIN_STEPS, 0.75 / jiggle_total, torch.zeros_like(jiggle_total))
+    return 0.1 * f1 + 0.9 * f2
+
+
+# ---------------------------------------------------------------------------------------------- starts
+def standard_starts(n: int, config: DoublePoleConfig, device=None, dtype: torch.dtype = torch.float64) -> Tensor:
+    """[n, 6]: all zero but theta1 = config.start_angle."""
+    starts = torch.zeros(check_size("n", n), 6, device=device, dtype=dtype)
+    starts[:, 2] = config.start_angle
+    return starts
+
+
+def generalization_starts(device=None, dtype: torch.dtype = torch.float64) -> Tensor:
+    """[625, 6]: the 5^4 grid of x, x_dot, theta1, theta1_dot at k * range - range / 2 for k in
+    (0.05, 0.25, 0.5, 0.75, 0.95), theta2 = theta2_dot = 0; x varies slowest, theta1_dot fastest."""
+    levels = torch.tensor(GENERALIZATION_LEVELS, dtype=torch.float64)
+    axes = [levels * r - r / 2 for r in GENERALIZATION_RANGES]
+    grid = torch.cartesian_prod(*axes)
+    return torch.cat([grid, torch.zeros(len(grid), 2, dtype=torch.float64)], dim=1).to(device=device, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------- simulator
+class DoublePole:
+    """N double pole simulations on one device.
+
+    Attributes, all on ``device``: ``state`` [N, 6]; ``alive`` [N] bool, balanced so far; ``steps`` [N]
+    int64, control steps balanced since the start. A simulation that fails keeps the state in which it
+    failed, and later steps leave it, its ``alive`` and its ``steps`` as they are.
+    """
+
+    def __init__(self, config: DoublePoleConfig | None = None, device=None, dtype: torch.dtype = torch.float64):
+        self.config = config or DoublePoleConfig()
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.dtype = check_dtype(dtype)
+        self.state = torch.zeros(0, 6, device=self.device, dtype=dtype)
+        self.alive = torch.zeros(0, device=self.device, dtype=torch.bool)
+        self.steps = torch.zeros(0, device=self.device, dtype=torch.int64)
+
+    @property
+    def num_simulations(self) -> int:
+        return self.state.shape[0]
+
+    def reset(self, starts: int | Tensor) -> Tensor:
+        """Start over: ``starts`` standard starts, or the given start states [N, 6]. -> observations [N, D]."""
+        if isinstance(starts, int):
+            starts = standard_starts(starts, self.config, self.device, self.dtype)
+        elif not isinstance(starts, Tensor) or starts.dim() != 2 or starts.shape[1] != 6:
+            got = tuple(starts.shape) if isinstance(starts, Tensor) else type(starts).__name__
+            raise ValueError(f"starts={got} is not allowed: give a number of standard starts or a tensor [N, 6]")
+        self.state = starts.to(device=self.device, dtype=self.dtype)
+        self.alive = balanced(self.state)
+        self.steps = torch.zeros(len(self.state), device=self.device, dtype=torch.int64)
+        return self.observe()
+
+    def restart(self, mask: Tensor) -> Tensor:
+        """Put the simulations of ``mask`` [N] bool back to the standard start. -> observations [N, D]."""
+        start = standard_starts(1, self.config, self.device, self.dtype)
+        self.state = torch.where(mask[:, None], start, self.state)
+        self.alive = self.alive | mask
+        self.steps = torch.where(mask, torch.zeros_like(self.steps), self.steps)
+        return self.observe()
+
+    def step(self, outputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Advance the running simulations by one control step.
+
+        outputs [N] or [N, 1]: network outputs o in [0, 1] (clipped). -> (observations [N, D], alive [N]).
+        """
+        n = self.num_simulations
+        if not isinstance(outputs, Tensor) or tuple(outputs.shape) not in ((n,), (n, 1)):
+            got = tuple(outputs.shape) if isinstance(outputs, Tensor) else type(outputs).__name__
+            raise ValueError(f"outputs={got} is not allowed: it must be a tensor of shape ({n},) or ({n}, 1)")
+        force = output_to_force(outputs.reshape(n).to(device=self.device, dtype=self.dtype), self.config)
+        self.state = torch.where(self.alive[:, None], step_physics(self.state, force, self.config), self.state)
+        self.alive = self.alive & balanced(self.state)
+        self.steps = self.steps + self.alive
+        return self.observe(), self.alive
+
+    def observe(self) -> Tensor:
+        """Observations [N, D] of the current states (D = config.observation_size)."""
+        return observe(self.state, self.config)
+
+
+# ---------------------------------------------------------------------------------------------- benchmark
+Controller = Callable[[Tensor], Tensor]
+"""observations [N, D] -> outputs [N] or [N, 1] in [0, 1]. Called once per control step, first with the
+observations of the start states; a controller with memory must start each call of the helpers below
+from a fresh (reset) memory."""
+
+_EARLY_EXIT_EVERY = 100  # control steps between checks whether any simulation still runs (one host sync each)
+
+
+class JiggleWindow:
+    """The jiggle of the last ``size`` balanced states of each of N simulations.
+
+    Slot k % size holds the jiggle of the state after control step k (k = 0: the start state) of every
+    simulation still balanced after step k; so once a simulation has failed, its slots keep its last
+    ``size`` balanced states. ``record`` must be called after every control step, in order.
+    """
+
+    def __init__(self, start_states: Tensor, size: int):
+        self.values = torch.zeros(size, len(start_states), device=start_states.device, dtype=start_states.dtype)
+        self.values[0] = jiggle(start_states)
+        self.step_count = 0
+
+    def record(self, states: Tensor, alive: Tensor) -> None:
+        """states [N, 6] after the next control step; alive [N] bool: balanced up to and including it."""
+        self.step_count += 1
+        slot = self.values[self.step_count % len(self.values)]
+        slot.copy_(torch.where(alive, jiggle(states), slot))
+
+    def total(self) -> Tensor:
+        """[N]: the jiggle summed over the window (complete once a simulation balanced size - 1 steps)."""
+        return self.values.sum(0)
+
+
+def _run(sim: DoublePole, controller: Controller, max_steps: int, window: JiggleWindow | None = None) -> Tensor:
+    """Step ``sim`` (already reset) with ``controller`` up to max_steps times; stops early once all failed."""
+    obs = sim.observe()
+    for k in range(1, check_size("max_steps", max_steps) + 1):
+        obs, alive = sim.step(controller(obs))
+        if window is not None:
+            window.record(sim.state, alive)
+        if k % _EARLY_EXIT_EVERY == 0 and not bool(alive.any()):
+            break
+    return sim.steps
+
+
+def balance(controller: Controller, starts: int | Tensor, max_steps: int, config: DoublePoleConfig | None = None,
+            device=None, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Control steps balanced [N] int64, at most max_steps, from ``starts`` (a number of standard starts or
+    start states [N, 6])."""
+    sim = DoublePole(config, device, dtype)
+    sim.reset(starts)
+    return _run(sim, controller, max_steps)
+
+
+def fitness(controller: Controller, n: int, config: DoublePoleConfig | None = None, device=None,
+            dtype: torch.dtype = torch.float64) -> Tensor:
+    """One fitness episode from the standard start for each of n simulations -> fitness [n] (dtype).
+
+    Markov: control steps balanced, at most 100,000. Non-Markov: the damping fitness of at most 1,000
+    steps (``damping_fitness``). The controller sees observations [n, D]: a population of n candidates
+    is evaluated in lockstep.
+    """
+    config = config or DoublePoleConfig()
+    sim = DoublePole(config, device, dtype)
+    sim.reset(n)
+    if config.markov:
+        return _run(sim, controller, MARKOV_STEPS).to(dtype)
+    window = JiggleWindow(sim.state, config.fitness_window)
+    steps = _run(sim, controller, NONMARKOV_STEPS, window)
+    return damping_fitness(steps, window.total())
+
+
+def long_test(controller: Controller, n: int = 1, config: DoublePoleConfig | None = None, device=None,
+              dtype: torch.dtype = torch.float64, steps: int = MARKOV_STEPS) -> Tensor:
+    """[n] bool: balanced ``steps`` (100,000) control steps from the standard start."""
+    return balance(controller, n, steps, config, device, dtype) == steps
+
+
+def generalization_test(controller: Controller, config: DoublePoleConfig | None = None, device=None,
+                        dtype: torch.dtype = torch.float64) -> Tensor:
+    """[625] bool: balanced 1,000 steps from each generalization start (``generalization_starts``).
+
+    The controller sees observations [625, D], one row per start, so each start begins with fresh memory.
+    The non-Markov task is solved by a champion that passes ``long_test`` and at least 200 of these.
+    """
+    starts = generalization_starts(device, dtype)
+    return balance(controller, starts, GENERALIZATION_STEPS, config, device, dtype) == GENERALIZATION_STEPS
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+_FRAME_HEIGHT, _FRAME_WIDTH = 300, 600
+_PIXELS_PER_METRE = _FRAME_WIDTH / (2 * TRACK_LIMIT + 0.8)
+_TRACK_ROW = 240  # pixel row of the track
+_CART_SIZE = (24, 50)  # pixels: height, width
+_COLORS = {
+    "background": (255, 255, 255), "track": (90, 90, 90), "limit": (200, 60, 60), "cart": (40, 70, 140),
+    "long pole": (200, 150, 60), "short pole": (60, 160, 90), "hinge": (20, 20, 20),
+}
+
+
+def _draw_segment(frame: np.ndarray, start: tuple[float, float], end: tuple[float, float], width: float,
+                  color: tuple[int, int, int]) -> None:
+    """Paint the pixels within width/2 of the segment start-end ((row, col) in pixels) in ``color``."""
+    (r0, c0), (r1, c1) = start, end
+    pad = width / 2 + 1
+    rows = np.arange(max(int(min(r0, r1) - pad), 0), min(int(max(r0, r1) + pad) + 1, frame.shape[0]))
+    cols = np.arange(max(int(min(c0, c1) - pad), 0), min(int(max(c0, c1) + pad) + 1, frame.shape[1]))
+    r, c = np.meshgrid(rows, cols, indexing="ij")
+    dr, dc = r1 - r0, c1 - c0
+    along = np.clip(((r - r0) * dr + (c - c0) * dc) / max(dr * dr + dc * dc, 1e-12), 0.0, 1.0)
+    inside = np.hypot(r - (r0 + along * dr), c - (c0 + along * dc)) <= width / 2
+    frame[r[inside], c[inside]] = color
+
+
+def render_frame(state) -> np.ndarray:
+    """A picture of one state (6 numbers): cart, long pole, short pole, track and its limits.
+
+    -> [300, 600, 3] uint8. Both poles stand on one hinge on top of the cart; 1 m is 107 pixels.
+    """
+    x, _, theta1, _, theta2, _ = (float(v) for v in state)
+    frame = np.full((_FRAME_HEIGHT, _FRAME_WIDTH, 3), _COLORS["background"], dtype=np.uint8)
+
+    def column(position: float) -> float:
+        return _FRAME_WIDTH / 2 + position * _PIXELS_PER_METRE
+
+    frame[_TRACK_ROW:_TRACK_ROW + 2, :] = _COLORS["track"]
+    for limit in (-TRACK_LIMIT, TRACK_LIMIT):
+        c = int(round(column(limit)))
+        frame[_TRACK_ROW - 30:_TRACK_ROW + 2, max(c - 1, 0):c + 2] = _COLORS["limit"]
+    height, width = _CART_SIZE
+    centre = column(x)
+    left, right = int(round(centre - width / 2)), int(round(centre + width / 2))
+    frame[_TRACK_ROW - height:_TRACK_ROW, max(left, 0):max(right, 0)] = _COLORS["cart"]
+    hinge = (_TRACK_ROW - height, centre)
+    for theta, half_length, name, thickness in ((theta1, POLE_HALF_LENGTHS[0], "long pole", 7),
+                                                (theta2, POLE_HALF_LENGTHS[1], "short pole", 5)):
+        length = 2 * half_length * _PIXELS_PER_METRE
+        tip = (hinge[0] - length * math.cos(theta), hinge[1] + length * math.sin(theta))
+        _draw_segment(frame, hinge, tip, thickness, _COLORS[name])
+    _draw_segment(frame, hinge, hinge, 6, _COLORS["hinge"])
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------- gymnasium
+def _spaces(config: DoublePoleConfig) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+    """(observation space, action space) of one simulation: float32 inputs [D], the output o in [0, 1].
+
+    The inputs have no physical bound (the state in which a simulation fails may lie beyond the limits),
+    so the observation bounds are the largest finite float32 (as Gymnasium's CartPole bounds velocities):
+    infinite bounds make ``gymnasium.utils.env_checker.check_env`` warn.
+    """
+    limit = np.finfo(np.float32).max
+    observation = gym.spaces.Box(-limit, limit, shape=(config.observation_size,), dtype=np.float32)
+    return observation, gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
+
+
+class DoublePoleEnv(gym.Env):
+    """One double pole simulation as a Gymnasium environment.
+
+    Action: [1] float32, the network output o in [0, 1] (clipped; force (o - 0.5) * 20 N). Observation:
+    the scaled inputs of the task (``observe``) as float32 [7] or [4]. Every episode starts from the
+    standard start. Reward 1 for each control step after which the poles are still balanced, 0 for the
+    step that fails, which terminates the episode; so the return is the step count ``t``. Truncation is
+    the TimeLimit wrapper's: ``gym.make(id, max_episode_steps=...)`` (registered: 100,000 steps for
+    "fwp_rl/DoublePole-v0", 1,000 for "fwp_rl/DoublePoleNoVel-v0").
+
+    config / fields: a DoublePoleConfig and field overrides, e.g. ``DoublePoleEnv(task="nonmarkov",
+    cart_friction=False)``. render_mode: None or "rgb_array" (``render_frame``).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
+
+    def __init__(self, render_mode: str | None = None, config: DoublePoleConfig | None = None, **fields: Any):
+        check_choice("render_mode", render_mode, (None, "rgb_array"))
+        self.render_mode = render_mode
+        self.config = make_config(config, **fields)
+        self.observation_space, self.action_space = _spaces(self.config)
+        self._sim = DoublePole(self.config)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        return self._sim.reset(1)[0].numpy().astype(np.float32), {}
+
+    def step(self, action):
+        output = torch.as_tensor(np.asarray(action, dtype=np.float64).reshape(1))
+        obs, alive = self._sim.step(output)
+        balanced_now = bool(alive[0])
+        return obs[0].numpy().astype(np.float32), float(balanced_now), not balanced_now, False, {}
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return render_frame(self._sim.state[0])
+        return None
+
+
+class DoublePoleVectorEnv(VectorEnv):
+    """num_envs double pole simulations as one Gymnasium VectorEnv on the batched torch simulator.
+
+    numpy in and out: actions [num_envs, 1] (or [num_envs]) float in [0, 1]; observations
+    [num_envs, D] float32; rewards, terminations, truncations as for ``DoublePoleEnv``; infos {}.
+    The simulations run on ``device`` in ``dtype``.
+
+    Autoreset: next-step (``AutoresetMode.NEXT_STEP``, gymnasium 1.x's default, as SyncVectorEnv). The
+    step that ends an episode (terminated, or truncated after ``max_episode_steps`` steps; None: never)
+    returns its last observation; the next ``step`` ignores that environment's action, puts it back to
+    the standard start and returns the start observation with reward 0 and terminated = truncated = False.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 50, "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int = 1, max_episode_steps: int | None = None, render_mode: str | None = None,
+                 device=None, dtype: torch.dtype = torch.float64, config: DoublePoleConfig | None = None,
+                 **fields: Any):
+        check_choice("render_mode", render_mode, (None, "rgb_array"))
+        self.num_envs = check_size("num_envs", num_envs)
+        self.max_episode_steps = None if max_episode_steps is None else check_size("max_episode_steps",
+                                                                                  max_episode_steps)
+        self.render_mode = render_mode
+        self.config = make_config(config, **fields)
+        self.single_observation_space, self.single_action_space = _spaces(self.config)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._sim = DoublePole(self.config, device, dtype)
+        self._autoreset = torch.zeros(num_envs, dtype=torch.bool, device=self._sim.device)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        obs = self._sim.reset(self.num_envs)
+        self._autoreset = torch.zeros_like(self._autoreset)
+        return _to_numpy(obs), {}
+
+    def step(self, actions):
+        actions = np.asarray(actions, dtype=np.float64)
+        n = self.num_envs
+        if actions.shape not in ((n,), (n, 1)):  # a bare reshape would take [2, 2] for 4 environments
+            raise ValueError(f"actions of shape {actions.shape} are not allowed: the shape must be ({n}, 1) or ({n},)")
+        _, alive = self._sim.step(torch.from_numpy(actions))
+        restarted = self._autoreset
+        terminated = ~alive & ~restarted
+        truncated = torch.zeros_like(alive) if self.max_episode_steps is None else (
+            alive & (self._sim.steps >= self.max_episode_steps) & ~restarted
+        )
+        reward = (alive & ~restarted).to(torch.float32)
+        obs = self._sim.restart(restarted)
+        self._autoreset = terminated | truncated
+        return _to_numpy(obs), _to_numpy(reward), _to_numpy(terminated), _to_numpy(truncated), {}
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return tuple(render_frame(state) for state in self._sim.state.cpu())
+        return None
+
+
+def _to_numpy(t: Tensor) -> np.ndarray:
+    """A CPU numpy copy; floating tensors become float32."""
+    array = t.cpu().numpy()
+    return array.astype(np.float32) if array.dtype.kind == "f" else array
