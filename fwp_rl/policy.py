@@ -94,12 +94,19 @@ class RecurrentPolicy(nn.Module):
 
     def _heads(self, h: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
         """Core outputs [..., H] -> (distribution parameters, values [...])."""
-        values = self.critic(h).squeeze(-1)
+        return self._actor_head(h), self.critic(h).squeeze(-1)
+
+    def _actor_head(self, h: Tensor) -> tuple[Tensor, ...]:
+        """Core outputs [..., H] -> distribution parameters: (logits,) or (mean, log std)."""
         out = self.actor(h)
         if self.discrete:
-            return (out,), values
+            return (out,)
         mean = out.unflatten(-1, self.action_shape)
-        return (mean, self.log_std.expand_as(mean)), values
+        return (mean, self.log_std.expand_as(mean))
+
+    def _mode(self, head: tuple[Tensor, ...]) -> Tensor:
+        """The most likely action of ``_heads``' parameters, without building a distribution object."""
+        return head[0].argmax(-1) if self.discrete else head[0]
 
     def _distribution(self, head: tuple[Tensor, ...]) -> Distribution:
         """The action distribution from ``_heads``' parameters (logits, or mean and log std)."""
@@ -110,12 +117,16 @@ class RecurrentPolicy(nn.Module):
         return Independent(Normal(mean, log_std.exp(), validate_args=False), len(self.action_shape),
                            validate_args=False)
 
-    def forward(self, obs: Tensor, state: State, episode_start: Tensor) -> tuple[tuple[Tensor, ...], Tensor, State]:
+    def forward(self, obs: Tensor, state: State, episode_start: Tensor | None, with_values: bool = True
+                ) -> tuple[tuple[Tensor, ...], Tensor | None, State]:
         """One step without sampling and without checks on obs (``act`` checks them).
 
-        obs [B, *obs shape], episode_start [B] bool -> (distribution parameters, values [B], new state).
+        obs [B, *obs shape], episode_start [B] bool (None: no row starts) -> (distribution parameters,
+        values [B] (None without ``with_values``), new state).
         """
         h, state = self.core.step(self._features(obs, 1), state, episode_start)
+        if not with_values:
+            return self._actor_head(h), None, state
         head, values = self._heads(h)
         return head, values, state
 
@@ -137,7 +148,7 @@ class RecurrentPolicy(nn.Module):
         self._check_obs(obs, "obs", ("B",))
         head, values, state = self(obs, state, episode_start)
         dist = self._distribution(head)
-        actions = dist.mode if deterministic else dist.sample()
+        actions = self._mode(head) if deterministic else dist.sample()
         return actions, state, values, dist.log_prob(actions)
 
     def evaluate(self, obs_seq: Tensor, actions: Tensor, state0: State, episode_starts: Tensor
@@ -206,35 +217,16 @@ class RecurrentPolicy(nn.Module):
         rows = self.initial_state(population * episodes, device)
         return tuple(s.reshape(population, episodes, *s.shape[1:]) for s in rows)
 
-    def population_act(self, flat_params: Tensor, obs: Tensor, state: State, episode_start: Tensor,
+    def population(self, flat_params: Tensor) -> PolicyPopulation:
+        """P parameter vectors of this policy, flat_params [P, num_parameters], bound for batched steps."""
+        return PolicyPopulation(self, flat_params)
+
+    def population_act(self, flat_params: Tensor, obs: Tensor, state: State, episode_start: Tensor | None,
                        deterministic: bool = True) -> tuple[Tensor, State]:
-        """One step of P parameter vectors, each on its own E rows, as one batched forward.
-
-        flat_params [P, num_parameters], obs [P, E, *obs shape], state from ``population_initial_state(P, E)``
-        or the last call (each tensor [P, E, ...]), episode_start [P, E] bool -> (env actions
-        [P, E, *action shape], new state). Row p of the result is what ``act`` (then ``env_actions``) gives
-        after ``set_flat_parameters(flat_params[p])``. The network runs under torch.func.vmap over the
-        parameter dimension; nothing here reads tensor values on the host, so on a GPU the steps of a
-        whole population queue up without synchronizing.
-        """
-        self._check_flat(flat_params, "flat_params", ("P",))
-        self._check_obs(obs, "obs", ("P", "E"))
-        if obs.shape[0] != flat_params.shape[0]:
-            raise ValueError(f"obs must have shape [P, E, ...] with P={flat_params.shape[0]} (the rows of "
-                             f"flat_params), got {tuple(obs.shape)}")
-        check_starts(episode_start, "episode_start", obs.shape[:2])
-        for i, s in enumerate(state):
-            if s.shape[:2] != obs.shape[:2]:
-                raise ValueError(f"state[{i}] must have shape [P, E, ...] = {tuple(obs.shape[:2])} + ..., "
-                                 f"got {tuple(s.shape)}")
-
-        def one(params: dict[str, Tensor], obs: Tensor, state: State, episode_start: Tensor):
-            return functional_call(self, params, (obs, state, episode_start))
-
-        head, _, state = vmap(one)(self._unflatten(flat_params), obs, state, episode_start)
-        dist = self._distribution(head)
-        actions = dist.mode if deterministic else dist.sample()
-        return self.env_actions(actions), state
+        """One step of P parameter vectors, each on its own E rows, as one batched forward:
+        ``population(flat_params).act(obs, state, episode_start, deterministic)``. Many steps of one
+        population should bind it once with ``population``."""
+        return self.population(flat_params).act(obs, state, episode_start, deterministic)
 
     def _unflatten(self, flat: Tensor) -> dict[str, Tensor]:
         """flat [..., num_parameters] -> {parameter name: [..., *parameter shape]}."""
@@ -276,4 +268,51 @@ class RecurrentPolicy(nn.Module):
                              f"got {tuple(actions.shape)}")
 
 
-__all__ = ["RecurrentPolicy"]
+class PolicyPopulation:
+    """P parameter vectors of one policy, stepped together: how neuroevolution evaluates a population.
+
+    The vectors are split into parameter tensors once, here; each ``act`` is then one forward of the
+    policy under torch.func.vmap over the P dimension (functional_call swaps the batched parameters in).
+    Nothing reads tensor values on the host, so on a GPU the steps of a population queue up without
+    synchronizing.
+    """
+
+    def __init__(self, policy: RecurrentPolicy, flat_params: Tensor):
+        policy._check_flat(flat_params, "flat_params", ("P",))
+        self.policy = policy
+        self.size = flat_params.shape[0]
+        self._params = policy._unflatten(flat_params.to(device=policy.device, dtype=policy.dtype))
+
+    def initial_state(self, episodes: int) -> State:
+        """The initial state of size x ``episodes`` rows, each tensor [P, E, ...]."""
+        return self.policy.population_initial_state(self.size, episodes)
+
+    def act(self, obs: Tensor, state: State, episode_start: Tensor | None = None, deterministic: bool = True
+            ) -> tuple[Tensor, State]:
+        """obs [P, E, *obs shape], state from ``initial_state(E)`` or the last call (each tensor [P, E, ...]),
+        episode_start [P, E] bool (None: no row starts) -> (env actions [P, E, *action shape], new state).
+        Row p is what ``act`` (then ``env_actions``) gives after ``set_flat_parameters(flat_params[p])``."""
+        policy = self.policy
+        policy._check_obs(obs, "obs", ("P", "E"))
+        if obs.shape[0] != self.size:
+            raise ValueError(f"obs must have shape [P, E, ...] with P={self.size} (the rows of flat_params), "
+                             f"got {tuple(obs.shape)}")
+        if episode_start is not None:
+            check_starts(episode_start, "episode_start", obs.shape[:2])
+        for i, s in enumerate(state):
+            if s.shape[:2] != obs.shape[:2]:
+                raise ValueError(f"state[{i}] must have shape [P, E, ...] = {tuple(obs.shape[:2])} + ..., "
+                                 f"got {tuple(s.shape)}")
+
+        def one(params: dict[str, Tensor], obs: Tensor, state: State, episode_start: Tensor | None):
+            head, _, state = functional_call(policy, params, (obs, state, episode_start, False), strict=False,
+                                             tie_weights=False)
+            return head, state
+
+        in_dims = (0, 0, 0, None if episode_start is None else 0)
+        head, state = vmap(one, in_dims=in_dims)(self._params, obs, state, episode_start)
+        actions = policy._mode(head) if deterministic else policy._distribution(head).sample()
+        return policy.env_actions(actions), state
+
+
+__all__ = ["PolicyPopulation", "RecurrentPolicy"]

@@ -260,6 +260,20 @@ def test_population_act_checks_shapes():
         policy.population_act(flat, obs, state, starts[:, :1])
 
 
+def test_population_steps_without_starts_equal_steps_with_no_start():
+    policy = make_policy("lstm", BOX)
+    P, E = 3, 2
+    flat = policy.get_flat_parameters() + 0.1 * torch.randn(P, policy.num_parameters, generator=torch.Generator().manual_seed(1))
+    population = policy.population(flat)
+    obs = torch.randn(4, P, E, 5, generator=torch.Generator().manual_seed(2))
+    state_a = state_b = population.initial_state(E)
+    with torch.no_grad():
+        for t in range(4):
+            a, state_a = population.act(obs[t], state_a, None)
+            b, state_b = population.act(obs[t], state_b, torch.zeros(P, E, dtype=torch.bool))
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 # ---------------------------------------------------------------------------------------------- Stable-Baselines3
 @pytest.mark.parametrize("env_id, action_space", [("CartPole-v1", spaces.Discrete(2)),
                                                   ("Pendulum-v1", spaces.Box(-2.0, 2.0, (1,), np.float32))])
