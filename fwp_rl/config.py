@@ -141,3 +141,30 @@ def to_dict(obj) -> dict:
 
 def dump_yaml(obj, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+# ---------------------------------------------------------------------------------------------- shared sections
+@dataclasses.dataclass
+class PolicyConfig:
+    """The policy both learners train (``fwp_rl.policy.RecurrentPolicy``)."""
+
+    torso: str = "mlp"
+    torso_options: dict = dataclasses.field(default_factory=dict)
+    core: str = "delta"
+    core_options: dict = dataclasses.field(default_factory=dict)
+    action_squash: bool = False
+    dtype: typing.Literal["float32", "float64"] = "float32"
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Where a run writes and how it logs."""
+
+    root: str = "runs"
+    wandb: typing.Literal["offline", "online", "disabled"] = "offline"
+    project: str = "fwp-rl"
+    checkpoint_every: int = 10
+
+    def validate(self, prefix: str) -> None:
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"{prefix}.checkpoint_every={self.checkpoint_every} is not allowed: it must be >= 1")

@@ -42,16 +42,20 @@ class RecurrentPolicy(nn.Module):
 
     observation_space, action_space: gymnasium spaces; torso, torso_options: see ``fwp_rl.torsos``;
     core, core_options: see ``fwp_rl.cores.make_core``; log_std_init: the initial log standard deviation
-    of Box actions.
+    of Box actions; action_squash: Box actions reach the environment as low + (high - low) (tanh(a) + 1) / 2
+    instead of clipped, so an output of 0 is the middle of the box (the sigmoid output unit of the classic
+    neuroevolution controllers). Either way the map is part of what the environment does with an action,
+    so log-probs stay those of the unsquashed samples.
     """
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, torso: str = "mlp",
                  torso_options: dict | None = None, core: str = "delta", core_options: dict | None = None,
-                 log_std_init: float = 0.0):
+                 log_std_init: float = 0.0, action_squash: bool = False):
         super().__init__()
         if not isinstance(observation_space, spaces.Space):
             raise TypeError(f"observation_space must be a gymnasium space, got {type(observation_space).__name__}")
         self.observation_space, self.action_space = observation_space, action_space
+        self.action_squash = bool(action_squash)
         self.torso = make_torso(torso, observation_space, **(torso_options or {}))
         self.core = make_core(core, self.torso.output_size, **(core_options or {}))
         hidden = self.core.output_size
@@ -166,9 +170,12 @@ class RecurrentPolicy(nn.Module):
         return dist.log_prob(actions), dist.entropy(), values
 
     def env_actions(self, actions: Tensor) -> Tensor:
-        """What the environment receives: Box actions clipped to the space's bounds; Discrete unchanged."""
+        """What the environment receives: Box actions clipped (or squashed, with ``action_squash``) into the
+        space's bounds; Discrete unchanged."""
         if self.discrete:
             return actions
+        if self.action_squash:
+            return self.action_low + (self.action_high - self.action_low) * (torch.tanh(actions) + 1) / 2
         return torch.clamp(actions, self.action_low, self.action_high)
 
     # ------------------------------------------------------------------ Stable-Baselines3
