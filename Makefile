@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # the CUDA build of torch first and then `pip install -e .[gpu]`.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup test main bench clean
+.PHONY: setup test main clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,9 +19,6 @@ test: setup
 	$(PY) -m pytest -q -n 2
 
 main: setup
-	$(VENV)/bin/fwp-rl train configs/double_pole/nonmarkov_direct_cmaes.yaml
-
-bench: setup
 	$(VENV)/bin/fwp-rl bench cores
 
 clean:

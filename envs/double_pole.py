@@ -374,22 +374,30 @@ def balance(controller: Controller, starts: int | Tensor, max_steps: int, config
     return _run(sim, controller, max_steps)
 
 
-def fitness(controller: Controller, n: int, config: DoublePoleConfig | None = None, device=None,
-            dtype: torch.dtype = torch.float64) -> Tensor:
-    """One fitness episode from the standard start for each of n simulations -> fitness [n] (dtype).
+def fitness_and_steps(controller: Controller, n: int, config: DoublePoleConfig | None = None, device=None,
+                      dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    """One fitness episode from the standard start for each of n simulations -> (fitness [n] (dtype),
+    control steps balanced [n] int64).
 
-    Markov: control steps balanced, at most 100,000. Non-Markov: the damping fitness of at most 1,000
-    steps (``damping_fitness``). The controller sees observations [n, D]: a population of n candidates
-    is evaluated in lockstep.
+    Markov: fitness = control steps balanced, at most 100,000. Non-Markov: the damping fitness of at most
+    1,000 steps (``damping_fitness``). The controller sees observations [n, D]: a population of n
+    candidates is evaluated in lockstep.
     """
     config = config or DoublePoleConfig()
     sim = DoublePole(config, device, dtype)
     sim.reset(n)
     if config.markov:
-        return _run(sim, controller, MARKOV_STEPS).to(dtype)
+        steps = _run(sim, controller, MARKOV_STEPS)
+        return steps.to(dtype), steps
     window = JiggleWindow(sim.state, config.fitness_window)
     steps = _run(sim, controller, NONMARKOV_STEPS, window)
-    return damping_fitness(steps, window.total())
+    return damping_fitness(steps, window.total()), steps
+
+
+def fitness(controller: Controller, n: int, config: DoublePoleConfig | None = None, device=None,
+            dtype: torch.dtype = torch.float64) -> Tensor:
+    """The fitness [n] of ``fitness_and_steps``."""
+    return fitness_and_steps(controller, n, config, device, dtype)[0]
 
 
 def long_test(controller: Controller, n: int = 1, config: DoublePoleConfig | None = None, device=None,
@@ -464,7 +472,7 @@ def render_frame(state) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- gymnasium
-def _spaces(config: DoublePoleConfig) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+def spaces(config: DoublePoleConfig) -> tuple[gym.spaces.Box, gym.spaces.Box]:
     """(observation space, action space) of one simulation: float32 inputs [D], the output o in [0, 1].
 
     The inputs have no physical bound (the state in which a simulation fails may lie beyond the limits),
@@ -496,7 +504,7 @@ class DoublePoleEnv(gym.Env):
         check_choice("render_mode", render_mode, (None, "rgb_array"))
         self.render_mode = render_mode
         self.config = make_config(config, **fields)
-        self.observation_space, self.action_space = _spaces(self.config)
+        self.observation_space, self.action_space = spaces(self.config)
         self._sim = DoublePole(self.config)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -539,7 +547,7 @@ class DoublePoleVectorEnv(VectorEnv):
                                                                                   max_episode_steps)
         self.render_mode = render_mode
         self.config = make_config(config, **fields)
-        self.single_observation_space, self.single_action_space = _spaces(self.config)
+        self.single_observation_space, self.single_action_space = spaces(self.config)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._sim = DoublePole(self.config, device, dtype)

@@ -41,11 +41,45 @@ def build_parser() -> argparse.ArgumentParser:
     cores.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     cores.add_argument("--cores", type=_core_list, default=None, help="comma-separated core names (default: all)")
     cores.add_argument("--json", default=None, help="also write the rows to this JSON file")
+
+    train = commands.add_parser("train", help="train from a YAML config")
+    train.add_argument("config", help="YAML config file (configs/...)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set search.popsize=32 (repeatable)")
+
+    evaluate = commands.add_parser("evaluate", help="replay a checkpoint")
+    evaluate.add_argument("checkpoint", help="a checkpoint file or a run directory (its latest checkpoint)")
+    evaluate.add_argument("--video", default=None, metavar="DIR", help="write an mp4 of the episode into DIR")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+LEARNERS = ("neuroevolution",)
+
+
+def load_config(path: str, overrides: list[str]):
+    """The validated config of a YAML file plus overrides; the ``learner`` key picks its schema."""
+    from fwp_rl.config import ConfigError, apply_overrides, from_dict, load_yaml
+
+    data = apply_overrides(load_yaml(path), overrides)
+    learner = data.get("learner")
+    if learner not in LEARNERS:
+        raise ConfigError(f"learner={learner!r} is not allowed; choose one of: {', '.join(LEARNERS)}")
+    from fwp_rl.agents.neuroevolution import NeuroevolutionConfig
+
+    return from_dict(NeuroevolutionConfig, data)
+
+
+def _run(args) -> int:
+    if args.command == "train":
+        from fwp_rl.agents import neuroevolution
+
+        neuroevolution.train(load_config(args.config, args.overrides))
+        return 0
+    if args.command == "evaluate":
+        from fwp_rl.evaluate import evaluate_checkpoint
+
+        evaluate_checkpoint(args.checkpoint, video_dir=args.video)
+        return 0
     if args.command == "bench" and args.bench == "cores":
         import torch
 
@@ -57,6 +91,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         run_cores_bench(args)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fwp_rl.config import ConfigError
+    from fwp_rl.runs import CheckpointError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (ConfigError, CheckpointError) as e:
+        print(f"fwp-rl: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

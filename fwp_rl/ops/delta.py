@@ -52,7 +52,6 @@ def delta_rule_chunkwise(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, S0: Tens
     then carries S across chunks.
     """
     T, B, H, dk = k.shape
-    dv = v.shape[-1]
     C = min(chunk_size, T)
     Tp = -(-T // C) * C
     # Padded steps have k = 0 and beta = 0 and no decay: they leave the state as it is.

@@ -1,0 +1,500 @@
+"""Neuroevolution: EvoTorch's search algorithms over the flat parameter vector of a recurrent policy.
+
+The split follows EvoTorch: a *problem* says how good a parameter vector is, a *searcher* (CMA-ES,
+SNES, XNES, PGPE, CEM, CoSyNE, a genetic algorithm) proposes the next population. The problems here
+evaluate a whole population at once:
+
+- ``DoublePoleProblem``: the torch double pole of ``fwp_rl.envs``; the population runs as one batched
+  rollout, one policy call per control step for every candidate (``PolicyPopulation``), finished
+  simulations masked, no host synchronisation per step.
+- ``GymProblem``: any registered Gymnasium id, through one Gymnasium vector env of P x E copies.
+
+``num_actors`` > 0 spreads each population over EvoTorch's Ray actors (``pip install fwp-rl[distributed]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import signal
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+from evotorch import Problem, SolutionBatch
+from evotorch.algorithms import CEM, CMAES, PGPE, SNES, XNES, Cosyne, GeneticAlgorithm
+from evotorch.operators import GaussianMutation, SimulatedBinaryCrossOver
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import Tensor
+
+from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, dump_yaml, to_dict
+from fwp_rl.envs import double_pole
+from fwp_rl.policy import RecurrentPolicy
+from fwp_rl.runs import MetricsLog, save_checkpoint, start_wandb, unique_run_dir
+
+DOUBLE_POLE = "double_pole"
+
+
+# ---------------------------------------------------------------------------------------------- config
+@dataclass
+class EnvConfig:
+    """id: "double_pole" (the batched torch simulator; options are DoublePoleConfig fields) or a registered
+    Gymnasium id (options go to gymnasium.make_vec). episodes: episodes per candidate (Gymnasium ids; the
+    double pole starts are deterministic, so one is all there is)."""
+
+    id: str = DOUBLE_POLE
+    options: dict = field(default_factory=dict)
+    episodes: int = 1
+
+    def validate(self, prefix: str) -> None:
+        if self.episodes < 1:
+            raise ConfigError(f"{prefix}.episodes={self.episodes} is not allowed: it must be >= 1")
+        if self.id == DOUBLE_POLE:
+            try:
+                double_pole.make_config(**self.options)
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"{prefix}.options: {e}") from None
+            if self.episodes != 1:
+                raise ConfigError(f"{prefix}.episodes={self.episodes} is not allowed for {DOUBLE_POLE}: every "
+                                  "episode starts from the standard start, so it must be 1")
+        elif self.id not in gym.registry:
+            raise ConfigError(f"{prefix}.id={self.id!r} is not a registered Gymnasium environment (nor "
+                              f"{DOUBLE_POLE!r}); see gymnasium.pprint_registry() for the ids")
+
+
+@dataclass
+class SearchConfig:
+    """algorithm: one of ALGORITHMS. popsize: None for the algorithm's default (CMA-ES, SNES, XNES).
+    stdev_init: initial search spread. init_bound: first centres / populations are drawn from
+    [-init_bound, init_bound]. options: more keyword arguments of the EvoTorch class. Stops at
+    max_evaluations, at max_generations, when a Gymnasium population's best reaches target, or when
+    the double pole task is solved."""
+
+    algorithm: str = "cmaes"
+    popsize: int | None = None
+    stdev_init: float = 0.5
+    init_bound: float = 1.0
+    options: dict = field(default_factory=dict)
+    max_evaluations: int = 100_000
+    max_generations: int | None = None
+    target: float | None = None
+    num_actors: int = 0
+    device: str = "cpu"
+
+    def validate(self, prefix: str) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(f"{prefix}.algorithm={self.algorithm!r} is not allowed; choose one of: "
+                              f"{', '.join(ALGORITHMS)}")
+        minimum = MIN_POPSIZE[self.algorithm]
+        if self.popsize is None and self.algorithm not in DEFAULT_POPSIZE:
+            raise ConfigError(f"{prefix}.popsize must be set for algorithm {self.algorithm!r} (at least {minimum})")
+        if self.popsize is not None and self.popsize < minimum:
+            raise ConfigError(f"{prefix}.popsize={self.popsize} is too small for {self.algorithm!r}: "
+                              f"it needs at least {minimum}")
+        if self.algorithm == "pgpe" and self.popsize is not None and self.popsize % 2:
+            raise ConfigError(f"{prefix}.popsize={self.popsize} is not allowed for 'pgpe': its symmetric "
+                              "sampling needs an even population")
+        for key in ("stdev_init", "init_bound", "max_evaluations"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{prefix}.{key}={getattr(self, key)!r} is not allowed: it must be > 0")
+        if self.num_actors < 0:
+            raise ConfigError(f"{prefix}.num_actors={self.num_actors} is not allowed: 0 (this process) or more")
+
+
+@dataclass
+class NeuroevolutionConfig:
+    """A neuroevolution run: ``fwp-rl train`` on a file with ``learner: neuroevolution``."""
+
+    learner: typing.Literal["neuroevolution"] = "neuroevolution"
+    name: str = "neuroevolution"
+    seed: int = 0
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=lambda: PolicyConfig(torso="identity", core="direct"))
+    search: SearchConfig = field(default_factory=SearchConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# ---------------------------------------------------------------------------------------------- searchers
+def _cmaes(problem, c: SearchConfig):
+    return CMAES(problem, stdev_init=c.stdev_init, popsize=c.popsize, **c.options)
+
+
+def _snes(problem, c: SearchConfig):
+    return SNES(problem, stdev_init=c.stdev_init, popsize=c.popsize, **c.options)
+
+
+def _xnes(problem, c: SearchConfig):
+    return XNES(problem, stdev_init=c.stdev_init, popsize=c.popsize, **c.options)
+
+
+def _pgpe(problem, c: SearchConfig):
+    options = dict(center_learning_rate=0.1, stdev_learning_rate=0.1, optimizer_config={"max_speed": 0.2}) | c.options
+    return PGPE(problem, popsize=c.popsize, stdev_init=c.stdev_init, **options)
+
+
+def _cem(problem, c: SearchConfig):
+    return CEM(problem, popsize=c.popsize, stdev_init=c.stdev_init, **(dict(parenthood_ratio=0.25) | c.options))
+
+
+def _cosyne(problem, c: SearchConfig):
+    options = dict(tournament_size=4, mutation_stdev=c.stdev_init, mutation_probability=0.3, elitism_ratio=0.25)
+    return Cosyne(problem, popsize=c.popsize, **(options | c.options))
+
+
+def _ga(problem, c: SearchConfig):
+    options = dict(tournament_size=4, eta=8.0) | c.options
+    operators = [SimulatedBinaryCrossOver(problem, tournament_size=options["tournament_size"], eta=options["eta"]),
+                 GaussianMutation(problem, stdev=c.stdev_init)]
+    return GeneticAlgorithm(problem, popsize=c.popsize, operators=operators)
+
+
+SEARCHERS: dict[str, Callable] = {"cmaes": _cmaes, "snes": _snes, "xnes": _xnes, "pgpe": _pgpe, "cem": _cem,
+                                  "cosyne": _cosyne, "ga": _ga}
+ALGORITHMS = tuple(SEARCHERS)
+DEFAULT_POPSIZE = ("cmaes", "snes", "xnes")  # EvoTorch picks 4 + 3 ln(n) for these
+MIN_POPSIZE = {"cmaes": 4, "snes": 2, "xnes": 2, "pgpe": 2, "cem": 4, "cosyne": 4, "ga": 2}
+
+
+def make_searcher(problem: Problem, config: SearchConfig):
+    """The EvoTorch searcher of ``config.algorithm`` on ``problem``; a bad option is a ConfigError."""
+    try:
+        return SEARCHERS[config.algorithm](problem, config)
+    except TypeError as e:
+        raise ConfigError(f"search.options {config.options} do not fit {config.algorithm!r}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------- problems
+class _PolicyProblem(Problem):
+    """A maximisation problem over ``policy``'s flat parameters, counting every evaluation it makes."""
+
+    def __init__(self, policy: RecurrentPolicy, search: SearchConfig, seed: int, eval_data_length: int = 0):
+        self.policy = policy
+        self.evaluations = 0
+        super().__init__("max", solution_length=policy.num_parameters, dtype=policy.dtype,
+                         initial_bounds=(-search.init_bound, search.init_bound), device=search.device,
+                         num_actors=search.num_actors or None, eval_data_length=eval_data_length, seed=seed)
+
+    def evaluate(self, x):
+        self.evaluations += len(x)
+        return super().evaluate(x)
+
+
+class DoublePoleProblem(_PolicyProblem):
+    """Fitness of the double pole task (``fwp_rl.envs.double_pole``), the control steps balanced kept as
+    extra evaluation data (the champion test needs them)."""
+
+    def __init__(self, policy: RecurrentPolicy, env: double_pole.DoublePoleConfig, search: SearchConfig, seed: int):
+        self.env = env
+        super().__init__(policy, search, seed, eval_data_length=1)
+
+    def _evaluate_batch(self, batch: SolutionBatch) -> None:
+        fitness, steps = population_fitness(self.policy, batch.values, self.env)
+        batch.set_evals(fitness.to(batch.values.dtype), steps[:, None].to(batch.values.dtype))
+
+
+class GymProblem(_PolicyProblem):
+    """Mean undiscounted return over ``episodes`` episodes per candidate in Gymnasium env ``env_id``, all
+    candidates in one vector env of P x E copies (next-step autoreset: a copy's first episode counts)."""
+
+    def __init__(self, policy: RecurrentPolicy, env_id: str, options: dict, episodes: int, search: SearchConfig,
+                 seed: int):
+        self.env_id, self.options, self.episodes = env_id, options, episodes
+        self._envs: gym.vector.VectorEnv | None = None
+        self._episode_seed = seed
+        super().__init__(policy, search, seed)
+
+    def _vector_env(self, n: int) -> gym.vector.VectorEnv:
+        if self._envs is None or self._envs.num_envs != n:
+            if self._envs is not None:
+                self._envs.close()
+            self._envs = gym.make_vec(self.env_id, num_envs=n, vectorization_mode="sync", **self.options)
+        return self._envs
+
+    def _evaluate_batch(self, batch: SolutionBatch) -> None:
+        P, E = len(batch), self.episodes
+        envs = self._vector_env(P * E)
+        population = self.policy.population(batch.values)
+        obs, _ = envs.reset(seed=self._episode_seed)
+        self._episode_seed += P * E
+        state = population.initial_state(E)
+        returns = np.zeros(P * E)
+        running = np.ones(P * E, dtype=bool)
+        with torch.no_grad():
+            while running.any():
+                obs_t = torch.as_tensor(obs, device=self.policy.device).reshape(P, E, *obs.shape[1:])
+                actions, state = population.act(obs_t, state)
+                obs, reward, terminated, truncated, _ = envs.step(actions.reshape(P * E, *actions.shape[2:]).cpu().numpy())
+                returns += np.where(running, reward, 0.0)
+                running &= ~(terminated | truncated)
+        batch.set_evals(torch.as_tensor(returns.reshape(P, E).mean(1), dtype=batch.values.dtype))
+
+
+# ---------------------------------------------------------------------------------------------- double pole
+def population_fitness(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig
+                       ) -> tuple[Tensor, Tensor]:
+    """One fitness episode per parameter vector, all in one batched rollout.
+
+    flat_params [P, num_parameters] -> (fitness [P], control steps balanced [P]), on the policy's device.
+    """
+    population = policy.population(flat_params)
+    state = population.initial_state(1)
+
+    def controller(obs: Tensor) -> Tensor:
+        nonlocal state
+        actions, state = population.act(obs[:, None].to(policy.dtype), state)
+        return actions[:, 0]
+
+    with torch.no_grad():
+        return double_pole.fitness_and_steps(controller, len(flat_params), env, policy.device)
+
+
+def generalization_score(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig) -> int:
+    """How many of the 625 generalization starts one parameter vector [num_parameters] balances 1,000 steps
+    from, its memory fresh at each start (625 rows of one batched rollout)."""
+    population = policy.population(flat_params[None])
+    starts = double_pole.generalization_starts(policy.device)
+    state = population.initial_state(len(starts))
+
+    def controller(obs: Tensor) -> Tensor:
+        nonlocal state
+        actions, state = population.act(obs[None].to(policy.dtype), state)
+        return actions[0]
+
+    with torch.no_grad():
+        return int(double_pole.generalization_test(controller, env, policy.device).sum())
+
+
+def long_balance(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig,
+                 steps: int = double_pole.MARKOV_STEPS, check_every: int = 1_000) -> int:
+    """Control steps (at most ``steps``) one parameter vector balances from the standard start.
+
+    Exact shortcut: every ``check_every`` steps the whole closed-loop state (the simulation and the
+    controller's memory) is kept, and if a later state within the next ``check_every`` steps equals it
+    bit for bit, the trajectory is periodic from there on. It repeats states that were all balanced, so
+    the controller balances every remaining step: the result is the same as simulating to the end.
+    """
+    sim = double_pole.DoublePole(env, policy.device)
+    obs = sim.reset(1)
+    population = policy.population(flat_params[None])
+    state = population.initial_state(1)
+    snapshot = None
+    with torch.no_grad():
+        for t in range(1, steps + 1):
+            actions, state = population.act(obs[None].to(policy.dtype), state)
+            obs, alive = sim.step(actions[0])
+            if not bool(alive[0]):
+                return int(sim.steps[0])
+            closed_loop = torch.cat([sim.state.flatten(), *(s.flatten().to(sim.state.dtype) for s in state)])
+            if t % check_every == 0:
+                snapshot = closed_loop
+            elif snapshot is not None and torch.equal(closed_loop, snapshot):
+                return steps
+    return steps
+
+
+@dataclass
+class SolutionTest:
+    """The success test of a double pole champion (``specs/double_pole.md``)."""
+
+    balanced: int  # control steps balanced from the standard start, at most 100,000
+    generalization: int | None  # starts passed of 625 (None: not run)
+
+    def solved(self, env: double_pole.DoublePoleConfig) -> bool:
+        long_ok = self.balanced == double_pole.MARKOV_STEPS
+        if env.markov:
+            return long_ok
+        return long_ok and self.generalization is not None and \
+            self.generalization >= double_pole.GENERALIZATION_REQUIRED
+
+
+def champion_test(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig) -> SolutionTest:
+    """Run the success test on one parameter vector: generalization first (625 x 1,000 steps in one
+    batch), then the 100,000-step test only for the non-Markov task when the generalization passed."""
+    generalization = generalization_score(policy, flat_params, env)
+    if not env.markov and generalization < double_pole.GENERALIZATION_REQUIRED:
+        return SolutionTest(balanced=0, generalization=generalization)
+    return SolutionTest(balanced=long_balance(policy, flat_params, env), generalization=generalization)
+
+
+# ---------------------------------------------------------------------------------------------- training
+def make_policy(config: NeuroevolutionConfig) -> RecurrentPolicy:
+    """The policy of ``config`` for its environment's spaces."""
+    if config.env.id == DOUBLE_POLE:
+        observation_space, action_space = double_pole.spaces(double_pole.make_config(**config.env.options))
+    else:
+        probe = gym.make(config.env.id, **config.env.options)
+        observation_space, action_space = probe.observation_space, probe.action_space
+        probe.close()
+    p = config.policy
+    torch.manual_seed(config.seed)
+    try:
+        policy = RecurrentPolicy(observation_space, action_space, torso=p.torso, torso_options=p.torso_options,
+                                 core=p.core, core_options=p.core_options, action_squash=p.action_squash)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"policy: {e}") from None
+    return policy.to(device=config.search.device, dtype=getattr(torch, p.dtype))
+
+
+def make_problem(config: NeuroevolutionConfig, policy: RecurrentPolicy) -> _PolicyProblem:
+    if config.env.id == DOUBLE_POLE:
+        return DoublePoleProblem(policy, double_pole.make_config(**config.env.options), config.search, config.seed)
+    return GymProblem(policy, config.env.id, config.env.options, config.env.episodes, config.search, config.seed)
+
+
+@dataclass
+class GenerationReport:
+    """What one generation did, for the progress display and the metrics file."""
+
+    generation: int
+    evaluations: int
+    best: float  # best fitness of this generation
+    mean: float
+    best_ever: float
+    best_ever_params: Tensor
+    seconds: float
+    champion_steps: int | None = None  # double pole: steps the champion balanced in its fitness episode
+    test: SolutionTest | None = None  # double pole: the success test, when the champion was tested
+
+
+@dataclass
+class EvolutionResult:
+    """The end of a run: the solution kept (the solving champion, or else the best ever seen)."""
+
+    flat_params: Tensor
+    fitness: float
+    generations: int
+    evaluations: int
+    solved: bool
+    test: SolutionTest | None
+    seconds: float
+
+
+def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
+           on_generation: Callable[[GenerationReport], None] | None = None,
+           should_stop: Callable[[], bool] | None = None) -> EvolutionResult:
+    """Run the search of ``config`` until it stops; ``on_generation`` sees every generation's report."""
+    policy = policy or make_policy(config)
+    problem = make_problem(config, policy)
+    searcher = make_searcher(problem, config.search)
+    env = double_pole.make_config(**config.env.options) if config.env.id == DOUBLE_POLE else None
+    search = config.search
+    start = time.perf_counter()
+    kept, kept_fitness, test, generation = None, -math.inf, None, 0
+    while True:
+        searcher.step()
+        generation += 1
+        champion = searcher.status["pop_best"]
+        best = float(champion.evals[0])
+        population_evals = searcher.population.evals[:, 0]
+        if best > kept_fitness:
+            kept, kept_fitness = champion.values.clone(), best
+        report = GenerationReport(generation, problem.evaluations, best, float(population_evals.mean()),
+                                  kept_fitness, kept, 0.0)
+        if env is not None:
+            report.champion_steps = int(champion.evals[1])
+            # The success test starts from the standard start, as the fitness episode does: a champion
+            # that fell within that episode cannot pass it.
+            if report.champion_steps == env.episode_steps:
+                report.test = champion_test(policy, champion.values, env)
+                if report.test.solved(env):
+                    kept, kept_fitness, test = champion.values.clone(), best, report.test
+                    report.best_ever_params = kept
+        report.seconds = time.perf_counter() - start
+        if on_generation is not None:
+            on_generation(report)
+        done = (test is not None or problem.evaluations >= search.max_evaluations
+                or (search.max_generations is not None and generation >= search.max_generations)
+                or (search.target is not None and best >= search.target)
+                or (should_stop is not None and should_stop()))
+        if done:
+            break
+    if env is not None and test is None and kept is not None:
+        test = champion_test(policy, kept, env)
+    return EvolutionResult(kept, kept_fitness, generation, problem.evaluations, test is not None and test.solved(env)
+                           if env is not None else search.target is not None and kept_fitness >= search.target,
+                           test, time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def checkpoint_payload(config: NeuroevolutionConfig, policy: RecurrentPolicy, flat_params: Tensor, **info) -> dict:
+    """What a neuroevolution checkpoint holds: the config, the kept parameters as a policy state dict and
+    as the flat vector, and ``info`` (generation, evaluations, the test result...)."""
+    policy.set_flat_parameters(flat_params)
+    return {"learner": "neuroevolution", "config": to_dict(config), "policy": policy.state_dict(),
+            "flat_params": flat_params.detach().cpu(), **info}
+
+
+def train(config: NeuroevolutionConfig, console: Console | None = None) -> tuple[EvolutionResult, Path]:
+    """A whole run: runs/<name>/ with config.yaml, metrics.jsonl (one line per generation),
+    checkpoints/latest.pt (every ``run.checkpoint_every`` generations, at the end, and when Ctrl-C stops
+    the run after the generation under way), W&B when enabled; a live progress line; a summary at the end."""
+    console = console or Console()
+    logging.getLogger("evotorch").setLevel(logging.WARNING)  # EvoTorch announces every problem at INFO
+    policy = make_policy(config)
+    run_dir = unique_run_dir(config.run.root, config.name)
+    dump_yaml(config, run_dir / "config.yaml")
+    env = double_pole.make_config(**config.env.options) if config.env.id == DOUBLE_POLE else None
+    group = f"{config.env.id}-{env.task}" if env is not None else config.env.id
+    wandb_run = start_wandb(config.run.wandb, config.run.project, run_dir, run_dir.name, group,
+                            [config.policy.core, config.search.algorithm, "neuroevolution"], to_dict(config))
+    metrics = MetricsLog(run_dir / "metrics.jsonl", wandb_run)
+    latest = run_dir / "checkpoints" / "latest.pt"
+    stop = {"requested": False}
+
+    def request_stop(signum, frame):
+        if stop["requested"]:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        console.print("[yellow]stopping after this generation (Ctrl-C again to stop at once)[/yellow]")
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f} evaluations"),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(config.name, total=config.search.max_evaluations, status="")
+
+        def on_generation(r: GenerationReport) -> None:
+            values = dict(generation=r.generation, best=r.best, mean=r.mean, best_ever=r.best_ever, seconds=r.seconds)
+            status = f"gen {r.generation}  best {r.best:.4g}  best ever {r.best_ever:.4g}"
+            if r.champion_steps is not None:
+                values["champion_steps"] = r.champion_steps
+            if r.test is not None:
+                values.update(test_balanced=r.test.balanced, test_generalization=r.test.generalization)
+                status += f"  tested: {r.test.generalization}/625, {r.test.balanced:,} steps"
+            metrics.log(r.evaluations, **values)
+            progress.update(task, completed=min(r.evaluations, config.search.max_evaluations), status=status)
+            if r.generation % config.run.checkpoint_every == 0:
+                save_checkpoint(latest, checkpoint_payload(config, policy, r.best_ever_params,
+                                                           generation=r.generation, evaluations=r.evaluations))
+
+        previous = signal.signal(signal.SIGINT, request_stop)
+        try:
+            result = evolve(config, policy, on_generation, should_stop=lambda: stop["requested"])
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            metrics.close()
+    test = result.test
+    save_checkpoint(latest, checkpoint_payload(
+        config, policy, result.flat_params, generation=result.generations, evaluations=result.evaluations,
+        solved=result.solved, fitness=result.fitness,
+        test=None if test is None else dataclasses.asdict(test)))
+    console.print(f"run directory: {run_dir}")
+    console.print(f"evaluations: {result.evaluations:,} in {result.generations} generations, "
+                  f"{result.seconds:.1f} s; best fitness {result.fitness:.6g}")
+    if test is not None:
+        console.print(f"100,000-step test: balanced {test.balanced:,} steps "
+                      f"({'pass' if test.balanced == double_pole.MARKOV_STEPS else 'fail'}); "
+                      f"generalization: {test.generalization} of 625")
+    console.print(f"[bold]{'solved' if result.solved else 'not solved'}[/bold]")
+    return result, run_dir
+
+
+__all__ = ["ALGORITHMS", "DoublePoleProblem", "EnvConfig", "EvolutionResult", "GenerationReport", "GymProblem",
+           "NeuroevolutionConfig", "SearchConfig", "SolutionTest", "evolve", "generalization_score", "long_balance",
+           "make_policy", "make_problem", "make_searcher", "population_fitness", "champion_test", "train"]

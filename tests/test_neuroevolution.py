@@ -1,0 +1,160 @@
+"""Neuroevolution: batched population evaluation against one-by-one rollouts, the searchers, the run
+directory and CLI, and the errors a user sees."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from fwp_rl.agents import neuroevolution as ne
+from fwp_rl.cli import main
+from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, from_dict
+from fwp_rl.envs import double_pole
+from fwp_rl.runs import load_checkpoint, read_metrics
+
+NONMARKOV = double_pole.DoublePoleConfig(task="nonmarkov")
+CONTROLLERS = {"direct": dict(hidden_size=1, slow_size=3), "lstm": dict(hidden_size=3),
+               "delta": dict(hidden_size=4, num_heads=1), "elman": dict(hidden_size=3)}
+
+
+def make_config(core="direct", algorithm="cmaes", popsize=6, env_id=ne.DOUBLE_POLE, options=None, **search):
+    return ne.NeuroevolutionConfig(
+        name="test", env=ne.EnvConfig(id=env_id, options=options if options is not None else {"task": "nonmarkov"}),
+        policy=PolicyConfig(torso="identity", core=core, core_options=CONTROLLERS.get(core, {}), action_squash=True),
+        search=ne.SearchConfig(algorithm=algorithm, popsize=popsize, **search),
+        run=RunConfig(wandb="disabled"))
+
+
+def one_by_one_fitness(policy, flat, env):
+    """The fitness episode of one parameter vector with the plain policy step (no vmap, no population)."""
+    policy.set_flat_parameters(flat)
+    sim = double_pole.DoublePole(env)
+    obs = sim.reset(1)
+    state = policy.initial_state(1)
+    window = double_pole.JiggleWindow(sim.state, env.fitness_window)
+    with torch.no_grad():
+        for _ in range(env.episode_steps):
+            actions, state, _, _ = policy.act(obs.to(policy.dtype), state, torch.zeros(1, dtype=torch.bool), True)
+            obs, alive = sim.step(policy.env_actions(actions))
+            window.record(sim.state, alive)
+            if not bool(alive[0]):
+                break
+    return double_pole.damping_fitness(sim.steps, window.total())[0], sim.steps[0]
+
+
+@pytest.mark.parametrize("core", sorted(CONTROLLERS))
+def test_population_fitness_equals_one_by_one(core):
+    policy = ne.make_policy(make_config(core))
+    g = torch.Generator().manual_seed(3)
+    flat = policy.get_flat_parameters() + 0.5 * torch.randn(5, policy.num_parameters, generator=g)
+    fitness, steps = ne.population_fitness(policy, flat, NONMARKOV)
+    for p in range(len(flat)):
+        expected_fitness, expected_steps = one_by_one_fitness(policy, flat[p], NONMARKOV)
+        assert int(steps[p]) == int(expected_steps)
+        torch.testing.assert_close(fitness[p], expected_fitness, rtol=1e-12, atol=0)
+
+
+def test_long_balance_reports_the_failing_step():
+    policy = ne.make_policy(make_config("direct"))
+    flat = policy.get_flat_parameters()
+    _, steps = ne.population_fitness(policy, flat[None], NONMARKOV)
+    assert 0 < int(steps[0]) < 1000
+    assert ne.long_balance(policy, flat, NONMARKOV, steps=5_000, check_every=7) == int(steps[0])
+
+
+def test_gym_problem_equals_one_by_one_episodes():
+    config = make_config("lstm", env_id="CartPole-v1", options={}, popsize=4)
+    config.env.episodes = 2
+    policy = ne.make_policy(config)
+    problem = ne.make_problem(config, policy)
+    g = torch.Generator().manual_seed(0)
+    flat = policy.get_flat_parameters() + torch.randn(3, policy.num_parameters, generator=g)
+    batch = problem.generate_batch(3)
+    batch.set_values(flat)
+    problem.evaluate(batch)
+    for p in range(3):
+        policy.set_flat_parameters(flat[p])
+        returns = []
+        for e in range(2):
+            env = gym.make("CartPole-v1")
+            obs, _ = env.reset(seed=config.seed + 2 * p + e)
+            state, done, total = None, False, 0.0
+            while not done:
+                action, state = policy.predict(obs, state, deterministic=True)
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total += reward
+                done = terminated or truncated
+            returns.append(total)
+        assert float(batch.evals[p, 0]) == pytest.approx(np.mean(returns))
+    assert problem.evaluations == 3
+
+
+@pytest.mark.parametrize("algorithm", ne.ALGORITHMS)
+def test_every_algorithm_runs_and_counts_evaluations(algorithm):
+    config = make_config("direct", algorithm, popsize=8, max_generations=2)
+    reports = []
+    result = ne.evolve(config, on_generation=reports.append)
+    assert [r.generation for r in reports] == [1, 2]
+    assert result.generations == 2 and result.evaluations == reports[-1].evaluations >= 16
+    assert reports[1].best_ever >= reports[0].best_ever
+    assert result.flat_params.shape == (ne.make_policy(config).num_parameters,)
+
+
+def test_cartpole_target_stops_the_search():
+    config = make_config("elman", env_id="CartPole-v1", options={}, popsize=20, max_generations=40, target=300.0)
+    result = ne.evolve(config)
+    assert result.solved and result.fitness >= 200.0 and result.generations < 40
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"search": {"algorithm": "adam"}}, r"search.algorithm='adam' is not allowed; choose one of: cmaes, snes"),
+    ({"search": {"algorithm": "cem", "popsize": 2}}, r"search.popsize=2 is too small for 'cem': it needs at least 4"),
+    ({"search": {"algorithm": "ga"}}, r"search.popsize must be set for algorithm 'ga'"),
+    ({"search": {"algorithm": "pgpe", "popsize": 7}}, r"popsize=7 is not allowed for 'pgpe'"),
+    ({"search": {"popsize": 8, "stepsize": 1}}, r"search: unknown key 'stepsize'; allowed keys: algorithm"),
+    ({"env": {"id": "NoSuchEnv-v9"}}, r"env.id='NoSuchEnv-v9' is not a registered Gymnasium environment"),
+    ({"env": {"options": {"task": "hard"}}}, r"env.options: task='hard' is not allowed"),
+    ({"env": {"options": {"gravity": 1}}}, r"env.options: 'gravity' is not a field of DoublePoleConfig"),
+    ({"learner": "sgd"}, r"learner"),
+])
+def test_config_errors_name_the_key_and_what_is_allowed(data, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(ne.NeuroevolutionConfig, data)
+
+
+def test_unknown_controller_is_a_config_error():
+    config = make_config("transformer")
+    with pytest.raises(ConfigError, match=r"policy: core='transformer' is not allowed; choose one of: 'lstm'"):
+        ne.make_policy(config)
+
+
+def test_train_writes_a_run_and_evaluate_replays_it(tmp_path, capsys):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("learner: neuroevolution\nname: tiny\nenv: {options: {task: nonmarkov}}\n"
+                           "policy: {torso: identity, core: direct, core_options: {hidden_size: 1, slow_size: 2}}\n"
+                           "search: {algorithm: snes, popsize: 6, max_generations: 3}\n"
+                           f"run: {{root: {tmp_path / 'runs'}, wandb: disabled, checkpoint_every: 2}}\n")
+    assert main(["train", str(config_file), "--set", "seed=1"]) == 0
+    run_dir = tmp_path / "runs" / "tiny"
+    assert (run_dir / "config.yaml").is_file()
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["generation"] for r in records] == [1, 2, 3] and records[-1]["step"] == 18
+    payload = load_checkpoint(run_dir)
+    assert payload["learner"] == "neuroevolution" and payload["evaluations"] == 18
+    assert "generalization" in capsys.readouterr().out
+    assert main(["evaluate", str(run_dir), "--video", str(tmp_path / "video")]) == 0
+    out = capsys.readouterr().out
+    assert "generalization_of_625" in out
+    assert (tmp_path / "video" / "tiny.mp4").stat().st_size > 0
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
+    config_file = tmp_path / "bad.yaml"
+    config_file.write_text("learner: neuroevolution\nsearch: {algorithm: cmaes, popsize: 2}\n")
+    assert main(["train", str(config_file)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "fwp-rl: error: search.popsize=2 is too small for 'cmaes': it needs at least 4"
+    assert main(["evaluate", str(tmp_path / "missing.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
