@@ -19,7 +19,7 @@ test: setup
 	$(PY) -m pytest -q -n 2
 
 main: setup
-	$(VENV)/bin/fwp-rl bench cores
+	$(VENV)/bin/fwp-rl bench cores --seq-lens 32,128
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
