@@ -79,6 +79,16 @@ class MemoryCore(nn.Module):
         return f"input_size={self.input_size}, output_size={self.output_size}"
 
 
+def head_size(hidden_size: int, num_heads: int, head_dim: int | None) -> int:
+    """The size of one head: ``head_dim``, or hidden_size / num_heads when it is None (which must divide)."""
+    if head_dim is None:
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}; "
+                             "choose sizes that divide or set head_dim")
+        head_dim = hidden_size // num_heads
+    return check_size("head_dim", head_dim)
+
+
 def check_input(x: Tensor, name: str, ndim: int, features: int) -> None:
     """Raise a ValueError naming ``name`` unless x is a floating tensor [..., features] of ``ndim`` dims."""
     if not isinstance(x, Tensor):

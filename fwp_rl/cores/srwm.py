@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fwp_rl.cores.base import MemoryCore, State, check_size
+from fwp_rl.cores.base import MemoryCore, State, check_size, head_size
 from fwp_rl.ops.feature_maps import check_feature_map, feature_dim, feature_map
 from fwp_rl.ops.srwm import srwm_step
 
@@ -39,14 +39,7 @@ class SRWMCore(MemoryCore):
         self.input_size = check_size("input_size", input_size)
         self.output_size = check_size("hidden_size", hidden_size)
         self.num_heads = check_size("num_heads", num_heads)
-        if head_dim is None:
-            if hidden_size % num_heads:
-                raise ValueError(
-                    f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}; "
-                    "choose sizes that divide or set head_dim"
-                )
-            head_dim = hidden_size // num_heads
-        self.head_dim = check_size("head_dim", head_dim)
+        self.head_dim = head_dim = head_size(hidden_size, num_heads, head_dim)
         check_feature_map(feature_map, dpfp_nu, sum_norm)
         self.feature_map, self.dpfp_nu, self.sum_norm = feature_map, dpfp_nu, sum_norm
         self.key_dim = feature_dim(feature_map, head_dim, dpfp_nu)
