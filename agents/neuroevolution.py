@@ -417,9 +417,12 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
             break
     if env is not None and test is None and kept is not None:
         test = champion_test(policy, kept, env)
-    return EvolutionResult(kept, kept_fitness, generation, problem.evaluations, test is not None and test.solved(env)
-                           if env is not None else search.target is not None and kept_fitness >= search.target,
-                           test, time.perf_counter() - start)
+    if env is not None:
+        solved = test is not None and test.solved(env)
+    else:
+        solved = search.target is not None and kept_fitness >= search.target
+    return EvolutionResult(kept, kept_fitness, generation, problem.evaluations, solved, test,
+                           time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------------------------- runs
