@@ -1,16 +1,22 @@
 """The environments, imported as ``fwp_rl.envs``. Importing it registers the Gymnasium ids:
 
 - "fwp_rl/DoublePole-v0": double pole balancing with velocities (Markov), 100,000 steps per episode;
-- "fwp_rl/DoublePoleNoVel-v0": without velocities (non-Markov), 1,000 steps per episode.
+- "fwp_rl/DoublePoleNoVel-v0": without velocities (non-Markov), 1,000 steps per episode;
+- "fwp_rl/CartPoleNoVel-v0": CartPole-v1 without velocities (``memory.CartPoleNoVelEnv``), 500 steps;
+- "fwp_rl/Recall-v0": name a cue shown ``delay`` steps earlier (``memory.RecallEnv``; options k = 4, delay = 4).
 
 ``gym.make(id, max_episode_steps=..., **DoublePoleConfig fields)`` builds one simulation;
 ``gym.make_vec(id, num_envs)`` builds the batched torch ``DoublePoleVectorEnv``.
+
+``vector.make_vector_env`` builds the environments PPO steps: "atari:<game>" through ale-py's C++
+vector env (``atari``), any registered Gymnasium id through Gymnasium's vector envs.
 """
 
 from __future__ import annotations
 
 import gymnasium as gym
 
+from fwp_rl.envs.atari import PRESETS, AtariConfig, AtariEnvs
 from fwp_rl.envs.double_pole import (
     DoublePole,
     DoublePoleConfig,
@@ -23,17 +29,29 @@ from fwp_rl.envs.double_pole import (
     long_test,
     step_physics,
 )
+from fwp_rl.envs.memory import CartPoleNoVelEnv, RecallEnv
+from fwp_rl.envs.vector import Envs, Episode, Step, VectorEnvConfig, make_vector_env
 
 __all__ = [
+    "AtariConfig",
+    "AtariEnvs",
+    "CartPoleNoVelEnv",
     "DoublePole",
     "DoublePoleConfig",
     "DoublePoleEnv",
     "DoublePoleVectorEnv",
+    "Envs",
+    "Episode",
+    "PRESETS",
+    "RecallEnv",
+    "Step",
+    "VectorEnvConfig",
     "balance",
     "fitness",
     "generalization_starts",
     "generalization_test",
     "long_test",
+    "make_vector_env",
     "step_physics",
 ]
 
@@ -46,3 +64,6 @@ for _id, _task, _steps in (("fwp_rl/DoublePole-v0", "markov", 100_000),
         max_episode_steps=_steps,
         kwargs={"task": _task},
     )
+gym.register(id="fwp_rl/CartPoleNoVel-v0", entry_point="fwp_rl.envs.memory:CartPoleNoVelEnv",
+             max_episode_steps=500, reward_threshold=475.0)
+gym.register(id="fwp_rl/Recall-v0", entry_point="fwp_rl.envs.memory:RecallEnv")

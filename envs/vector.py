@@ -1,0 +1,251 @@
+"""One vector-environment interface for recurrent PPO, over Atari and any Gymnasium environment.
+
+Env ids (``VectorEnvConfig.id``):
+
+- "atari:<game>", e.g. "atari:pong", "atari:ms_pacman": ale-py's C++ vector env with the preprocessing
+  of ``fwp_rl.envs.atari.AtariConfig`` (the v5 protocol by default; options ``{"preset": "cleanrl_lstm"}``
+  for CleanRL's ppo_atari_lstm). Games are ale-py's snake_case ROM ids: ``ale_py.roms.get_all_rom_ids()``.
+- anything else: a registered Gymnasium id (``gymnasium.pprint_registry()`` lists them; importing
+  ``fwp_rl.envs`` adds the fwp_rl/... ids and ale-py's ALE/... ids, which run raw frames in Python: use
+  "atari:<game>" to train on Atari), through ``gymnasium.make_vec`` in "sync" or "async" mode.
+
+Every backend behaves the same (``Envs``):
+
+- ``reset(seed)`` -> obs [N, *obs_shape]; env i is seeded with seed + i.
+- ``step(actions)`` -> ``Step(obs, reward, done, episodes)``: obs [N, *obs_shape]; reward float32 [N],
+  what the learner trains on (clipped when the Atari config says so); done bool [N], terminated or
+  truncated (or, with Atari ``episodic_life``, a lost life); episodes: an ``Episode(raw_return, length)``
+  for every whole episode that ended on this step (an Atari game runs until the real game over, through
+  lost lives): raw, unclipped returns and lengths in agent steps, what gets logged.
+- Same-step autoreset: where done[i], obs[i] is already the first observation of env i's next episode
+  (Gymnasium's ``AutoresetMode.SAME_STEP``, which both ale-py's C++ vector env and Gymnasium's vector envs
+  run natively). So a learner sets episode_start[t + 1] = done[t], and every action it sends is acted on.
+  The last observation of an episode is not kept: a truncated episode cannot be bootstrapped from it.
+- ``send(actions)`` and ``recv()`` split ``step`` in two, so the environments run while the learner
+  works. In Atari's asynchronous mode (``batch_size`` < ``num_envs``) each ``recv`` returns the
+  ``batch_size`` envs that finished first and ``env_ids`` [B] names them; the next ``send`` is for them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+
+from fwp_rl.config import ConfigError
+
+ATARI_PREFIX = "atari:"
+VECTORIZATION_MODES = ("sync", "async")
+LIST_IDS = 'python -c "import fwp_rl.envs, gymnasium; gymnasium.pprint_registry()"'
+
+
+class Episode(NamedTuple):
+    """A whole episode that ended: its raw (unclipped) undiscounted return and its length in agent steps."""
+
+    raw_return: float
+    length: int
+
+
+class Step(NamedTuple):
+    """What ``Envs.step`` and ``Envs.recv`` return for the B envs of a batch (B = N when synchronous).
+
+    obs [B, *obs_shape] (the next episode's first observation where done); reward float32 [B], as the
+    learner sees it; done bool [B]; episodes: the whole episodes that ended on this step, in batch order.
+    """
+
+    obs: np.ndarray
+    reward: np.ndarray
+    done: np.ndarray
+    episodes: list[Episode]
+
+
+class Envs:
+    """N environments stepped together; see the module docstring for the semantics.
+
+    Attributes: ``num_envs`` N; ``batch_size`` B, the envs each ``recv`` returns (N unless Atari runs
+    asynchronously); ``env_ids`` int [B], the envs of the last ``reset`` or ``recv``, those the next
+    ``send`` acts for (arange(N) when synchronous); ``single_observation_space`` (a Box);
+    ``single_action_space``.
+    """
+
+    num_envs: int
+    batch_size: int
+    env_ids: np.ndarray
+    single_observation_space: gym.spaces.Box
+    single_action_space: gym.spaces.Space
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Start every env afresh (env i seeded with seed + i) -> obs [B, *obs_shape] of ``env_ids``."""
+        raise NotImplementedError
+
+    def send(self, actions: np.ndarray) -> None:
+        """Start stepping the envs ``env_ids`` with actions [B] (Discrete) or [B, *action_shape] (Box)."""
+        raise NotImplementedError
+
+    def recv(self) -> Step:
+        """Wait for the next batch of results; sets ``env_ids`` to the envs they belong to."""
+        raise NotImplementedError
+
+    def step(self, actions: np.ndarray) -> Step:
+        """``send(actions)`` then ``recv()``."""
+        self.send(actions)
+        return self.recv()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Envs:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class EpisodeTally:
+    """The raw return and the length (agent steps) of the episode every env is in."""
+
+    def __init__(self, num_envs: int):
+        self.returns = np.zeros(num_envs, dtype=np.float64)
+        self.lengths = np.zeros(num_envs, dtype=np.int64)
+
+    def restart(self) -> None:
+        self.returns[:] = 0
+        self.lengths[:] = 0
+
+    def add(self, env_ids: np.ndarray, raw_reward: np.ndarray, stepped, ended: np.ndarray) -> list[Episode]:
+        """Count one step's raw rewards [B] of envs env_ids [B] (distinct); ``stepped`` (bool [B] or a bool)
+        says which rows were agent steps; -> the episodes that ``ended`` [B] bool, which restart from zero."""
+        self.returns[env_ids] += raw_reward
+        self.lengths[env_ids] += stepped
+        finished = env_ids[ended]
+        episodes = [Episode(float(self.returns[i]), int(self.lengths[i])) for i in finished]
+        self.returns[finished] = 0
+        self.lengths[finished] = 0
+        return episodes
+
+
+class GymEnvs(Envs):
+    """A registered Gymnasium id through ``gymnasium.make_vec`` with same-step autoreset.
+
+    vectorization_mode: "sync" (one process) or "async" (one process per env); env_kwargs go to the env
+    (``gymnasium.make``). Rewards are passed on unclipped (float32); observations as the env makes them.
+    """
+
+    def __init__(self, env_id: str, num_envs: int, vectorization_mode: str = "sync",
+                 env_kwargs: dict[str, Any] | None = None):
+        self._envs = gym.make_vec(env_id, num_envs, vectorization_mode=vectorization_mode,
+                                  vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **(env_kwargs or {}))
+        self.num_envs = self.batch_size = num_envs
+        self.env_ids = np.arange(num_envs)
+        self.single_observation_space = self._envs.single_observation_space
+        self.single_action_space = self._envs.single_action_space
+        self._async = vectorization_mode == "async"
+        self._actions: np.ndarray | None = None
+        self._tally = EpisodeTally(num_envs)
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        obs, _ = self._envs.reset(seed=seed)
+        self._tally.restart()
+        return obs
+
+    def send(self, actions: np.ndarray) -> None:
+        if self._async:
+            self._envs.step_async(actions)
+        else:
+            self._actions = actions
+
+    def recv(self) -> Step:
+        if self._async:
+            obs, reward, terminated, truncated, _ = self._envs.step_wait()
+        else:
+            obs, reward, terminated, truncated, _ = self._envs.step(self._actions)
+        done = terminated | truncated
+        episodes = self._tally.add(self.env_ids, reward, True, done)
+        return Step(obs, reward.astype(np.float32), done, episodes)
+
+    def close(self) -> None:
+        self._envs.close()
+
+
+def _space_problem(observation_space: gym.Space, action_space: gym.Space) -> str | None:
+    """Why a policy cannot run on these spaces, or None."""
+    if not isinstance(observation_space, gym.spaces.Box):
+        return (f"the observation space {observation_space} is not supported: it must be a Box (flatten "
+                "Dict or Tuple observations with gymnasium.wrappers.FlattenObservation in a registered env)")
+    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
+        return f"the action space {action_space} is not supported: it must be Discrete or Box"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- config
+@dataclass
+class VectorEnvConfig:
+    """The environments of a PPO run.
+
+    id: "atari:<game>" or a registered Gymnasium id (module docstring). num_envs: environments stepped
+    together. options: for Atari, ``AtariConfig`` fields other than game and num_envs, and "preset"
+    ("v5" or "cleanrl_lstm"; fields given beside it override the preset's); for Gymnasium,
+    "vectorization_mode" ("sync", the default, or "async") and keyword arguments of the env.
+    """
+
+    id: str = "atari:breakout"
+    num_envs: int = 8
+    options: dict = field(default_factory=dict)
+
+    def validate(self, prefix: str = "env") -> None:
+        """Raise ``ConfigError`` for a bad id, num_envs or option, without building an environment."""
+        key = f"{prefix}." if prefix else ""
+        if isinstance(self.num_envs, bool) or not isinstance(self.num_envs, int) or self.num_envs < 1:
+            raise ConfigError(f"{key}num_envs={self.num_envs!r} is not allowed: it must be an integer >= 1")
+        if self.atari:
+            self.atari_config(prefix)
+            return
+        if self.id not in gym.registry:
+            close = difflib.get_close_matches(self.id, list(gym.registry), n=3)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise ConfigError(f"{key}id={self.id!r} is neither 'atari:<game>' nor a registered Gymnasium id{hint} "
+                              f"(list the ids with: {LIST_IDS})")
+        mode = self.options.get("vectorization_mode", "sync")
+        if mode not in VECTORIZATION_MODES:
+            raise ConfigError(f"{key}options.vectorization_mode={mode!r} is not allowed; choose one of: "
+                              f"{', '.join(map(repr, VECTORIZATION_MODES))} (both autoreset on the same step)")
+
+    @property
+    def atari(self) -> bool:
+        return self.id.startswith(ATARI_PREFIX)
+
+    def atari_config(self, prefix: str = "env"):
+        """The validated ``AtariConfig`` of an "atari:<game>" id."""
+        from fwp_rl.envs.atari import AtariConfig  # atari.py builds on this module
+
+        return AtariConfig.from_options(self.id[len(ATARI_PREFIX):], self.num_envs, self.options, prefix)
+
+
+def make_vector_env(config: VectorEnvConfig, seed: int | None = None) -> Envs:
+    """The ``Envs`` of a config: ``AtariEnvs`` for "atari:<game>", ``GymEnvs`` otherwise.
+
+    seed seeds ``single_action_space`` (its ``sample()``); the environments themselves are seeded by
+    ``reset(seed=...)``. Raises ``ConfigError`` (one line, naming the key) for what the user got wrong.
+    """
+    config.validate()
+    if config.atari:
+        from fwp_rl.envs.atari import AtariEnvs  # atari.py builds on this module
+
+        envs: Envs = AtariEnvs(config.atari_config())
+    else:
+        kwargs = dict(config.options)
+        mode = kwargs.pop("vectorization_mode", "sync")
+        try:
+            envs = GymEnvs(config.id, config.num_envs, mode, kwargs)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"env.options={config.options!r} do not fit {config.id!r}: {e}") from None
+        problem = _space_problem(envs.single_observation_space, envs.single_action_space)
+        if problem:
+            envs.close()
+            raise ConfigError(f"env.id={config.id!r}: {problem}")
+    envs.single_action_space.seed(seed)
+    return envs
