@@ -94,7 +94,10 @@ def test_state_carried_across_sequences_continues_exactly(name):
         assert torch.allclose(a, b, atol=1e-10, rtol=0)
 
 
-@pytest.mark.parametrize("name", list(CORES))
+MEMORY_CORES = [name for name in CORES if name != "memoryless"]
+
+
+@pytest.mark.parametrize("name", MEMORY_CORES)
 def test_gradients_reach_initial_state_and_first_step(name):
     core = small_core(name)
     x, _ = sequence()
@@ -125,6 +128,16 @@ def test_initial_state_is_batch_first_in_module_dtype(name):
     core = small_core(name)
     for s in core.initial_state(7):
         assert s.shape[0] == 7 and s.dtype == F64
+
+
+def test_memoryless_core_output_depends_on_its_own_step_only():
+    core = small_core("memoryless")
+    x, starts = sequence()
+    x.requires_grad_(True)
+    y, state = core(x, core.initial_state(B), starts)
+    assert state == ()
+    grads = torch.autograd.grad(y[5].sum(), x)[0]
+    assert grads[5].abs().sum() > 0 and grads[:5].abs().max() == 0 and grads[6:].abs().max() == 0
 
 
 # ---------------------------------------------------------------- bad input

@@ -26,6 +26,7 @@ CORES = {
     "delta_lstm": "fwp_rl.cores.recurrent_fwp:DeltaLSTMCore",
     "srwm": "fwp_rl.cores.srwm:SRWMCore",
     "direct": "fwp_rl.cores.direct:DirectCore",
+    "memoryless": "fwp_rl.cores.rnn:MemorylessCore",
 }
 
 STACK_OPTIONS = ("num_layers", "feedforward")

@@ -1,4 +1,5 @@
-"""The baselines every fast-weight result is compared to: LSTM, GRU and the Elman (tanh) RNN.
+"""The baselines every fast-weight result is compared to: LSTM, GRU and the Elman (tanh) RNN, and the
+memoryless core that shows what a task asks of memory.
 
 Each core owns one PyTorch recurrent layer (cuDNN on a GPU, oneDNN/MKL on a CPU). A training sequence
 is cut at the time indices where any row starts an episode; the rows that start have their state reset,
@@ -103,4 +104,27 @@ class ElmanCore(TorchRNNCore):
         return h, (h,)
 
 
-__all__ = ["ElmanCore", "GRUCore", "LSTMCore", "TorchRNNCore"]
+class MemorylessCore(MemoryCore):
+    """No memory: y_t = tanh(W x_t + b), state (). A policy on it is the usual feed-forward (MLP) policy,
+    the baseline that a task needing memory separates from the recurrent cores."""
+
+    def __init__(self, input_size: int, hidden_size: int = 128):
+        super().__init__()
+        self.input_size = check_size("input_size", input_size)
+        self.output_size = self.hidden_size = check_size("hidden_size", hidden_size)
+        self.linear = nn.Linear(input_size, hidden_size)
+
+    def initial_state(self, batch_size: int, device=None) -> State:
+        return ()
+
+    def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        return torch.tanh(self.linear(x)), ()
+
+    def forward(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
+        check_input(x, "x", 3, self.input_size)
+        if episode_starts is not None:
+            check_starts(episode_starts, "episode_starts", x.shape[:2])
+        return torch.tanh(self.linear(x)), ()
+
+
+__all__ = ["ElmanCore", "GRUCore", "LSTMCore", "MemorylessCore", "TorchRNNCore"]
