@@ -98,3 +98,54 @@ def run_cores_bench(args) -> None:
     print_core_table(rows, title)
     if args.json:
         Path(args.json).write_text(json.dumps(dict(title=title, rows=rows), indent=2))
+
+
+PPO_BENCH_CONFIGS = tuple(f"configs/atari/pong_{core}.yaml" for core in ("lstm", "delta", "rdn"))
+
+
+def bench_ppo(config_paths=PPO_BENCH_CONFIGS, updates: int = 3, device: str = "auto") -> list[dict]:
+    """Training speed of the PPO configs at ``config_paths``: after one warm-up update, the medians over
+    ``updates`` updates of agent steps per second and of the seconds of each part (env stepping, rollout
+    inference, learning)."""
+    from fwp_rl.agents.ppo import Trainer
+    from fwp_rl.cli import load_config
+
+    rows = []
+    for path in config_paths:
+        config = load_config(str(path), [f"ppo.device={device}", "run.wandb=disabled"])
+        trainer = Trainer(config)
+        try:
+            trainer.update()
+            figures = [trainer.update() for _ in range(updates)]
+        finally:
+            trainer.close()
+        median = {k: statistics.median(f[k] for f in figures)
+                  for k in ("seconds", "env_seconds", "inference_seconds", "learn_seconds")}
+        rows.append(dict(config=str(path), core=config.policy.core, env=config.env.id,
+                         steps_per_update=config.steps_per_update,
+                         steps_per_second=config.steps_per_update / median["seconds"], **median))
+    return rows
+
+
+def print_ppo_table(rows: list[dict], title: str, console: Console | None = None) -> None:
+    table = Table(title=title)
+    for column in ("core", "env", "steps/s", "s / update", "x lstm", "env %", "inference %", "learning %"):
+        table.add_column(column, justify="left" if column in ("core", "env") else "right")
+    lstm = next((r["seconds"] for r in rows if r["core"] == "lstm"), None)
+    for r in rows:
+        share = {k: f"{100 * r[k] / r['seconds']:.0f}" for k in ("env_seconds", "inference_seconds", "learn_seconds")}
+        table.add_row(r["core"], r["env"], f"{r['steps_per_second']:,.0f}", f"{r['seconds']:.2f}",
+                      "" if lstm is None else f"{r['seconds'] / lstm:.2f}", share["env_seconds"],
+                      share["inference_seconds"], share["learn_seconds"])
+    (console or Console()).print(table)
+
+
+def run_ppo_bench(args) -> None:
+    rows = bench_ppo(args.configs, args.updates, args.device)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    title = (f"fwp-rl bench ppo: median of {args.updates} updates after one warm-up; "
+             f"{machine_description(device)}")
+    print_ppo_table(rows, title)
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(title=title, rows=rows), indent=2))

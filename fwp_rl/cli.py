@@ -42,10 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     cores.add_argument("--cores", type=_core_list, default=None, help="comma-separated core names (default: all)")
     cores.add_argument("--json", default=None, help="also write the rows to this JSON file")
 
+    ppo = benches.add_parser("ppo", help="PPO training steps per second and where the time goes")
+    ppo.add_argument("--configs", type=lambda t: t.split(","), default=None,
+                     help="comma-separated PPO config files (default: Pong with lstm, delta and rdn)")
+    ppo.add_argument("--updates", type=int, default=3, help="timed updates per config; the median is shown")
+    ppo.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    ppo.add_argument("--json", default=None, help="also write the rows to this JSON file")
+
     train = commands.add_parser("train", help="train from a YAML config")
-    train.add_argument("config", help="YAML config file (configs/...)")
+    train.add_argument("config", nargs="?", help="YAML config file (configs/...); with --resume, the run's own")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set search.popsize=32 (repeatable)")
+    train.add_argument("--resume", default=None, metavar="RUN_DIR",
+                       help="continue the PPO run in RUN_DIR from its latest checkpoint")
 
     evaluate = commands.add_parser("evaluate", help="replay a checkpoint")
     evaluate.add_argument("checkpoint", help="a checkpoint file or a run directory (its latest checkpoint)")
@@ -53,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-LEARNERS = ("neuroevolution",)
+LEARNERS = ("neuroevolution", "ppo")
 
 
 def load_config(path: str, overrides: list[str]):
@@ -64,16 +73,50 @@ def load_config(path: str, overrides: list[str]):
     learner = data.get("learner")
     if learner not in LEARNERS:
         raise ConfigError(f"learner={learner!r} is not allowed; choose one of: {', '.join(LEARNERS)}")
+    if learner == "ppo":
+        from fwp_rl.agents.ppo import PPOConfig
+
+        return from_dict(PPOConfig, data)
     from fwp_rl.agents.neuroevolution import NeuroevolutionConfig
 
     return from_dict(NeuroevolutionConfig, data)
 
 
-def _run(args) -> int:
-    if args.command == "train":
+def _train(args) -> None:
+    from fwp_rl.config import ConfigError
+
+    if args.resume is not None:
+        from pathlib import Path
+
+        from fwp_rl.agents import ppo
+
+        if args.config is not None:
+            raise ConfigError("--resume continues a run with the config in its directory: give RUN_DIR only "
+                              "(and --set to change values such as ppo.total_steps)")
+        config_path = Path(args.resume) / "config.yaml"
+        if not config_path.is_file():
+            raise ConfigError(f"--resume {args.resume!r} is not a run directory (no config.yaml in it)")
+        config = load_config(str(config_path), args.overrides)
+        if config.learner != "ppo":
+            raise ConfigError(f"--resume works for PPO runs; {args.resume!r} is a {config.learner!r} run")
+        ppo.train(config, resume=args.resume)
+        return
+    if args.config is None:
+        raise ConfigError("train needs a CONFIG file (or --resume RUN_DIR)")
+    config = load_config(args.config, args.overrides)
+    if config.learner == "ppo":
+        from fwp_rl.agents import ppo
+
+        ppo.train(config)
+    else:
         from fwp_rl.agents import neuroevolution
 
-        neuroevolution.train(load_config(args.config, args.overrides))
+        neuroevolution.train(config)
+
+
+def _run(args) -> int:
+    if args.command == "train":
+        _train(args)
         return 0
     if args.command == "evaluate":
         from fwp_rl.evaluate import evaluate_checkpoint
@@ -90,6 +133,11 @@ def _run(args) -> int:
                   file=sys.stderr)
             return 2
         run_cores_bench(args)
+    if args.command == "bench" and args.bench == "ppo":
+        from fwp_rl.bench import PPO_BENCH_CONFIGS, run_ppo_bench
+
+        args.configs = args.configs or list(PPO_BENCH_CONFIGS)
+        run_ppo_bench(args)
     return 0
 
 

@@ -83,11 +83,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 class MetricsLog:
-    """Appends one JSON object per line to metrics.jsonl and mirrors it to W&B when a run is given."""
+    """Appends one JSON object per line to metrics.jsonl and mirrors it to W&B when a run is given.
 
-    def __init__(self, path: str | Path, wandb_run=None):
+    keep_until: a resumed run first drops the records of steps after the checkpoint it resumes from
+    (the file is rewritten atomically), so each step appears once.
+    """
+
+    def __init__(self, path: str | Path, wandb_run=None, keep_until: int | None = None):
         self.path = Path(path)
         self.wandb_run = wandb_run
+        if keep_until is not None and self.path.is_file():
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= keep_until]
+            atomic_write_bytes(self.path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
         self._file = open(self.path, "a", buffering=1)
 
     def log(self, step: int, **values: float) -> None:
@@ -121,11 +128,13 @@ def _plain(v):
     return v
 
 
-def start_wandb(mode: str, project: str, run_dir: Path, name: str, group: str, tags: list[str], config: dict):
-    """A W&B run in ``mode`` (offline, online or disabled), or None when disabled."""
+def start_wandb(mode: str, project: str, run_dir: Path, name: str, group: str, tags: list[str], config: dict,
+                run_id: str | None = None):
+    """A W&B run in ``mode`` (offline, online or disabled), or None when disabled; ``run_id`` continues
+    the W&B run of that id (a resumed training run)."""
     if mode == "disabled":
         return None
     import wandb
 
     return wandb.init(project=project, dir=str(run_dir), name=name, group=group, tags=tags, config=config,
-                      mode=mode, settings=wandb.Settings(silent=True))
+                      mode=mode, id=run_id, resume="allow" if run_id else None, settings=wandb.Settings(silent=True))
