@@ -56,9 +56,12 @@ class RecallEnv(gym.Env):
     32-step rollouts, learning rate 1e-3, MLP torso) reached a mean return of 1 in 50,000 steps.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
-    def __init__(self, k: int = 4, delay: int = 4):
+    def __init__(self, k: int = 4, delay: int = 4, render_mode: str | None = None):
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode={render_mode!r} is not allowed: None or 'rgb_array'")
+        self.render_mode = render_mode
         self.k = check_size("k", k, minimum=2)
         self.delay = check_size("delay", delay, minimum=0)
         self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(k + 1,), dtype=np.float32)
@@ -77,6 +80,18 @@ class RecallEnv(gym.Env):
         if self._t <= self.delay + 1:
             return self._observe(), 0.0, False, False, {}
         return self._observe(), float(int(action) == self._cue), True, False, {}
+
+    def render(self) -> np.ndarray:
+        """RGB [48, 48 (k + 1), 3] uint8: the observation as k cue cells and the question cell, lit where 1,
+        and a bar below that fills up over the delay."""
+        cell = 48
+        image = np.full((cell, cell * (self.k + 1), 3), 40, dtype=np.uint8)
+        obs = self._observe()
+        for i in range(self.k + 1):
+            colour = (230, 180, 40) if i == self.k else (60, 160, 230)
+            image[6:cell - 12, i * cell + 4:(i + 1) * cell - 4] = colour if obs[i] else (80, 80, 80)
+        image[cell - 8:cell - 4, :int(image.shape[1] * min(self._t, self.delay + 1) / (self.delay + 1))] = 200
+        return image
 
     def _observe(self) -> np.ndarray:
         """[k + 1]: the cue at step 0, the flag at the query step delay + 1, zeros otherwise."""

@@ -167,6 +167,10 @@ class GymEnvs(Envs):
         episodes = self._tally.add(self.env_ids, reward, True, done)
         return Step(obs, reward.astype(np.float32), done, episodes)
 
+    def render(self) -> np.ndarray:
+        """Env 0's current frame, RGB [H, W, 3] uint8 (the env must be made with render_mode="rgb_array")."""
+        return np.asarray(self._envs.render()[0])
+
     def close(self) -> None:
         self._envs.close()
 

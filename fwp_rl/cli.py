@@ -58,7 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="replay a checkpoint")
     evaluate.add_argument("checkpoint", help="a checkpoint file or a run directory (its latest checkpoint)")
-    evaluate.add_argument("--video", default=None, metavar="DIR", help="write an mp4 of the episode into DIR")
+    evaluate.add_argument("--episodes", type=int, default=10, help="episodes to run (one after another)")
+    evaluate.add_argument("--deterministic", action="store_true", help="take the most likely action")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the env and of action sampling")
+    evaluate.add_argument("--video", default=None, metavar="DIR", help="write an mp4 of the first episode into DIR")
+    evaluate.add_argument("--memory-view", action="store_true",
+                          help="with --video: show the memory (fast weights per head, or the LSTM cell) and the "
+                               "action probabilities beside the game")
     return parser
 
 
@@ -119,9 +125,13 @@ def _run(args) -> int:
         _train(args)
         return 0
     if args.command == "evaluate":
+        from fwp_rl.config import ConfigError
         from fwp_rl.evaluate import evaluate_checkpoint
 
-        evaluate_checkpoint(args.checkpoint, video_dir=args.video)
+        if args.memory_view and args.video is None:
+            raise ConfigError("--memory-view draws into the video: give --video DIR too")
+        evaluate_checkpoint(args.checkpoint, episodes=args.episodes, deterministic=args.deterministic,
+                            video_dir=args.video, seed=args.seed, memory_view=args.memory_view)
         return 0
     if args.command == "bench" and args.bench == "cores":
         import torch

@@ -15,7 +15,7 @@ IDS = ("fwp_rl/CartPoleNoVel-v0", "fwp_rl/Recall-v0")
 
 @pytest.mark.parametrize("env_id", IDS)
 def test_check_env(env_id):
-    check_env(gym.make(env_id).unwrapped, skip_render_check=True)  # CartPole renders through pygame
+    check_env(gym.make(env_id, render_mode="rgb_array").unwrapped)
 
 
 # ---------------------------------------------------------------------------------------------- CartPoleNoVel
