@@ -55,6 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config value, e.g. --set search.popsize=32 (repeatable)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR",
                        help="continue the PPO run in RUN_DIR from its latest checkpoint")
+    train.add_argument("--seeds", default=None, metavar="0,1,2",
+                       help="one run per seed, grouped: runs/<name>/seed_<k>/ (see fwp_rl.seeds)")
+    train.add_argument("--parallel", type=int, default=None, metavar="N",
+                       help="with --seeds: train N seeds at a time in worker processes (default: one after another)")
+
+    compare = commands.add_parser("compare", help="learning curves and a table of runs: FWP cores vs the LSTM baseline")
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR_OR_GROUP",
+                         help="run directories, or directories holding run directories (a --seeds group, runs/)")
+    compare.add_argument("--out", default=None, metavar="DIR",
+                         help="write curves.png and table.csv/.json/.md here (default: a fresh reports/compare-<env>/)")
+    compare.add_argument("--force", action="store_true", help="overwrite the report files already in --out")
+    compare.add_argument("--metric", default=None, metavar="NAME",
+                         help="the logged value to compare (default: episodic_return for PPO, best for neuroevolution)")
+    compare.add_argument("--window", type=int, default=10, metavar="K",
+                         help="average the values over windows of K records (curves, final and best scores)")
+    compare.add_argument("--reference", default="lstm", metavar="CORE", help="the core of the reference columns")
+    compare.add_argument("--wandb", choices=("online", "disabled"), default=None,
+                         help="also log the report to W&B (default: online when every run logged online)")
 
     evaluate = commands.add_parser("evaluate", help="replay a checkpoint")
     evaluate.add_argument("checkpoint", help="a checkpoint file or a run directory (its latest checkpoint)")
@@ -68,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-LEARNERS = ("neuroevolution", "ppo")
+LEARNERS = ("neuroevolution", "ppo", "sb3_recurrent_ppo")
 
 
 def load_config(path: str, overrides: list[str]):
@@ -83,6 +101,10 @@ def load_config(path: str, overrides: list[str]):
         from fwp_rl.agents.ppo import PPOConfig
 
         return from_dict(PPOConfig, data)
+    if learner == "sb3_recurrent_ppo":
+        from fwp_rl.agents.sb3 import SB3Config
+
+        return from_dict(SB3Config, data)
     from fwp_rl.agents.neuroevolution import NeuroevolutionConfig
 
     return from_dict(NeuroevolutionConfig, data)
@@ -90,12 +112,20 @@ def load_config(path: str, overrides: list[str]):
 
 def _train(args) -> None:
     from fwp_rl.config import ConfigError
+    from fwp_rl.seeds import parse_seeds, train_run, train_seeds
 
+    if args.parallel is not None and args.seeds is None:
+        raise ConfigError("--parallel N trains N of the --seeds at a time: give --seeds too")
+    if args.parallel is not None and args.parallel < 1:
+        raise ConfigError(f"--parallel {args.parallel} is not allowed: it must be >= 1")
     if args.resume is not None:
         from pathlib import Path
 
         from fwp_rl.agents import ppo
 
+        if args.seeds is not None:
+            raise ConfigError("--seeds starts new runs and --resume continues one: resume each seed's run "
+                              "directory on its own (--resume runs/<name>/seed_<k>)")
         if args.config is not None:
             raise ConfigError("--resume continues a run with the config in its directory: give RUN_DIR only "
                               "(and --set to change values such as ppo.total_steps)")
@@ -109,20 +139,25 @@ def _train(args) -> None:
         return
     if args.config is None:
         raise ConfigError("train needs a CONFIG file (or --resume RUN_DIR)")
+    seeds = None if args.seeds is None else parse_seeds(args.seeds)
+    if seeds is not None and any(item.partition("=")[0] == "seed" for item in args.overrides):
+        raise ConfigError("--set seed=... and --seeds both set the seed: give one of them")
     config = load_config(args.config, args.overrides)
-    if config.learner == "ppo":
-        from fwp_rl.agents import ppo
-
-        ppo.train(config)
+    if seeds is None:
+        train_run(config)
     else:
-        from fwp_rl.agents import neuroevolution
-
-        neuroevolution.train(config)
+        train_seeds(config, seeds, args.parallel or 1)
 
 
 def _run(args) -> int:
     if args.command == "train":
         _train(args)
+        return 0
+    if args.command == "compare":
+        from fwp_rl.compare import compare
+
+        compare(args.runs, out=args.out, metric=args.metric, window=args.window, reference=args.reference,
+                force=args.force, wandb_mode=args.wandb)
         return 0
     if args.command == "evaluate":
         from fwp_rl.config import ConfigError

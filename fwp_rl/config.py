@@ -158,12 +158,17 @@ class PolicyConfig:
 
 @dataclasses.dataclass
 class RunConfig:
-    """Where a run writes and how it logs."""
+    """Where a run writes and how it logs.
+
+    group: the seed group the run belongs to, None for a run on its own; ``fwp-rl train --seeds`` sets it
+    to the name of the group directory that holds the seeds' run directories (``fwp_rl.seeds``).
+    """
 
     root: str = "runs"
     wandb: typing.Literal["offline", "online", "disabled"] = "offline"
     project: str = "fwp-rl"
     checkpoint_every: int = 10
+    group: str | None = None
 
     def validate(self, prefix: str) -> None:
         if self.checkpoint_every < 1:

@@ -5,6 +5,9 @@
     runs/<name>/checkpoints/       latest.pt and step_<N>.pt, each written atomically
     runs/<name>/wandb/             W&B's own files (offline by default: `wandb sync` uploads them later)
 
+The seeds of ``fwp-rl train --seeds`` are run directories inside one group directory,
+runs/<name>/seed_<k>/ (``fwp_rl.seeds``); ``find_run_dirs`` finds run directories at any depth.
+
 A checkpoint is first written to a temporary file in the same directory and then renamed over the
 old one, so an interruption at any moment leaves the previous checkpoint intact.
 """
@@ -39,6 +42,20 @@ def unique_run_dir(root: str | Path, name: str) -> Path:
         except FileExistsError:
             n += 1
             candidate = root / f"{name}-{n}"
+
+
+def find_run_dirs(path: str | Path) -> list[Path]:
+    """The run directories at ``path``: ``path`` itself when it holds a config.yaml, else every directory
+    under it that does (at any depth; a run directory's own folders are not searched), sorted."""
+    path = Path(path)
+    if (path / "config.yaml").is_file():
+        return [path]
+    found = []
+    for folder, subfolders, _ in os.walk(path):
+        if (Path(folder) / "config.yaml").is_file():
+            found.append(Path(folder))
+            subfolders.clear()
+    return sorted(found)
 
 
 def atomic_write_bytes(path: Path, write) -> None:
@@ -131,10 +148,19 @@ def _plain(v):
 def start_wandb(mode: str, project: str, run_dir: Path, name: str, group: str, tags: list[str], config: dict,
                 run_id: str | None = None):
     """A W&B run in ``mode`` (offline, online or disabled), or None when disabled; ``run_id`` continues
-    the W&B run of that id (a resumed training run)."""
+    the W&B run of that id (a resumed training run).
+
+    A seed of a group (``config["run"]["group"]`` set, ``train --seeds``) is named <group>/<name> and
+    tagged with the group: ``group`` stays the learner's (the task), so the seeds of every core sit
+    side by side there and the tag (or the config field run.group) picks one experiment's seeds.
+    """
     if mode == "disabled":
         return None
     import wandb
+
+    seed_group = config.get("run", {}).get("group")
+    if seed_group:
+        name, tags = f"{seed_group}/{name}", [*tags, seed_group]
 
     return wandb.init(project=project, dir=str(run_dir), name=name, group=group, tags=tags, config=config,
                       mode=mode, id=run_id, resume="allow" if run_id else None, settings=wandb.Settings(silent=True))

@@ -1,0 +1,168 @@
+"""Several seeds of one config: ``fwp-rl train CONFIG --seeds 0,1,2 [--parallel N]``.
+
+The seeds of one call form a group: a group directory holding one ordinary run directory per seed,
+
+    runs/<name>/seed_0/   runs/<name>/seed_1/   ...
+
+(runs/<name>-2/ and so on when runs/<name> exists already, as for single runs). Each seed's config.yaml
+says ``seed: <k>``, ``name: seed_<k>``, ``run.root: runs/<name>`` and ``run.group: <name>`` (the group
+directory's name), so a seed resumes like any run (``fwp-rl train --resume runs/<name>/seed_1``) and
+``fwp-rl compare runs/<name>`` finds all of them. W&B keeps the learner's group (the task, e.g. the env
+id), so the seeds of every core sit there beside the LSTM baseline's; each seed's W&B run is named
+<name>/seed_<k> and tagged <name> (``fwp_rl.runs.start_wandb``).
+
+Seeds run one after another, or ``parallel`` at a time in spawned worker processes that split the CPU
+threads between them; a worker shows no progress display, only each seed's end is reported. Ctrl-C
+stops the seeds under way after their update (or generation), saved, and starts no other seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import signal
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from fwp_rl.config import ConfigError
+from fwp_rl.runs import load_checkpoint, unique_run_dir
+
+
+@dataclass
+class SeedRun:
+    """One seed's run: its run directory, and whether it trained to its end (False: stopped by Ctrl-C)."""
+
+    seed: int
+    run_dir: Path
+    finished: bool
+
+
+def parse_seeds(text: str) -> list[int]:
+    """The seeds of ``--seeds``: distinct integers >= 0, comma-separated ("0,1,2")."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text!r} is not allowed: give distinct integers >= 0 separated by commas, "
+                          "e.g. --seeds 0,1,2")
+    return seeds
+
+
+def train_run(config, console: Console | None = None) -> tuple[Path, bool]:
+    """Train one run of a PPO, SB3 recurrent PPO or neuroevolution config -> (its run directory, whether it
+    trained to its end rather than being stopped by Ctrl-C)."""
+    if config.learner == "ppo":
+        from fwp_rl.agents import ppo
+
+        run_dir = ppo.train(config, console=console)
+        return run_dir, load_checkpoint(run_dir)["update"] >= config.num_updates
+    if config.learner == "sb3_recurrent_ppo":
+        from fwp_rl.agents import sb3
+
+        run_dir = sb3.train(config, console=console)
+        return run_dir, load_checkpoint(run_dir)["update"] >= config.num_updates
+    from fwp_rl.agents import neuroevolution
+
+    result, run_dir = neuroevolution.train(config, console=console)
+    search = config.search
+    # evolve's stopping rules other than Ctrl-C:
+    finished = (result.solved or result.evaluations >= search.max_evaluations
+                or (search.max_generations is not None and result.generations >= search.max_generations))
+    return run_dir, finished
+
+
+def train_seeds(config, seeds: list[int], parallel: int = 1, console: Console | None = None) -> list[SeedRun]:
+    """Train ``config`` once per seed into one new group directory (see the module docstring); ``parallel``
+    > 1 trains that many seeds at a time in worker processes. Returns the seeds trained, in seed order."""
+    console = console or Console()
+    group_dir = unique_run_dir(config.run.root, config.name)
+    run = dataclasses.replace(config.run, root=str(group_dir), group=group_dir.name)
+    configs = [dataclasses.replace(config, seed=seed, name=f"seed_{seed}", run=run) for seed in seeds]
+    try:
+        if parallel > 1:
+            runs = _train_in_workers(configs, parallel, console)
+        else:
+            runs = _train_in_turn(configs, console)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            group_dir.rmdir()  # only when empty: the first seed failed before it made its run directory
+        raise
+    table = Table("seed", "run directory", "status", title=f"group {group_dir}")
+    trained = {r.seed: r for r in runs}
+    for seed in seeds:
+        r = trained.get(seed)
+        status = "not started" if r is None else "finished" if r.finished else "stopped early"
+        table.add_row(str(seed), "" if r is None else str(r.run_dir), status)
+    console.print(table)
+    console.print(f"compare the seeds: fwp-rl compare {group_dir}")
+    return sorted(runs, key=lambda r: r.seed)
+
+
+def _train_in_turn(configs: list, console: Console) -> list[SeedRun]:
+    runs = []
+    for config in configs:
+        console.rule(f"seed {config.seed}")
+        run_dir, finished = train_run(config, console)
+        runs.append(SeedRun(config.seed, run_dir, finished))
+        if not finished:
+            break  # Ctrl-C stopped this seed: the user wants to stop, not to start the next one
+    return runs
+
+
+def _available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _start_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    # Ctrl-C reaches every process of the terminal: an idle worker ignores it; a training one stops
+    # after its update with the learner's own handler.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _train_quietly(config) -> SeedRun:
+    run_dir, finished = train_run(config, Console(quiet=True))
+    return SeedRun(config.seed, run_dir, finished)
+
+
+def _train_in_workers(configs: list, parallel: int, console: Console) -> list[SeedRun]:
+    workers = min(parallel, len(configs))
+    threads = max(1, _available_cpus() // workers)
+    console.print(f"training seeds {', '.join(str(c.seed) for c in configs)} in {workers} worker processes "
+                  f"({threads} CPU threads each); each seed is reported when it ends")
+    runs = []
+    # spawn, not fork: a forked copy of a process that has started torch's threads can deadlock.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                             initargs=(threads,)) as pool:
+        futures = [pool.submit(_train_quietly, config) for config in configs]
+        stop = {"requested": False}
+
+        def request_stop(signum, frame):
+            if stop["requested"]:
+                raise KeyboardInterrupt
+            stop["requested"] = True
+            for future in futures:
+                future.cancel()
+            console.print("[yellow]stopping the seeds under way after their update; no other seed starts "
+                          "(Ctrl-C again to stop at once)[/yellow]")
+
+        previous = signal.signal(signal.SIGINT, request_stop)
+        try:
+            for future in as_completed(futures):
+                if future.cancelled():
+                    continue
+                r = future.result()
+                runs.append(r)
+                console.print(f"seed {r.seed}: {'finished' if r.finished else 'stopped early'}, {r.run_dir}")
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    return runs

@@ -1,0 +1,281 @@
+"""fwp-rl compare: the table's numbers against the metrics files worked by hand, curves over seeds of
+different lengths, x in env frames for Atari, partial and missing runs, real tiny PPO runs of two cores
+and two seeds, the W&B report only when online, and the errors (nothing written over)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+
+import numpy as np
+import pytest
+import yaml
+
+from fwp_rl import compare as compare_module
+from fwp_rl.cli import load_config, main
+from fwp_rl.compare import build_comparison, mean_curve, run_scores, trailing_mean
+from fwp_rl.runs import read_metrics
+from fwp_rl.seeds import train_seeds
+
+
+def write_run(path, core, values=(), seed=0, learner="ppo", env_id="fwp_rl/Recall-v0", options=None,
+              metric="episodic_return", every=10, wandb="disabled", project="fwp-rl", tail="", policy=None):
+    """A hand-made run directory: config.yaml, and metrics.jsonl with one record per value every ``every``
+    steps (a None value: a record without the metric, as an update in which no episode ended), then
+    ``tail`` as written (a cut line); values None: no metrics file at all. policy: the config's policy
+    section, {"core": core} unless given."""
+    path.mkdir(parents=True)
+    config = {"learner": learner, "name": path.name, "seed": seed,
+              "env": {"id": env_id, "num_envs": 4, "options": options or {}},
+              "policy": {"core": core} if policy is None else policy,
+              "run": {"root": str(path.parent), "wandb": wandb, "project": project, "group": None}}
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    if values is None:
+        return path
+    records = [{"step": every * (i + 1), "update": i + 1, **({} if v is None else {metric: v})}
+               for i, v in enumerate(values)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + tail)
+    return path
+
+
+@pytest.fixture
+def hand_runs(tmp_path):
+    """Two lstm seeds (one with an update without episodes), three delta seeds (a cut last line, a single
+    record, no metrics file yet) and a gru run that logged no episode."""
+    runs = tmp_path / "runs"
+    write_run(runs / "lstm" / "seed_0", "lstm", [1, 3, 5, 7], seed=0)
+    write_run(runs / "lstm" / "seed_1", "lstm", [2, 2, None, 8], seed=1)
+    write_run(runs / "delta" / "seed_0", "delta", [4, 12, 2], seed=0, tail='{"step": 40, "episodic_ret')
+    write_run(runs / "delta" / "seed_1", "delta", [9], seed=1)
+    write_run(runs / "delta" / "seed_2", "delta", None, seed=2)
+    write_run(runs / "gru", "gru", [None, None])
+    return runs
+
+
+def test_trailing_mean_and_scores():
+    np.testing.assert_allclose(trailing_mean(np.array([1.0, 3, 5, 7]), 2), [1, 2, 4, 6])
+    np.testing.assert_allclose(trailing_mean(np.array([1.0, 3, 5, 7]), 10), [1, 2, 3, 4])
+    assert run_scores(np.array([4.0, 12, 2]), 2) == (7.0, 8.0)  # the first, partial window does not count
+    assert run_scores(np.array([4.0, 12, 2]), 1) == (2.0, 12.0)
+    assert run_scores(np.array([9.0]), 10) == (9.0, 9.0)  # fewer records than the window: best = final
+    assert run_scores(np.array([]), 10) is None
+
+
+def test_mean_curve_averages_the_runs_that_reach_each_x():
+    x, mean, low, high, count = mean_curve([(np.array([0.0, 10, 20]), np.array([0.0, 1, 2])),
+                                            (np.array([5.0, 15]), np.array([1.0, 1]))])
+    np.testing.assert_allclose(x, [0, 5, 10, 15, 20])
+    np.testing.assert_allclose(mean, [0, 0.75, 1, 1.25, 2])
+    np.testing.assert_allclose(low, [0, 0.5, 1, 1, 2])
+    np.testing.assert_allclose(high, [0, 1, 1, 1.5, 2])
+    assert count.tolist() == [1, 2, 2, 2, 1]
+
+
+def test_table_numbers_are_the_metrics_worked_by_hand(hand_runs, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["compare", str(hand_runs / "lstm"), str(hand_runs / "delta"), str(hand_runs / "gru"),
+                 "--window", "2", "--out", str(out)]) == 0
+    report = json.loads((out / "table.json").read_text())
+    rows = {row["core"]: row for row in report["cores"]}
+    assert [row["core"] for row in report["cores"]] == ["lstm", "delta", "gru"]  # the reference first
+    # lstm: windows of 2 over [1, 3, 5, 7] -> 1, 2, 4, 6 (final 6, best 6); over [2, 2, 8] -> 2, 2, 5.
+    assert rows["lstm"]["final_mean"] == 5.5 and rows["lstm"]["best_mean"] == 5.5
+    assert rows["lstm"]["final_std"] == pytest.approx(statistics.stdev([6, 5]))
+    # delta: [4, 12, 2] (the cut line dropped) -> 4, 8, 7 (final 7, best 8); [9] -> 9; seed 2 has no data.
+    assert (rows["delta"]["runs"], rows["delta"]["runs_with_data"]) == (3, 2)
+    assert rows["delta"]["final_mean"] == 8.0 and rows["delta"]["best_mean"] == 8.5
+    assert rows["delta"]["final_std"] == pytest.approx(statistics.stdev([7, 9]))
+    assert rows["delta"]["best_std"] == pytest.approx(statistics.stdev([8, 9]))
+    assert (rows["delta"]["end_min"], rows["delta"]["end_max"]) == (10, 30)
+    assert rows["delta"]["final_minus_reference"] == 2.5 and rows["delta"]["best_minus_reference"] == 3.0
+    assert rows["delta"]["final_over_reference"] == pytest.approx(8 / 5.5)
+    assert rows["lstm"]["final_minus_reference"] == 0 and rows["lstm"]["final_over_reference"] == 1
+    assert rows["gru"]["runs_with_data"] == 0 and rows["gru"]["final_mean"] is None
+    assert {r["path"]: (r["final"], r["best"]) for r in report["runs"]}[str(hand_runs / "delta" / "seed_0")] == (7, 8)
+    assert report["x"] == "env steps (summed over envs)" and report["metric"] == "episodic_return"
+    assert report["learners"] == "ppo"
+
+    with open(out / "table.csv") as f:
+        table = {row["core"]: row for row in csv.DictReader(f)}
+    assert float(table["delta"]["best_mean"]) == 8.5 and table["gru"]["final_mean"] == ""
+    markdown = (out / "table.md").read_text()
+    assert "| delta | 2 of 3 | 8 ± 1.414 | 8.5 ± 0.7071 | 2.5 (1.45x) | 3 (1.55x) | 10 to 30 |" in markdown
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "curves.png").stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    assert "no episodic_return logged yet" in printed and "delta" in printed
+
+
+def test_a_directory_of_groups_finds_every_run(hand_runs):
+    comparison = build_comparison([hand_runs, hand_runs / "lstm" / "seed_0"])
+    assert len(comparison.runs) == 6  # the run given twice counts once
+    assert [row.core for row in comparison.rows] == ["lstm", "delta", "gru"]
+
+
+def test_runs_without_any_episode_yet_still_make_a_report(hand_runs, tmp_path):
+    out = tmp_path / "report"
+    assert main(["compare", str(hand_runs / "gru"), str(hand_runs / "delta" / "seed_2"), "--metric",
+                 "episodic_return", "--out", str(out)]) == 0
+    rows = json.loads((out / "table.json").read_text())["cores"]
+    assert [(row["core"], row["runs"], row["runs_with_data"], row["final_mean"]) for row in rows] == [
+        ("delta", 1, 0, None), ("gru", 1, 0, None)]
+    assert (out / "curves.png").stat().st_size > 0
+
+
+def test_atari_x_is_env_frames_and_neuroevolution_x_is_evaluations(tmp_path):
+    write_run(tmp_path / "a" / "v5", "lstm", [1, 2], env_id="atari:pong", every=100)
+    write_run(tmp_path / "a" / "skip2", "delta", [1, 2], env_id="atari:pong", options={"frameskip": 2}, every=100)
+    comparison = build_comparison([tmp_path / "a"])
+    assert {r.core: r.x.tolist() for r in comparison.runs} == {"lstm": [400, 800], "delta": [200, 400]}
+    assert comparison.x_label == "env frames (agent steps x each run's frameskip)"
+    assert any("env.options differ in frameskip" in note for note in comparison.notes)
+    write_run(tmp_path / "b" / "cleanrl", "lstm", [1], env_id="atari:pong", options={"preset": "cleanrl_lstm"})
+    assert build_comparison([tmp_path / "b"]).x_label == "env frames (agent steps x frameskip 4)"
+
+    write_run(tmp_path / "ne" / "lstm", "lstm", [1, 5], learner="neuroevolution", env_id="CartPole-v1",
+              metric="best", every=6)
+    write_run(tmp_path / "ne" / "delta", "delta", [2, 3], learner="neuroevolution", env_id="CartPole-v1",
+              metric="best", every=6)
+    comparison = build_comparison([tmp_path / "ne"], window=1)
+    assert comparison.metric == "best" and comparison.x_label == "evaluations (candidates evaluated)"
+    assert comparison.runs[0].x.tolist() == [6, 12]
+    assert comparison.rows[1].best_minus_reference == -2.0  # best 3 against 5
+
+
+def test_sb3_runs_are_the_sb3_lstm_core_beside_ppo_runs(tmp_path):
+    write_run(tmp_path / "lstm", "lstm", [1, 3], every=96)
+    write_run(tmp_path / "sb3", None, [2, 2], learner="sb3_recurrent_ppo", policy="MlpLstmPolicy", every=96)
+    comparison = build_comparison([tmp_path], window=1)
+    assert comparison.learners == "ppo, sb3_recurrent_ppo" and comparison.x_label == "env steps (summed over envs)"
+    assert [(row.core, row.final_mean, row.final_minus_reference) for row in comparison.rows] == [
+        ("lstm", 3.0, 0.0), ("sb3_lstm", 2.0, -1.0)]
+
+
+@pytest.mark.parametrize("make, argv, message", [
+    (lambda p: (write_run(p / "a", "lstm", [1]), write_run(p / "b", "delta", [1], env_id="CartPole-v1")),
+     ["a", "b"], "runs from different environments in one comparison: "),
+    (lambda p: (write_run(p / "a", "lstm", [1]), write_run(p / "b", "delta", [1], learner="neuroevolution")),
+     ["a", "b"], "runs of different learners in one comparison: "),
+    (lambda p: (p / "empty").mkdir(), ["empty"], "'empty' is not a run directory (no config.yaml) and holds no run"),
+    (lambda p: None, ["missing"], "'missing' is not a run directory or a group of runs: it does not exist"),
+    (lambda p: write_run(p / "a", "lstm", [1]), ["a", "--metric", "retrun"], "--metric 'retrun' is not allowed: "
+     "no run logged it; the runs logged: episodic_return, update"),
+    (lambda p: write_run(p / "a", "lstm", [1]), ["a", "--window", "0"], "--window 0 is not allowed: it must be >= 1"),
+    (lambda p: (write_run(p / "a", "lstm", [1], wandb="online"), write_run(p / "b", "delta", [1], wandb="online",
+                                                                         project="other")),
+     ["a", "b"], "--wandb online: the runs belong to different W&B projects (fwp-rl, other)"),
+])
+def test_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsys, make, argv, message):
+    monkeypatch.chdir(tmp_path)
+    make(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["compare", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fwp-rl: error: {message}") and err.count("\n") == 1
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_an_existing_report_is_not_overwritten_without_force(hand_runs, tmp_path, capsys):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "table.md").write_text("an earlier report")
+    assert main(["compare", str(hand_runs / "lstm"), "--out", str(out)]) == 2
+    assert "already holds a report (table.md): give another directory, or --force" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["table.md"] and (out / "table.md").read_text() == "an earlier report"
+    assert main(["compare", str(hand_runs / "lstm"), "--out", str(out), "--force"]) == 0
+    assert "lstm" in (out / "table.md").read_text() and (out / "curves.png").is_file()
+
+
+def test_without_out_each_report_gets_a_fresh_directory(hand_runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", str(hand_runs / "lstm")]) == 0
+    assert main(["compare", str(hand_runs / "lstm")]) == 0
+    reports = sorted(p.name for p in (tmp_path / "reports").iterdir())
+    assert reports == ["compare-fwp_rl_Recall-v0", "compare-fwp_rl_Recall-v0-2"]
+    assert all(sorted(p.name for p in (tmp_path / "reports" / r).iterdir()) == sorted(compare_module.REPORT_FILES)
+               for r in reports)
+
+
+class FakeWandbRun:
+    def __init__(self):
+        self.logged = []
+        self.finished = False
+
+    def log(self, values):
+        self.logged.append(values)
+
+    def finish(self):
+        self.finished = True
+
+
+def test_the_report_goes_to_w_and_b_only_when_online(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_start_wandb(mode, project, run_dir, name, group, tags, config):
+        calls.append(dict(mode=mode, project=project, group=group, tags=tags, config=config, run=FakeWandbRun()))
+        return calls[-1]["run"]
+
+    monkeypatch.setattr(compare_module, "start_wandb", fake_start_wandb)
+    write_run(tmp_path / "offline" / "lstm", "lstm", [1, 2], wandb="offline")
+    write_run(tmp_path / "offline" / "delta", "delta", [3, 4], wandb="online")
+    assert main(["compare", str(tmp_path / "offline"), "--out", str(tmp_path / "r1")]) == 0
+    assert calls == []  # not every run is online: nothing goes to W&B
+
+    write_run(tmp_path / "online" / "lstm", "lstm", [1, 2], wandb="online")
+    write_run(tmp_path / "online" / "delta", "delta", [3, 4], wandb="online")
+    assert main(["compare", str(tmp_path / "online"), "--out", str(tmp_path / "r2"), "--wandb", "disabled"]) == 0
+    assert calls == []
+    assert main(["compare", str(tmp_path / "online"), "--out", str(tmp_path / "r3")]) == 0
+    assert main(["compare", str(tmp_path / "offline"), "--out", str(tmp_path / "r4"), "--wandb", "online"]) == 0
+    assert len(calls) == 2
+    call = calls[0]
+    assert (call["mode"], call["project"], call["group"]) == ("online", "fwp-rl", "fwp_rl/Recall-v0")
+    assert call["tags"] == ["compare", "lstm", "delta"] and call["run"].finished
+    (logged,) = call["run"].logged
+    table = logged["comparison"]
+    assert table.columns[:4] == ["core", "runs", "runs_with_data", "final_mean"]
+    assert [row[:4] for row in table.data] == [["lstm", 1, 1, 1.5], ["delta", 1, 1, 3.5]]
+    assert type(logged["curves"]).__name__ == "Image"
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory):
+    """Tiny PPO runs on fwp_rl/Recall-v0: lstm and delta, seeds 0 and 1, two updates of 2 envs x 24 steps."""
+    root = tmp_path_factory.mktemp("real")
+    groups = []
+    for core in ("lstm", "delta"):
+        path = root / f"recall_{core}.yaml"
+        path.write_text(f"learner: ppo\nname: recall_{core}\n"
+                        "env: {id: fwp_rl/Recall-v0, num_envs: 2, options: {k: 3, delay: 5}}\n"
+                        f"policy: {{torso: mlp, core: {core}, core_options: {{hidden_size: 8}}, dtype: float64}}\n"
+                        "ppo: {total_steps: 96, num_steps: 24, sequence_length: 12, num_minibatches: 2, "
+                        "update_epochs: 1, device: cpu}\n"
+                        f"run: {{root: {str(root / 'runs')!r}, wandb: disabled}}\n")
+        runs = train_seeds(load_config(str(path), []), [0, 1])
+        groups.append(runs[0].run_dir.parent)
+    return root, groups
+
+
+def test_compare_real_seed_groups(real_runs, capsys):
+    root, groups = real_runs
+    out = root / "report"
+    assert main(["compare", *map(str, groups), "--out", str(out)]) == 0
+    report = json.loads((out / "table.json").read_text())
+    assert [row["core"] for row in report["cores"]] == ["lstm", "delta"]
+    finals = {}
+    for group, row in zip(groups, report["cores"]):
+        scores = []
+        for seed in (0, 1):
+            values = [r["episodic_return"] for r in read_metrics(group / f"seed_{seed}" / "metrics.jsonl")
+                      if "episodic_return" in r]
+            assert 1 <= len(values) <= 2
+            scores.append(sum(values) / len(values))  # fewer records than the window of 10: final = best = mean
+        assert row["runs"] == row["runs_with_data"] == 2 and row["end_min"] == row["end_max"] == 96
+        assert row["final_mean"] == pytest.approx(statistics.mean(scores), abs=1e-12)
+        assert row["best_mean"] == pytest.approx(statistics.mean(scores), abs=1e-12)
+        assert row["final_std"] == pytest.approx(statistics.stdev(scores), abs=1e-12)
+        finals[row["core"]] = statistics.mean(scores)
+    assert report["cores"][1]["final_minus_reference"] == pytest.approx(finals["delta"] - finals["lstm"], abs=1e-12)
+    assert (out / "curves.png").stat().st_size > 10_000
+    assert "delta" in capsys.readouterr().out

@@ -1,0 +1,144 @@
+"""train --seeds: one group directory of run directories per call, for both learners, in turn and in worker
+processes; the group in every config and in W&B; the errors a user sees."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from fwp_rl import seeds
+from fwp_rl.cli import main
+from fwp_rl.runs import find_run_dirs, load_checkpoint, read_metrics
+
+
+def write_recall_config(tmp_path, core="lstm", wandb="disabled", total_steps=192):
+    """A PPO config on fwp_rl/Recall-v0 of two tiny updates (4 envs x 24 steps), run root tmp_path/runs."""
+    path = tmp_path / f"recall_{core}.yaml"
+    path.write_text(f"learner: ppo\nname: recall_{core}\n"
+                    "env: {id: fwp_rl/Recall-v0, num_envs: 4, options: {k: 3, delay: 5}}\n"
+                    f"policy: {{torso: mlp, core: {core}, core_options: {{hidden_size: 16}}, dtype: float64}}\n"
+                    f"ppo: {{total_steps: {total_steps}, num_steps: 24, sequence_length: 12, num_minibatches: 2, "
+                    "update_epochs: 1, device: cpu}\n"
+                    f"run: {{root: {str(tmp_path / 'runs')!r}, wandb: {wandb}}}\n")
+    return path
+
+
+class FakeWandbRun:
+    id = "fake"
+
+    def log(self, values, step=None):
+        pass
+
+    def finish(self):
+        pass
+
+
+@pytest.fixture
+def wandb_inits(monkeypatch):
+    """The keyword arguments of every wandb.init call, which makes no W&B files or processes."""
+    import wandb
+
+    calls = []
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or FakeWandbRun())
+    return calls
+
+
+def test_ppo_seeds_make_one_group_and_w_and_b_sees_it(tmp_path, wandb_inits):
+    config = write_recall_config(tmp_path, wandb="offline")
+    assert main(["train", str(config), "--seeds", "0,1"]) == 0
+    group = tmp_path / "runs" / "recall_lstm"
+    assert find_run_dirs(group) == [group / "seed_0", group / "seed_1"]
+    for k in (0, 1):
+        resolved = yaml.safe_load((group / f"seed_{k}" / "config.yaml").read_text())
+        assert resolved["seed"] == k and resolved["name"] == f"seed_{k}"
+        assert resolved["run"]["group"] == "recall_lstm" and resolved["run"]["root"] == str(group)
+        assert [r["step"] for r in read_metrics(group / f"seed_{k}" / "metrics.jsonl")] == [96, 192]
+    weights = [load_checkpoint(group / f"seed_{k}")["policy"] for k in (0, 1)]
+    assert any(not torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    # W&B: grouped by task as single runs are, named and tagged by the seed group.
+    assert [(c["name"], c["group"]) for c in wandb_inits] == [("recall_lstm/seed_0", "fwp_rl/Recall-v0"),
+                                                             ("recall_lstm/seed_1", "fwp_rl/Recall-v0")]
+    assert all(c["tags"] == ["lstm", "ppo", "recall_lstm"] for c in wandb_inits)
+
+    # A seed resumes like any run; a second call makes a new group instead of mixing into this one.
+    assert main(["train", "--resume", str(group / "seed_1"), "--set", "ppo.total_steps=288"]) == 0
+    assert [r["step"] for r in read_metrics(group / "seed_1" / "metrics.jsonl")] == [96, 192, 288]
+    assert wandb_inits[-1]["name"] == "recall_lstm/seed_1"
+    assert main(["train", str(config), "--seeds", "3"]) == 0
+    assert find_run_dirs(tmp_path / "runs" / "recall_lstm-2") == [tmp_path / "runs" / "recall_lstm-2" / "seed_3"]
+
+
+def test_neuroevolution_seeds_make_one_group(tmp_path, wandb_inits):
+    config = tmp_path / "cartpole.yaml"
+    config.write_text("learner: neuroevolution\nname: cartpole\nenv: {id: CartPole-v1}\n"
+                      "policy: {torso: identity, core: elman, core_options: {hidden_size: 3}}\n"
+                      "search: {algorithm: snes, popsize: 6, max_generations: 2}\n"
+                      f"run: {{root: {str(tmp_path / 'runs')!r}, wandb: offline}}\n")
+    assert main(["train", str(config), "--seeds", "4,2"]) == 0
+    group = tmp_path / "runs" / "cartpole"
+    assert find_run_dirs(group) == [group / "seed_2", group / "seed_4"]
+    for k in (2, 4):
+        resolved = yaml.safe_load((group / f"seed_{k}" / "config.yaml").read_text())
+        assert resolved["seed"] == k and resolved["run"]["group"] == "cartpole"
+        assert [r["step"] for r in read_metrics(group / f"seed_{k}" / "metrics.jsonl")] == [6, 12]
+    assert [(c["name"], c["group"]) for c in wandb_inits] == [("cartpole/seed_4", "CartPole-v1"),
+                                                             ("cartpole/seed_2", "CartPole-v1")]
+    assert all(c["tags"] == ["elman", "snes", "neuroevolution", "cartpole"] for c in wandb_inits)
+
+
+def test_parallel_seeds_train_in_worker_processes(tmp_path, capsys):
+    config = write_recall_config(tmp_path, core="delta", total_steps=96)
+    assert main(["train", str(config), "--seeds", "0,1", "--parallel", "2"]) == 0
+    group = tmp_path / "runs" / "recall_delta"
+    assert find_run_dirs(group) == [group / "seed_0", group / "seed_1"]
+    for k in (0, 1):
+        assert load_checkpoint(group / f"seed_{k}")["update"] == 1
+        assert yaml.safe_load((group / f"seed_{k}" / "config.yaml").read_text())["seed"] == k
+    out = capsys.readouterr().out
+    assert "in 2 worker processes" in out and "seed 0: finished" in out and "seed 1: finished" in out
+
+
+def test_a_stopped_seed_starts_no_other(tmp_path, monkeypatch, capsys):
+    """Ctrl-C stops the seed under way (train_run reports it unfinished): the next seeds are not started."""
+    trained = []
+
+    def stopped_run(config, console=None):
+        trained.append(config.seed)
+        return tmp_path / "runs" / "recall_lstm" / config.name, False
+
+    monkeypatch.setattr(seeds, "train_run", stopped_run)
+    assert main(["train", str(write_recall_config(tmp_path)), "--seeds", "0,1,2"]) == 0
+    assert trained == [0]
+    out = capsys.readouterr().out
+    assert "stopped early" in out and out.count("not started") == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "a,b"], "--seeds 'a,b' is not allowed: give distinct integers >= 0"),
+    (["--seeds", "0,0"], "--seeds '0,0' is not allowed"),
+    (["--seeds", "-1"], "--seeds '-1' is not allowed"),
+    (["--seeds", ""], "--seeds '' is not allowed"),
+    (["--parallel", "2"], "--parallel N trains N of the --seeds at a time: give --seeds too"),
+    (["--seeds", "0,1", "--parallel", "0"], "--parallel 0 is not allowed: it must be >= 1"),
+    (["--seeds", "0,1", "--set", "seed=3"], "--set seed=... and --seeds both set the seed"),
+])
+def test_bad_seed_options_are_one_line_errors_and_write_nothing(tmp_path, capsys, argv, message):
+    assert main(["train", str(write_recall_config(tmp_path)), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fwp-rl: error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_seeds_with_resume_is_an_error(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path), "--seeds", "0,1"]) == 2
+    err = capsys.readouterr().err
+    assert "--seeds starts new runs and --resume continues one" in err and err.count("\n") == 1
+
+
+def test_a_config_that_fails_to_start_leaves_no_group_directory(tmp_path, capsys):
+    config = write_recall_config(tmp_path)
+    assert main(["train", str(config), "--seeds", "0,1", "--set", "policy.torso=nature_cnn"]) == 2
+    err = capsys.readouterr().err
+    assert "nature_cnn" in err and "Traceback" not in err
+    assert list((tmp_path / "runs").iterdir()) == []
