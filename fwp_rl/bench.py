@@ -129,14 +129,13 @@ def bench_ppo(config_paths=PPO_BENCH_CONFIGS, updates: int = 3, device: str = "a
 
 def print_ppo_table(rows: list[dict], title: str, console: Console | None = None) -> None:
     table = Table(title=title)
-    for column in ("core", "env", "steps/s", "s / update", "x lstm", "env %", "inference %", "learning %"):
-        table.add_column(column, justify="left" if column in ("core", "env") else "right")
+    for column in ("config", "steps/s", "s/update", "x lstm", "env %", "infer %", "learn %"):
+        table.add_column(column, justify="left" if column == "config" else "right")
     lstm = next((r["seconds"] for r in rows if r["core"] == "lstm"), None)
     for r in rows:
-        share = {k: f"{100 * r[k] / r['seconds']:.0f}" for k in ("env_seconds", "inference_seconds", "learn_seconds")}
-        table.add_row(r["core"], r["env"], f"{r['steps_per_second']:,.0f}", f"{r['seconds']:.2f}",
-                      "" if lstm is None else f"{r['seconds'] / lstm:.2f}", share["env_seconds"],
-                      share["inference_seconds"], share["learn_seconds"])
+        share = [f"{100 * r[k] / r['seconds']:.0f}" for k in ("env_seconds", "inference_seconds", "learn_seconds")]
+        table.add_row(Path(r["config"]).stem, f"{r['steps_per_second']:,.0f}", f"{r['seconds']:.2f}",
+                      "" if lstm is None else f"{r['seconds'] / lstm:.2f}", *share)
     (console or Console()).print(table)
 
 

@@ -156,3 +156,18 @@ def test_resume_from_a_truncated_checkpoint_fails_cleanly_and_writes_nothing(tmp
     assert main(["train", "--resume", str(run_dir)]) == 2
     assert "truncated" in capsys.readouterr().err
     assert (run_dir / "metrics.jsonl").read_bytes() == metrics_before and len(latest.read_bytes()) == 200
+
+
+def test_bench_ppo_reports_speed_and_where_the_time_goes(tmp_path, capsys):
+    from fwp_rl.bench import bench_ppo, print_ppo_table
+
+    path = tmp_path / "recall_lstm.yaml"
+    path.write_text("learner: ppo\nenv: {id: fwp_rl/Recall-v0, num_envs: 4}\npolicy: {torso: mlp, core: lstm}\n"
+                    "ppo: {num_steps: 24, num_minibatches: 2}\n")
+    (row,) = bench_ppo([path], updates=2, device="cpu")
+    assert row["core"] == "lstm" and row["steps_per_update"] == 96
+    assert row["steps_per_second"] == pytest.approx(96 / row["seconds"])
+    parts = row["env_seconds"] + row["inference_seconds"] + row["learn_seconds"]
+    assert 0 < parts <= row["seconds"] * 1.01
+    print_ppo_table([row], "t")
+    assert "recall_lstm" in capsys.readouterr().out
