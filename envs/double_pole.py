@@ -148,50 +148,111 @@ def check_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 # ---------------------------------------------------------------------------------------------- physics
+# The simulator is stepped one control step at a time from Python (a controller acts between steps), so for
+# small and medium N a step costs what its torch operator calls cost (a few microseconds each), not what they
+# compute. The physics is therefore written for few operator calls: the state is gathered once into
+# contiguous component-first rows (x, theta1, theta2, x_dot, theta1_dot, theta2_dot), both poles are
+# computed at once as [2, N] tensors with per-pole constants [2, 1] made once per device and dtype, and
+# products and sums are fused (addcmul, add with alpha).
+_ROWS = (0, 2, 4, 1, 3, 5)  # the state column of each row
+_ROW_SIZES = (1, 2, 1, 2)  # x | theta1, theta2 | x_dot | theta1_dot, theta2_dot
+
+
+@dataclass(frozen=True)
+class _PhysicsConstants:
+    """The constants of ``step_physics`` on one device and dtype: per pole [2, 1] (long pole, short pole)."""
+
+    ml: Tensor  # m_i l_i
+    hinge: Tensor  # mu_p / (m_i l_i)
+    three_quarter_m: Tensor  # 3/4 m_i
+    mass: Tensor  # (M + m_1, m_2): summed over the poles, the masses in the denominator of x_ddot
+    half_step_k: Tensor  # h/2 k_i with k_i = -3 / (4 l_i): theta_ddot_i = k_i t_i (``_accelerations``)
+    step_k: Tensor  # h k_i
+    rk4_weights: Tensor  # [6, 1]: h/6 on each row, times k_i on the theta_dot rows (the stages hold t_i)
+    rows: Tensor  # [6] int64: _ROWS
+    columns: Tensor  # [6] int64: the row of each state column
+
+
 @functools.lru_cache(maxsize=None)
-def _pole_constants(device: torch.device, dtype: torch.dtype, ndim: int) -> tuple[Tensor, ...]:
-    """Per-pole constants [2, 1, ...] (ndim dims; long pole, short pole): m l, mu_p / (m l), 3/4 m, m, -3 / (4 l)."""
-    m = torch.tensor(POLE_MASSES, dtype=torch.float64)
-    l = torch.tensor(POLE_HALF_LENGTHS, dtype=torch.float64)
-    constants = (m * l, HINGE_FRICTION / (m * l), 0.75 * m, m, -0.75 / l)
-    return tuple(c.to(device=device, dtype=dtype).reshape(2, *[1] * (ndim - 1)) for c in constants)
+def _physics_constants(device: torch.device, dtype: torch.dtype) -> _PhysicsConstants:
+    m, l, h = POLE_MASSES, POLE_HALF_LENGTHS, TIME_STEP
+    k = [-0.75 / l[i] for i in range(2)]
+
+    def tensor(values, *shape):
+        return torch.tensor(values, dtype=torch.float64).reshape(shape).to(device=device, dtype=dtype)
+
+    return _PhysicsConstants(
+        ml=tensor([m[i] * l[i] for i in range(2)], 2, 1),
+        hinge=tensor([HINGE_FRICTION / (m[i] * l[i]) for i in range(2)], 2, 1),
+        three_quarter_m=tensor([0.75 * v for v in m], 2, 1),
+        mass=tensor([CART_MASS + m[0], m[1]], 2, 1),
+        half_step_k=tensor([0.5 * h * v for v in k], 2, 1),
+        step_k=tensor([h * v for v in k], 2, 1),
+        rk4_weights=tensor([h / 6] * 4 + [h / 6 * v for v in k], 6, 1),
+        rows=torch.tensor(_ROWS, device=device),
+        columns=torch.tensor([_ROWS.index(i) for i in range(6)], device=device),
+    )
 
 
-def _derivatives(y: Tensor, force: Tensor, cart_friction: bool) -> Tensor:
-    """Time derivative under Wieland's equations of component-first states y [6, ...]; force [...] in N.
+@functools.lru_cache(maxsize=16)
+def _gather_indices(device: torch.device, n: int) -> tuple[Tensor, Tensor]:
+    """Indices for torch.gather: state [n, 6] -> component-first rows [6, n], and back."""
+    c = _physics_constants(device, torch.float64)
+    return c.rows[:, None].expand(6, n), c.columns.expand(n, 6)
 
-    Both poles are computed at once: tensors [2, ...] hold (long pole, short pole). Component-first
-    rows are contiguous, which keeps large batches fast.
-    """
-    ml, hinge_coefficient, three_quarter_m, m, acceleration_coefficient = _pole_constants(y.device, y.dtype, y.dim())
-    velocity = y[1::2]  # x_dot, theta1_dot, theta2_dot
-    theta, theta_dot = y[2::2], velocity[1:]
+
+def _accelerations(theta: Tensor, theta_dot: Tensor, x_dot: Tensor, half_force: Tensor, cart_friction: bool,
+                   c: _PhysicsConstants) -> tuple[Tensor, Tensor]:
+    """Wieland's equations for one RK4 stage: theta, theta_dot [2, n] (long pole, short pole), x_dot [1, n],
+    half_force [n] or [] (F/2 in N) -> (x_ddot [1, n], t [2, n]) with theta_ddot_i = -3 / (4 l_i) t_i."""
     sin, cos = torch.sin(theta), torch.cos(theta)
-    hinge = hinge_coefficient * theta_dot  # mu_p theta_dot_i / (m_i l_i)
-    gravity = GRAVITY * sin
-    effective_force = ml * theta_dot * theta_dot * sin + three_quarter_m * cos * (hinge + gravity)  # F~_i
-    effective_mass = m - three_quarter_m * cos * cos  # m~_i = m_i (1 - 3/4 cos^2 theta_i)
-    push = force - CART_FRICTION * torch.sign(velocity[0]) if cart_friction else force
-    x_ddot = (push + effective_force.sum(0)) / (CART_MASS + effective_mass.sum(0))
-    theta_ddot = acceleration_coefficient * (x_ddot * cos + gravity + hinge)
-    acceleration = torch.cat([x_ddot[None], theta_ddot])
-    return torch.stack([velocity, acceleration], dim=1).flatten(0, 1)
+    hinge_gravity = torch.add(c.hinge * theta_dot, sin, alpha=GRAVITY)  # mu_p theta_dot / (m l) + g sin
+    three_quarter_m_cos = c.three_quarter_m * cos
+    # F/2 + F~_i in the row of pole i, so that the sum over the poles is F + F~_1 + F~_2
+    effective_force = torch.addcmul(torch.addcmul(half_force, c.ml * theta_dot, theta_dot * sin),
+                                    three_quarter_m_cos, hinge_gravity)
+    push = effective_force.sum(0, keepdim=True)
+    if cart_friction:
+        push = torch.add(push, torch.sign(x_dot), alpha=-CART_FRICTION)
+    # M + m~_1 + m~_2 with m~_i = m_i - 3/4 m_i cos^2
+    mass = torch.addcmul(c.mass, three_quarter_m_cos, cos, value=-1.0).sum(0, keepdim=True)
+    x_ddot = push / mass
+    return x_ddot, torch.addcmul(hinge_gravity, x_ddot, cos)
 
 
 def step_physics(state: Tensor, force: Tensor, config: DoublePoleConfig) -> Tensor:
     """One control step: two classic RK4 substeps of h = 0.01 s, force held.
 
-    state [..., 6], force [...] in N -> state [..., 6] 0.02 s later.
+    state [..., 6], force [...] (or broadcastable to it) in N -> state [..., 6] 0.02 s later.
     """
+    c = _physics_constants(state.device, state.dtype)
+    batch_shape = state.shape[:-1]
+    n = math.prod(batch_shape)
+    half_force = (force * 0.5).broadcast_to(batch_shape).reshape(n)
+    friction = config.cart_friction
     h = TIME_STEP
-    y = state.movedim(-1, 0).contiguous()
+    to_rows, to_columns = _gather_indices(state.device, n)
+    y = torch.gather(state.reshape(n, 6).transpose(0, 1), 0, to_rows)  # [6, n]
     for _ in range(SUBSTEPS):
-        k1 = _derivatives(y, force, config.cart_friction)
-        k2 = _derivatives(y + 0.5 * h * k1, force, config.cart_friction)
-        k3 = _derivatives(y + 0.5 * h * k2, force, config.cart_friction)
-        k4 = _derivatives(y + h * k3, force, config.cart_friction)
-        y = y + (h / 6.0) * (k1 + 2.0 * (k2 + k3) + k4)
-    return y.movedim(0, -1).contiguous()
+        _, theta, x_dot, theta_dot = y.split(_ROW_SIZES)
+        x_ddot1, t1 = _accelerations(theta, theta_dot, x_dot, half_force, friction, c)
+        theta_dot2 = torch.addcmul(theta_dot, c.half_step_k, t1)
+        x_dot2 = torch.add(x_dot, x_ddot1, alpha=0.5 * h)
+        x_ddot2, t2 = _accelerations(torch.add(theta, theta_dot, alpha=0.5 * h), theta_dot2, x_dot2, half_force,
+                                     friction, c)
+        theta_dot3 = torch.addcmul(theta_dot, c.half_step_k, t2)
+        x_dot3 = torch.add(x_dot, x_ddot2, alpha=0.5 * h)
+        x_ddot3, t3 = _accelerations(torch.add(theta, theta_dot2, alpha=0.5 * h), theta_dot3, x_dot3, half_force,
+                                     friction, c)
+        theta_dot4 = torch.addcmul(theta_dot, c.step_k, t3)
+        x_dot4 = torch.add(x_dot, x_ddot3, alpha=h)
+        x_ddot4, t4 = _accelerations(torch.add(theta, theta_dot3, alpha=h), theta_dot4, x_dot4, half_force,
+                                     friction, c)
+        # the derivatives of the rows at stage j: (x_dot_j, theta_dot_j, x_ddot_j, t_j), k_i in rk4_weights
+        k1, k2, k3, k4 = (torch.cat(k) for k in ((x_dot, theta_dot, x_ddot1, t1), (x_dot2, theta_dot2, x_ddot2, t2),
+                                                 (x_dot3, theta_dot3, x_ddot3, t3), (x_dot4, theta_dot4, x_ddot4, t4)))
+        y = torch.addcmul(y, c.rk4_weights, torch.add(k1, k2 + k3, alpha=2.0) + k4)
+    return torch.gather(y.transpose(0, 1), 1, to_columns).view(state.shape)
 
 
 def output_to_force(output: Tensor, config: DoublePoleConfig) -> Tensor:
@@ -208,11 +269,25 @@ def output_to_force(output: Tensor, config: DoublePoleConfig) -> Tensor:
 
 def balanced(state: Tensor) -> Tensor:
     """[..., 6] -> [...] bool: within the limits abs(x) <= 2.4 m and abs(theta_i) <= 0.628329 rad (NaN fails)."""
-    return (
-        (state[..., 0].abs() <= TRACK_LIMIT)
-        & (state[..., 2].abs() <= ANGLE_LIMIT)
-        & (state[..., 4].abs() <= ANGLE_LIMIT)
-    )
+    return (state[..., 0::2].abs() <= _limits(state.device, state.dtype)).all(-1)
+
+
+@functools.lru_cache(maxsize=None)
+def _limits(device: torch.device, dtype: torch.dtype) -> Tensor:
+    """[3]: the limits of abs(x), abs(theta1), abs(theta2)."""
+    return torch.tensor([TRACK_LIMIT, ANGLE_LIMIT, ANGLE_LIMIT], dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _observation_constants(device: torch.device, dtype: torch.dtype, markov: bool, bias: float
+                           ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(state columns [D], their scales [D], is-bias mask [D], bias []) of the inputs; the bias comes last."""
+    columns = [0, 1, 2, 3, 4, 5] if markov else [0, 2, 4]
+
+    def floats(values):
+        return torch.tensor(values, dtype=torch.float64).to(device=device, dtype=dtype)
+    return (torch.tensor(columns + [0], device=device), floats([INPUT_SCALES[i] for i in columns] + [1.0]),
+            torch.tensor([False] * len(columns) + [True], device=device), floats(bias))
 
 
 def observe(state: Tensor, config: DoublePoleConfig) -> Tensor:
@@ -221,9 +296,8 @@ def observe(state: Tensor, config: DoublePoleConfig) -> Tensor:
     Markov: x/4.8, x_dot/2, theta1/0.52, theta1_dot/2, theta2/0.52, theta2_dot/2; non-Markov: x/4.8,
     theta1/0.52, theta2/0.52.
     """
-    columns = range(6) if config.markov else (0, 2, 4)
-    inputs = [state[..., i] / INPUT_SCALES[i] for i in columns]
-    return torch.stack(inputs + [torch.full_like(inputs[0], config.bias)], dim=-1)
+    columns, scales, is_bias, bias = _observation_constants(state.device, state.dtype, config.markov, config.bias)
+    return torch.where(is_bias, bias, torch.index_select(state, -1, columns) / scales)
 
 
 def jiggle(state: Tensor) -> Tensor:
@@ -326,7 +400,7 @@ Controller = Callable[[Tensor], Tensor]
 observations of the start states; a controller with memory must start each call of the helpers below
 from a fresh (reset) memory."""
 
-_EARLY_EXIT_EVERY = 100  # control steps between checks whether any simulation still runs (one host sync each)
+_EARLY_EXIT_EVERY = 10  # control steps between checks whether any simulation still runs (one host sync each)
 
 
 class JiggleWindow:

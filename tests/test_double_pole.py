@@ -13,8 +13,7 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-import fwp_rl.envs  # noqa: F401  (registers the Gymnasium ids)
-from fwp_rl.envs.double_pole import (
+from fwp_rl.envs.double_pole import (  # importing fwp_rl.envs registers the Gymnasium ids
     GOMEZ_MIN_FORCE,
     DoublePole,
     DoublePoleConfig,
@@ -121,6 +120,35 @@ def test_step_physics_under_vmap_and_leading_dims():
     torch.testing.assert_close(grid.view(12, 6), batched, rtol=1e-14, atol=1e-14)
 
 
+def test_step_physics_large_batch_matches_small_batches():
+    # a large batch runs the vectorized loops of the elementwise kernels; the results must not move
+    n = 3000
+    states = random_states(n, seed=9)
+    forces = torch.linspace(-10, 10, n, dtype=F64)
+    for friction in (True, False):
+        config = DoublePoleConfig(cart_friction=friction)
+        large = step_physics(states, forces, config)
+        small = torch.cat([step_physics(states[i:i + 7], forces[i:i + 7], config) for i in range(0, n, 7)])
+        torch.testing.assert_close(large, small, rtol=1e-13, atol=1e-13)
+        for i in (0, 1234, n - 1):
+            expected = torch.tensor(reference_control_step(states[i].tolist(), forces[i].item(), friction), dtype=F64)
+            torch.testing.assert_close(large[i], expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("friction", [True, False])
+def test_non_finite_cart_does_not_reach_the_poles(friction):
+    # x does not enter the equations and x_dot only through sgn(x_dot): as in the scalar reference, an infinite
+    # or NaN cart position or an infinite cart velocity leaves the poles' numbers finite
+    states = random_states(4, seed=10)
+    states[0, 0], states[1, 0], states[2, 1], states[3, 1] = math.inf, math.nan, -math.inf, math.inf
+    forces = torch.tensor([1.0, -2.0, 3.0, 0.0], dtype=F64)
+    got = step_physics(states, forces, DoublePoleConfig(cart_friction=friction))
+    expected = torch.tensor([reference_control_step(s.tolist(), f.item(), friction) for s, f in zip(states, forces)],
+                            dtype=F64)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert torch.isfinite(got[:, 2:]).all()
+
+
 def test_output_to_force():
     o = torch.tensor([-1.0, 0.0, 0.25, 0.499, 0.5, 0.5005, 0.75, 1.0, 2.0], dtype=F64)
     plain = output_to_force(o, DoublePoleConfig())
@@ -137,6 +165,22 @@ def test_observe_scaling_and_bias():
     torch.testing.assert_close(markov, torch.tensor([expected], dtype=F64))
     nonmarkov = observe(s, DoublePoleConfig(task="nonmarkov", bias=1.0))
     torch.testing.assert_close(nonmarkov, torch.tensor([[1.2 / 4.8, 0.13 / 0.52, -0.26 / 0.52, 1.0]], dtype=F64))
+
+
+def test_observe_balanced_and_force_under_vmap_and_leading_dims():
+    states = random_states(12, seed=11)
+    for config in (DoublePoleConfig(), DoublePoleConfig(task="nonmarkov", bias=-1.25, min_force=GOMEZ_MIN_FORCE)):
+        obs = observe(states, config)
+        torch.testing.assert_close(observe(states.view(3, 4, 6), config).view(12, -1), obs, rtol=0, atol=0)
+        torch.testing.assert_close(torch.func.vmap(lambda s: observe(s, config))(states), obs, rtol=0, atol=0)
+        torch.testing.assert_close(observe(states[5], config), obs[5], rtol=0, atol=0)
+        assert (obs[:, -1] == config.bias).all()
+        o = torch.linspace(-0.5, 1.5, 12, dtype=F64)
+        force = output_to_force(o, config)
+        torch.testing.assert_close(torch.func.vmap(lambda v: output_to_force(v, config))(o), force, rtol=0, atol=0)
+    inside = balanced(states)
+    assert torch.equal(balanced(states.view(3, 4, 6)).view(12), inside)
+    assert torch.equal(torch.func.vmap(balanced)(states), inside)
 
 
 # ---------------------------------------------------------------- 2. batched equals one by one
@@ -177,6 +221,19 @@ def test_batched_equals_one_by_one():
                 assert int(batch.steps[i]) == k
     assert len(set(failed_at.values())) >= 4, failed_at  # failures at different times
     assert len(failed_at) < n  # and some still balance
+
+
+def test_step_takes_few_operator_calls():
+    # a control step is stepped from Python, so for small N its time is its operator calls (about 240; the
+    # textbook form of the physics takes about 530)
+    sim = DoublePole(DoublePoleConfig())
+    sim.reset(4)
+    outputs = torch.full((4,), 0.6, dtype=F64)
+    sim.step(outputs)
+    with torch.profiler.profile() as profile:
+        sim.step(outputs)
+    calls = sum(event.count for event in profile.key_averages() if event.key.startswith("aten::"))
+    assert calls <= 260, calls
 
 
 def test_restart_puts_masked_simulations_back_to_the_standard_start():
