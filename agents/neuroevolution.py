@@ -177,7 +177,7 @@ class _PolicyProblem(Problem):
     def __init__(self, policy: RecurrentPolicy, search: SearchConfig, seed: int, eval_data_length: int = 0):
         self.policy = policy
         self.evaluations = 0
-        super().__init__("max", solution_length=policy.num_parameters, dtype=policy.dtype,
+        super().__init__("max", solution_length=policy.num_flat_parameters, dtype=policy.dtype,
                          initial_bounds=(-search.init_bound, search.init_bound), device=search.device,
                          num_actors=search.num_actors or None, eval_data_length=eval_data_length, seed=seed)
 
@@ -241,7 +241,7 @@ def population_fitness(policy: RecurrentPolicy, flat_params: Tensor, env: double
                        ) -> tuple[Tensor, Tensor]:
     """One fitness episode per parameter vector, all in one batched rollout.
 
-    flat_params [P, num_parameters] -> (fitness [P], control steps balanced [P]), on the policy's device.
+    flat_params [P, num_flat_parameters] -> (fitness [P], control steps balanced [P]), on the policy's device.
     """
     population = policy.population(flat_params)
     state = population.initial_state(1)
@@ -256,7 +256,7 @@ def population_fitness(policy: RecurrentPolicy, flat_params: Tensor, env: double
 
 
 def generalization_score(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig) -> int:
-    """How many of the 625 generalization starts one parameter vector [num_parameters] balances 1,000 steps
+    """How many of the 625 generalization starts one parameter vector [num_flat_parameters] balances 1,000 steps
     from, its memory fresh at each start (625 rows of one batched rollout)."""
     population = policy.population(flat_params[None])
     starts = double_pole.generalization_starts(policy.device)

@@ -87,8 +87,9 @@ class RecurrentPolicy(nn.Module):
         return self.critic.weight.device
 
     @property
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def num_flat_parameters(self) -> int:
+        """The length of the flat parameter vector (``get_flat_parameters``)."""
+        return sum(p.numel() for _, p in self._flat_named_parameters())
 
     # ------------------------------------------------------------------ the network
     def _features(self, obs: Tensor, lead: int) -> Tensor:
@@ -206,16 +207,24 @@ class RecurrentPolicy(nn.Module):
         return (actions[0] if single else actions), state
 
     # ------------------------------------------------------------------ flat parameters and populations
+    def _flat_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The parameters of the flat vector, in ``named_parameters`` order: those the deterministic action
+        depends on (torso, core, actor head). The critic and the log standard deviation of Box actions are
+        left out: neuroevolution, which searches the flat vector, never uses them, and every dimension that
+        does not change the fitness slows a search down."""
+        return [(name, p) for name, p in self.named_parameters() if not name.startswith("critic.") and name != "log_std"]
+
     def get_flat_parameters(self) -> Tensor:
-        """All parameters as one vector [num_parameters] (a detached copy), in ``named_parameters`` order."""
-        return parameters_to_vector(self.parameters()).detach()
+        """The acting parameters (``_flat_named_parameters``) as one vector [num_flat_parameters], a detached copy."""
+        return parameters_to_vector([p for _, p in self._flat_named_parameters()]).detach()
 
     def set_flat_parameters(self, vec: Tensor) -> None:
-        """Copy vec [num_parameters] into the parameters (cast to their dtype and device; vec is not kept)."""
+        """Copy vec [num_flat_parameters] into the acting parameters (cast to their dtype and device; vec is
+        not kept); the critic and the log standard deviation stay as they are."""
         self._check_flat(vec, "vec", ())
         # copy_ rather than torch.nn.utils.vector_to_parameters, which makes every parameter a view of vec.
         with torch.no_grad():
-            for p, value in zip(self.parameters(), self._unflatten(vec).values()):
+            for (_, p), value in zip(self._flat_named_parameters(), self._unflatten(vec).values()):
                 p.copy_(value)
 
     def population_initial_state(self, population: int, episodes: int, device: torch.device | str | None = None
@@ -225,7 +234,7 @@ class RecurrentPolicy(nn.Module):
         return tuple(s.reshape(population, episodes, *s.shape[1:]) for s in rows)
 
     def population(self, flat_params: Tensor) -> PolicyPopulation:
-        """P parameter vectors of this policy, flat_params [P, num_parameters], bound for batched steps."""
+        """P flat parameter vectors of this policy, flat_params [P, num_flat_parameters], bound for batched steps."""
         return PolicyPopulation(self, flat_params)
 
     def population_act(self, flat_params: Tensor, obs: Tensor, state: State, episode_start: Tensor | None,
@@ -236,18 +245,18 @@ class RecurrentPolicy(nn.Module):
         return self.population(flat_params).act(obs, state, episode_start, deterministic)
 
     def _unflatten(self, flat: Tensor) -> dict[str, Tensor]:
-        """flat [..., num_parameters] -> {parameter name: [..., *parameter shape]}."""
-        named = list(self.named_parameters())
+        """flat [..., num_flat_parameters] -> {parameter name: [..., *parameter shape]}."""
+        named = self._flat_named_parameters()
         chunks = flat.split([p.numel() for _, p in named], dim=-1)
         return {name: c.reshape(*flat.shape[:-1], *p.shape) for (name, p), c in zip(named, chunks)}
 
     # ------------------------------------------------------------------ checks
     def _check_flat(self, flat: Tensor, name: str, lead: Sequence[str]) -> None:
-        layout = "[" + ", ".join([*lead, f"num_parameters={self.num_parameters}"]) + "]"
+        layout = "[" + ", ".join([*lead, f"num_flat_parameters={self.num_flat_parameters}"]) + "]"
         if not isinstance(flat, Tensor) or not flat.is_floating_point():
             got = flat.dtype if isinstance(flat, Tensor) else type(flat).__name__
             raise TypeError(f"{name} must be a floating point torch.Tensor {layout}, got {got}")
-        if flat.dim() != len(lead) + 1 or flat.shape[-1] != self.num_parameters:
+        if flat.dim() != len(lead) + 1 or flat.shape[-1] != self.num_flat_parameters:
             raise ValueError(f"{name} must have shape {layout}, got {tuple(flat.shape)}")
 
     def _check_obs(self, obs: Tensor, name: str, lead: Sequence[str]) -> None:

@@ -48,7 +48,7 @@ def one_by_one_fitness(policy, flat, env):
 def test_population_fitness_equals_one_by_one(core):
     policy = ne.make_policy(make_config(core))
     g = torch.Generator().manual_seed(3)
-    flat = policy.get_flat_parameters() + 0.5 * torch.randn(5, policy.num_parameters, generator=g)
+    flat = policy.get_flat_parameters() + 0.5 * torch.randn(5, policy.num_flat_parameters, generator=g)
     fitness, steps = ne.population_fitness(policy, flat, NONMARKOV)
     for p in range(len(flat)):
         expected_fitness, expected_steps = one_by_one_fitness(policy, flat[p], NONMARKOV)
@@ -70,7 +70,7 @@ def test_gym_problem_equals_one_by_one_episodes():
     policy = ne.make_policy(config)
     problem = ne.make_problem(config, policy)
     g = torch.Generator().manual_seed(0)
-    flat = policy.get_flat_parameters() + torch.randn(3, policy.num_parameters, generator=g)
+    flat = policy.get_flat_parameters() + torch.randn(3, policy.num_flat_parameters, generator=g)
     batch = problem.generate_batch(3)
     batch.set_values(flat)
     problem.evaluate(batch)
@@ -99,7 +99,7 @@ def test_every_algorithm_runs_and_counts_evaluations(algorithm):
     assert [r.generation for r in reports] == [1, 2]
     assert result.generations == 2 and result.evaluations == reports[-1].evaluations >= 16
     assert reports[1].best_ever >= reports[0].best_ever
-    assert result.flat_params.shape == (ne.make_policy(config).num_parameters,)
+    assert result.flat_params.shape == (ne.make_policy(config).num_flat_parameters,)
 
 
 def test_cartpole_target_stops_the_search():

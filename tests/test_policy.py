@@ -172,16 +172,37 @@ def test_bad_inputs_name_the_argument():
 def test_flat_parameters_round_trip():
     policy = make_policy("delta", BOX)
     flat = policy.get_flat_parameters()
-    assert flat.shape == (policy.num_parameters,)
-    assert policy.num_parameters == sum(p.numel() for p in policy.parameters())
-    new = torch.randn(policy.num_parameters, generator=torch.Generator().manual_seed(3), dtype=torch.float32)
+    assert flat.shape == (policy.num_flat_parameters,)
+    new = torch.randn(policy.num_flat_parameters, generator=torch.Generator().manual_seed(3), dtype=torch.float32)
     policy.set_flat_parameters(new)
     torch.testing.assert_close(policy.get_flat_parameters(), new.double())
     assert policy.dtype == torch.float64
     new.zero_()  # the policy keeps a copy, not a view of the vector
     assert policy.get_flat_parameters().abs().sum() > 0
-    with pytest.raises(ValueError, match=rf"vec must have shape \[num_parameters={policy.num_parameters}\], got \(3,\)"):
+    with pytest.raises(ValueError, match=rf"vec must have shape \[num_flat_parameters={policy.num_flat_parameters}\], "
+                                         r"got \(3,\)"):
         policy.set_flat_parameters(torch.zeros(3))
+
+
+@pytest.mark.parametrize("action_space", [DISCRETE, BOX], ids=["discrete", "box"])
+def test_flat_parameters_are_those_the_deterministic_action_depends_on(action_space):
+    policy = make_policy("lstm", action_space)
+    acting = [name for name, _ in policy.named_parameters() if not name.startswith("critic.") and name != "log_std"]
+    assert policy.num_flat_parameters == sum(p.numel() for name, p in policy.named_parameters() if name in acting)
+    others = {name: p.detach().clone() for name, p in policy.named_parameters() if name not in acting}
+    assert sorted(others) == ["critic.bias", "critic.weight"] + (["log_std"] if action_space is BOX else [])
+    flat = torch.randn(policy.num_flat_parameters, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    policy.set_flat_parameters(flat)
+    assert all(torch.equal(p, others[name]) for name, p in policy.named_parameters() if name in others)
+    # the value head and the log std change nothing in what the deterministic action is
+    obs, starts = torch.randn(3, 5, generator=torch.Generator().manual_seed(5)), torch.zeros(3, dtype=torch.bool)
+    before, _, _, _ = policy.act(obs, policy.initial_state(3), starts, deterministic=True)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if name in others:
+                p.add_(1.0)
+    after, _, _, _ = policy.act(obs, policy.initial_state(3), starts, deterministic=True)
+    assert torch.equal(before, after)
 
 
 # ---------------------------------------------------------------------------------------------- population
@@ -192,7 +213,7 @@ def test_population_act_equals_separate_forwards(core, torso, action_space):
     policy = make_policy(core, action_space, torso=torso)
     g = torch.Generator().manual_seed(4)
     P, E, steps = 3, 4, 5
-    flat = policy.get_flat_parameters() + 0.3 * torch.randn(P, policy.num_parameters, generator=g, dtype=torch.float64)
+    flat = policy.get_flat_parameters() + 0.3 * torch.randn(P, policy.num_flat_parameters, generator=g, dtype=torch.float64)
     state = policy.population_initial_state(P, E)
     assert all(s.shape[:2] == (P, E) for s in state)
     separate = [policy.initial_state(E) for _ in range(P)]
@@ -215,7 +236,7 @@ def test_population_act_with_image_torso():
                              core="delta", core_options=CORE_OPTIONS["delta"]).double()
     g = torch.Generator().manual_seed(5)
     P, E = 2, 2
-    flat = policy.get_flat_parameters() + 0.1 * torch.randn(P, policy.num_parameters, generator=g, dtype=torch.float64)
+    flat = policy.get_flat_parameters() + 0.1 * torch.randn(P, policy.num_flat_parameters, generator=g, dtype=torch.float64)
     state = policy.population_initial_state(P, E)
     separate = [policy.initial_state(E) for _ in range(P)]
     for t in range(2):
@@ -234,7 +255,7 @@ def test_population_act_reads_no_values_on_the_host(action_space):
     """On the meta device tensors have no values: any .item(), numpy or data-dependent branch would fail."""
     policy = make_policy("delta", action_space).to("meta")
     P, E = 3, 2
-    flat = torch.empty(P, policy.num_parameters, device="meta", dtype=torch.float64)
+    flat = torch.empty(P, policy.num_flat_parameters, device="meta", dtype=torch.float64)
     state = policy.population_initial_state(P, E, "meta")
     starts = torch.zeros(P, E, dtype=torch.bool, device="meta")
     for deterministic in (True, False):
@@ -248,7 +269,7 @@ def test_population_act_checks_shapes():
     flat = policy.get_flat_parameters().expand(P, -1)
     state = policy.population_initial_state(P, E)
     obs, starts = torch.zeros(P, E, 5), torch.zeros(P, E, dtype=torch.bool)
-    with pytest.raises(ValueError, match=r"flat_params must have shape \[P, num_parameters="):
+    with pytest.raises(ValueError, match=r"flat_params must have shape \[P, num_flat_parameters="):
         policy.population_act(flat[:, 1:], obs, state, starts)
     with pytest.raises(ValueError, match=r"obs must have shape \[P, E, ...\] with P=2 \(the rows of flat_params\)"):
         policy.population_act(flat, torch.zeros(3, E, 5), state, starts)
@@ -263,7 +284,7 @@ def test_population_act_checks_shapes():
 def test_population_steps_without_starts_equal_steps_with_no_start():
     policy = make_policy("lstm", BOX)
     P, E = 3, 2
-    flat = policy.get_flat_parameters() + 0.1 * torch.randn(P, policy.num_parameters, generator=torch.Generator().manual_seed(1))
+    flat = policy.get_flat_parameters() + 0.1 * torch.randn(P, policy.num_flat_parameters, generator=torch.Generator().manual_seed(1))
     population = policy.population(flat)
     obs = torch.randn(4, P, E, 5, generator=torch.Generator().manual_seed(2))
     state_a = state_b = population.initial_state(E)
