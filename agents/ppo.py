@@ -246,8 +246,12 @@ class Trainer:
         self.device = resolve_device(config.ppo.device)
         torch.manual_seed(config.seed)
         self.env = make_vector_env(config.env, seed=config.seed)
-        self.policy = make_policy(config, self.env.single_observation_space, self.env.single_action_space,
-                                  self.device)
+        try:
+            self.policy = make_policy(config, self.env.single_observation_space, self.env.single_action_space,
+                                      self.device)
+        except ConfigError:
+            self.env.close()  # async Gymnasium envs run in subprocesses
+            raise
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.ppo.learning_rate, eps=1e-5)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.update_index = 0
