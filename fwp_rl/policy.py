@@ -297,7 +297,11 @@ class PolicyPopulation:
         policy._check_flat(flat_params, "flat_params", ("P",))
         self.policy = policy
         self.size = flat_params.shape[0]
-        self._params = policy._unflatten(flat_params.to(device=policy.device, dtype=policy.dtype))
+        # A tensor subclass (EvoTorch hands out read-only ones) would send every operation of every step,
+        # and of the simulation the actions drive, through its Python __torch_function__: several times
+        # slower than the operations themselves.
+        flat_params = flat_params.as_subclass(Tensor).to(device=policy.device, dtype=policy.dtype)
+        self._params = policy._unflatten(flat_params)
 
     def initial_state(self, episodes: int) -> State:
         """The initial state of size x ``episodes`` rows, each tensor [P, E, ...]."""

@@ -281,6 +281,32 @@ def test_population_act_checks_shapes():
         policy.population_act(flat, obs, state, starts[:, :1])
 
 
+class CountingTensor(torch.Tensor):
+    """A tensor subclass that counts the operations that reach its __torch_function__."""
+
+    calls = 0
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        CountingTensor.calls += 1
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_population_binds_a_tensor_subclass_as_a_plain_tensor():
+    # EvoTorch hands out read-only tensor subclasses; stepping with them would be several times slower
+    policy = make_policy("lstm", BOX)
+    P, E = 3, 2
+    flat = policy.get_flat_parameters().expand(P, -1).clone().as_subclass(CountingTensor)
+    population = policy.population(flat)
+    calls = CountingTensor.calls
+    obs = torch.randn(P, E, 5, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    actions, state = population.act(obs, population.initial_state(E))
+    assert CountingTensor.calls == calls
+    assert type(actions) is torch.Tensor and all(type(s) is torch.Tensor for s in state)
+    expected, _ = policy.population(flat.as_subclass(torch.Tensor)).act(obs, population.initial_state(E))
+    assert torch.equal(actions, expected)
+
+
 def test_population_steps_without_starts_equal_steps_with_no_start():
     policy = make_policy("lstm", BOX)
     P, E = 3, 2
