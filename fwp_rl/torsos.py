@@ -5,8 +5,8 @@
 - ``impala``: the IMPALA ResNet (Espeholt et al. 2018) on uint8 frames [C, H, W], the torso of the
   reference fast-weight Atari agents (3 stages of 16, 32, 32 channels; 4 x 84 x 84 frames give 3872
   features before the Linear to 256);
-- ``identity``: a Box of any shape, flattened and passed through (tiny evolved controllers, whose core
-  reads the observation itself).
+- ``identity``: a Box of any shape, flattened and multiplied by a fixed ``scale`` (default 1): tiny evolved
+  controllers, whose core reads the observation itself.
 
 ``make_torso(name, observation_space, **options)`` builds one after checking that it can take the space.
 Every torso maps x [N, *observation_shape] (already cast to a floating dtype) to [N, output_size]; the
@@ -58,15 +58,27 @@ class _FlatBoxTorso(Torso):
 
 
 class Identity(_FlatBoxTorso):
-    """x [N, *shape] -> x.flatten(1): no parameters."""
+    """x [N, *shape] -> scale * x.flatten(1): no parameters.
 
-    def __init__(self, observation_space: spaces.Box):
+    ``scale`` is a fixed input gain. It changes no function a controller can compute, only the weights
+    that compute it, and so the search: when a good controller must respond strongly to small changes
+    of its inputs (the velocities a non-Markov double pole controller reads from differences of
+    consecutive positions), a gain puts those weights within reach of a search that starts at order one.
+    """
+
+    def __init__(self, observation_space: spaces.Box, scale: float = 1.0):
         super().__init__()
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"scale={scale!r} is not allowed: it must be a finite number > 0")
         self.observation_shape = tuple(observation_space.shape)
         self.output_size = math.prod(self.observation_shape)
+        self.scale = float(scale)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
 
     def forward(self, x: Tensor) -> Tensor:
-        return x.flatten(1)
+        return x.flatten(1) * self.scale
 
 
 class MLP(_FlatBoxTorso):

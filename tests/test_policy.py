@@ -77,6 +77,16 @@ def test_torso_rejects_space(name, space, accepts):
     assert repr(name) in message and str(space) in message and accepts in message
 
 
+def test_identity_torso_scale():
+    space = spaces.Box(-1, 1, (3, 2), np.float32)
+    obs = torch.randn(4, 3, 2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(make_torso("identity", space, scale=5.0)(obs), 5.0 * obs.flatten(1), rtol=0, atol=0)
+    assert torch.equal(make_torso("identity", space)(obs), obs.flatten(1))
+    for bad in (0.0, -1.0, math.inf, True, "2"):
+        with pytest.raises(ValueError, match=r"scale=.* is not allowed: it must be a finite number > 0"):
+            make_torso("identity", space, scale=bad)
+
+
 def test_torso_rejects_bad_options():
     with pytest.raises(ValueError, match="torso 'mlp' has no option widths; its options are: hidden_sizes"):
         make_torso("mlp", VECTOR, widths=[3])
