@@ -64,6 +64,14 @@ def test_long_balance_reports_the_failing_step():
     assert ne.long_balance(policy, flat, NONMARKOV, steps=5_000, check_every=7) == int(steps[0])
 
 
+def test_markov_champion_test_takes_the_fitness_episode_as_the_long_test(monkeypatch):
+    markov = double_pole.DoublePoleConfig(task="markov")
+    policy = ne.make_policy(make_config("elman", options={"task": "markov"}))
+    monkeypatch.setattr(ne, "long_balance", lambda *args, **kwargs: pytest.fail("the long test ran again"))
+    test = ne.champion_test(policy, policy.get_flat_parameters(), markov, episode_steps=double_pole.MARKOV_STEPS)
+    assert test.balanced == double_pole.MARKOV_STEPS and test.solved(markov) and 0 <= test.generalization <= 625
+
+
 def test_gym_problem_equals_one_by_one_episodes():
     config = make_config("lstm", env_id="CartPole-v1", options={}, popsize=4)
     config.env.episodes = 2
