@@ -57,14 +57,36 @@ info["episode"] gives the logged episodes:
   where ours leaves pressing FIRE to the agent. Monitor sits below AtariWrapper, so info["episode"]
   is the whole game with its raw score; a game that ends inside those reset steps is not logged.
   episodic_length is counted here in agent steps (Monitor counts frames).
+
+Resuming (``fwp-rl train --resume RUN_DIR``) builds the model from the run's config (with any ``--set``)
+and puts the checkpoint into it, as our PPO does:
+
+- restored exactly: the policy and Adam's state (SB3's saved model), the step counter, so the annealed
+  learning rate goes on where it stopped (its schedule is made from the config: ``--set
+  ppo.total_steps=...`` re-spreads the rest as ours), the update count, and the global torch, NumPy and
+  Python generators SB3 draws from (actions from torch, minibatch order from NumPy), as they were at the
+  start of the update after the checkpoint;
+- not restored, as in our PPO: the envs, which restart their episodes (seeded with seed + the update
+  count, not the first start's seed) and with them the LSTM states; the metrics logged after the
+  checkpoint are dropped and logged again;
+- not restored, beyond ours: SB3's own counters of its logger (n_updates, its episode buffer), which
+  none of our metrics read, and on a GPU the CUDA generator (ours neither), so a resumed GPU run samples
+  other actions than an uninterrupted one would.
+
+``fwp-rl evaluate`` replays a checkpoint in one env made as the training envs (``EvaluationEnvs``),
+acting by SB3's own ``predict`` with the actor LSTM's state and episode starts (``EvaluationAgent``);
+its memory view draws the actor LSTM's cell.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import random
 import signal
 import time
 import typing
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +94,7 @@ from pathlib import Path
 import ale_py
 import gymnasium as gym
 import numpy as np
+import torch
 from ale_py.registration import rom_id_to_name
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -82,7 +105,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
 from fwp_rl.agents.ppo import PPOHyperparameters, resolve_device
 from fwp_rl.config import ConfigError, RunConfig, dump_yaml, to_dict
-from fwp_rl.envs.vector import VectorEnvConfig
+from fwp_rl.envs.vector import Envs, Episode, Step, VectorEnvConfig
 from fwp_rl.runs import CheckpointError, MetricsLog, load_checkpoint, save_checkpoint, start_wandb, unique_run_dir
 
 gym.register_envs(ale_py)
@@ -218,10 +241,135 @@ def make_model(config: SB3Config, env: VecEnv) -> RecurrentPPO:
 
 def load_model(checkpoint: str | Path, device: str = "cpu") -> RecurrentPPO:
     """The RecurrentPPO of a checkpoint file or run directory written by ``train`` (without an env)."""
+    return model_from_payload(_load_payload(checkpoint), device)
+
+
+def _load_payload(checkpoint: str | Path) -> dict:
     payload = load_checkpoint(checkpoint)
     if payload.get("learner") != LEARNER:
         raise CheckpointError(f"{str(checkpoint)!r} holds a {payload.get('learner')!r} run, not a {LEARNER} run")
-    return RecurrentPPO.load(io.BytesIO(payload["sb3_zip"]), device=device)
+    return payload
+
+
+def model_from_payload(payload: dict, device: str | torch.device = "cpu") -> RecurrentPPO:
+    """The RecurrentPPO of a checkpoint's contents (``load_checkpoint``), without an env."""
+    try:
+        return RecurrentPPO.load(io.BytesIO(payload["sb3_zip"]), device=device)
+    except (KeyError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"the checkpoint holds no readable SB3 model: {type(e).__name__}: {e}") from None
+
+
+def restore(model: RecurrentPPO, payload: dict, config: SB3Config) -> None:
+    """Put a checkpoint's policy, Adam state and step counter into a model made from ``config`` (module
+    docstring); the env restarts from seed config.seed + the update count. The generators are restored
+    apart, just before training goes on (``set_generator_states``)."""
+    try:
+        model.set_parameters(io.BytesIO(payload["sb3_zip"]), exact_match=True, device=model.device)
+    except (RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        first_line = str(e).splitlines()[0]
+        raise CheckpointError(f"the checkpoint does not fit this config's policy: {first_line}") from None
+    model.num_timesteps = int(payload["global_step"])
+    # RecurrentPPO seeded its env with config.seed; a restart from the same seed would replay the first episodes.
+    model.env.seed(config.seed + int(payload["update"]))
+
+
+def generator_states() -> dict:
+    """The global generators RecurrentPPO draws from: torch (actions), NumPy (minibatch order), Python."""
+    return {"torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
+
+
+def set_generator_states(payload: dict) -> None:
+    if "torch_rng" not in payload:  # written before runs could resume: the generators stay as the model seeded them
+        return
+    torch.set_rng_state(payload["torch_rng"])
+    np.random.set_state(payload["numpy_rng"])
+    random.setstate(payload["python_rng"])
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def monitor_episodes(infos: list[dict], lengths: np.ndarray) -> list[Episode]:
+    """The episodes that SB3's Monitor ended in one VecEnv step (info["episode"], with the raw return), each
+    with its length in agent steps from ``lengths`` [N] (counted by the caller up to this step; set back to
+    0 here for the envs whose episode ended)."""
+    episodes = []
+    for i, info in enumerate(infos):
+        if "episode" in info:
+            episodes.append(Episode(float(info["episode"]["r"]), int(lengths[i])))
+            lengths[i] = 0
+    return episodes
+
+
+class EvaluationEnvs(Envs):
+    """One env of ``config`` as SB3 trained in it (``make_env``: Monitor, and for "atari:<game>" AtariWrapper
+    and VecFrameStack), seeded with ``seed``, behind ``fwp_rl.envs.vector.Envs`` for ``fwp-rl evaluate``:
+    whole episodes from Monitor (raw returns; an Atari game through its lost lives), lengths in agent
+    steps. ``render()`` is the env's own picture (SB3 makes its envs with render_mode "rgb_array"; for
+    Atari the colour screen)."""
+
+    def __init__(self, config: SB3Config, seed: int):
+        self._venv = make_env(dataclasses.replace(config, seed=seed, env=dataclasses.replace(config.env, num_envs=1)))
+        self.num_envs = self.batch_size = 1
+        self.env_ids = np.arange(1)
+        self.single_observation_space = self._venv.observation_space
+        self.single_action_space = self._venv.action_space
+        self._lengths = np.zeros(1, dtype=np.int64)
+        self._actions: np.ndarray | None = None
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        if seed is not None:
+            self._venv.seed(seed)
+        self._lengths[:] = 0
+        return self._venv.reset()
+
+    def send(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def recv(self) -> Step:
+        obs, reward, done, infos = self._venv.step(self._actions)
+        self._lengths += 1
+        return Step(obs, reward.astype(np.float32), done, monitor_episodes(infos, self._lengths))
+
+    def render(self) -> np.ndarray:
+        return np.asarray(self._venv.get_images()[0])
+
+    def close(self) -> None:
+        self._venv.close()
+
+
+class EvaluationAgent:
+    """A RecurrentPPO in ``fwp_rl.evaluate.run_episodes``: it acts by SB3's own ``predict``, which carries the
+    actor LSTM's (hidden, cell) state and resets it at episode starts. Its memory is handed on in the layout
+    of our stacked LSTM's state (h_1, c_1, h_2, c_2, ...), so the memory view draws the last layer's cell."""
+
+    def __init__(self, model: RecurrentPPO, deterministic: bool):
+        self.model, self.deterministic = model, deterministic
+        space = model.action_space
+        self.discrete = isinstance(space, gym.spaces.Discrete)
+        self.action_names = ([str(i) for i in range(space.n)] if self.discrete
+                             else [f"a{i}" for i in range(int(np.prod(space.shape)))])
+        zeros = np.zeros(model.policy.lstm_hidden_state_shape, dtype=np.float32)  # what predict starts from
+        self.state = (zeros, zeros)
+
+    def act(self, obs: np.ndarray, episode_start: np.ndarray, record: bool):
+        previous = self.state
+        actions, self.state = self.model.predict(obs, state=previous, episode_start=episode_start,
+                                                 deterministic=self.deterministic)
+        if not record:
+            return actions, None, None
+        hidden, cell = (torch.from_numpy(s[:, 0]) for s in self.state)  # [layers, hidden_size]
+        memory = tuple(s[layer] for layer in range(len(hidden)) for s in (hidden, cell))
+        return actions, memory, self._outputs(obs, previous, episode_start)
+
+    def _outputs(self, obs: np.ndarray, state: tuple, episode_start: np.ndarray) -> np.ndarray:
+        """The action probabilities (Box: the means) of the distribution ``predict`` acted by."""
+        policy = self.model.policy
+        obs_t, _ = policy.obs_to_tensor(obs)
+        states = tuple(torch.as_tensor(s, dtype=torch.float32, device=policy.device) for s in state)
+        starts = torch.as_tensor(episode_start, dtype=torch.float32, device=policy.device)
+        with torch.no_grad():
+            distribution, _ = policy.get_distribution(obs_t, states, starts)
+        values = distribution.distribution.probs if self.discrete else distribution.distribution.mean
+        return values[0].reshape(-1).cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -239,7 +387,7 @@ class UpdateCallback(BaseCallback):
         self.on_update, self.stop = on_update, stop
         self._rollout_start = self._learn_start = None
         self._stopping = False
-        self._episodes: list[tuple[float, int]] = []
+        self._episodes: list[Episode] = []
         self._lengths = np.zeros(0, dtype=np.int64)  # agent steps of each env's episode so far
 
     def _on_training_start(self) -> None:
@@ -253,11 +401,7 @@ class UpdateCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         self._lengths += 1
-        for i, info in enumerate(self.locals["infos"]):
-            episode = info.get("episode")
-            if episode is not None:
-                self._episodes.append((float(episode["r"]), int(self._lengths[i])))
-                self._lengths[i] = 0
+        self._episodes.extend(monitor_episodes(self.locals["infos"], self._lengths))
         return not self._stopping
 
     def _on_rollout_end(self) -> None:
@@ -293,30 +437,41 @@ def checkpoint_payload(config: SB3Config, model: RecurrentPPO, update: int, wand
     zipped = io.BytesIO()
     model.save(zipped)
     return {"learner": LEARNER, "config": to_dict(config), "wandb_id": wandb_id, "update": update,
-            "global_step": model.num_timesteps, "sb3_zip": zipped.getvalue()}
+            "global_step": model.num_timesteps, "sb3_zip": zipped.getvalue(), **generator_states()}
 
 
-def train(config: SB3Config, console: Console | None = None) -> Path:
-    """A whole run: runs/<name>/ with config.yaml, metrics.jsonl (one line per update), checkpoints/latest.pt
-    (every ``run.checkpoint_every`` updates, at the end, and when Ctrl-C stops the run after the update
-    under way), W&B; a live progress line."""
+def train(config: SB3Config, resume: str | Path | None = None, console: Console | None = None) -> Path:
+    """A whole run (or the rest of one, with ``resume`` = its run directory; module docstring): runs/<name>/
+    with config.yaml, metrics.jsonl (one line per update), checkpoints/latest.pt (every
+    ``run.checkpoint_every`` updates, at the end, and when Ctrl-C stops the run after the update under way),
+    W&B; a live progress line."""
     console = console or Console()
+    payload = None if resume is None else _load_payload(resume)
     # Everything the user can get wrong fails here, before anything is written.
     env = make_env(config)
     try:
         model = make_model(config, env)
-    except ConfigError:
+        if payload is not None:
+            restore(model, payload, config)
+    except (ConfigError, CheckpointError):
         env.close()
         raise
-    run_dir = unique_run_dir(config.run.root, config.name)
-    dump_yaml(config, run_dir / "config.yaml")
+    if payload is None:
+        run_dir = unique_run_dir(config.run.root, config.name)
+        dump_yaml(config, run_dir / "config.yaml")
+    else:
+        run_dir = Path(resume)
+        console.print(f"resuming {run_dir} at update {payload['update']}, step {model.num_timesteps:,}")
     wandb_run = start_wandb(config.run.wandb, config.run.project, run_dir, run_dir.name, config.env.id,
-                            ["lstm", "sb3"], to_dict(config))
+                            ["lstm", "sb3"], to_dict(config),
+                            run_id=None if payload is None else payload.get("wandb_id"))
     wandb_id = None if wandb_run is None else wandb_run.id
-    metrics = MetricsLog(run_dir / "metrics.jsonl", wandb_run)
+    # Metrics logged after the checkpoint a resumed run starts from are dropped: they get logged again.
+    metrics = MetricsLog(run_dir / "metrics.jsonl", wandb_run,
+                         keep_until=None if payload is None else model.num_timesteps)
     latest = run_dir / "checkpoints" / "latest.pt"
     stop = {"requested": False}
-    done = {"update": 0}
+    done = {"update": 0 if payload is None else int(payload["update"])}
     recent: list[float] = []
 
     def request_stop(signum, frame):
@@ -331,7 +486,7 @@ def train(config: SB3Config, console: Console | None = None) -> Path:
     previous = signal.signal(signal.SIGINT, request_stop)
     try:
         with Progress(*columns, console=console) as progress:
-            task = progress.add_task(config.name, total=total, completed=0, status="")
+            task = progress.add_task(config.name, total=total, completed=model.num_timesteps, status="")
 
             def on_update(figures: dict) -> None:
                 done["update"] += 1
@@ -347,7 +502,12 @@ def train(config: SB3Config, console: Console | None = None) -> Path:
                         or stop["requested"]):
                     save_checkpoint(latest, checkpoint_payload(config, model, update, wandb_id))
 
-            model.learn(total, callback=UpdateCallback(on_update, stop), log_interval=None)
+            if payload is not None:
+                # Only now: starting W&B may draw from the generators, and the first rollout must not see that.
+                set_generator_states(payload)
+            # SB3 adds num_timesteps to what is left when it keeps counting: the schedule runs to ``total``.
+            model.learn(total - model.num_timesteps, callback=UpdateCallback(on_update, stop), log_interval=None,
+                        reset_num_timesteps=payload is None)
     finally:
         signal.signal(signal.SIGINT, previous)
         metrics.close()
@@ -358,5 +518,6 @@ def train(config: SB3Config, console: Console | None = None) -> Path:
     return run_dir
 
 
-__all__ = ["AnnealedLearningRate", "SB3Config", "UpdateCallback", "atari_env_id", "load_model", "make_env",
-           "make_model", "model_arguments", "train"]
+__all__ = ["AnnealedLearningRate", "EvaluationAgent", "EvaluationEnvs", "SB3Config", "UpdateCallback", "atari_env_id",
+           "generator_states", "load_model", "make_env", "make_model", "model_arguments", "model_from_payload",
+           "monitor_episodes", "restore", "set_generator_states", "train"]

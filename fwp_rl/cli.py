@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set search.popsize=32 (repeatable)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR",
-                       help="continue the PPO run in RUN_DIR from its latest checkpoint")
+                       help="continue the PPO (or SB3 recurrent PPO) run in RUN_DIR from its latest checkpoint")
     train.add_argument("--seeds", default=None, metavar="0,1,2",
                        help="one run per seed, grouped: runs/<name>/seed_<k>/ (see fwp_rl.seeds)")
     train.add_argument("--parallel", type=int, default=None, metavar="N",
@@ -81,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the env and of action sampling")
     evaluate.add_argument("--video", default=None, metavar="DIR", help="write an mp4 of the first episode into DIR")
     evaluate.add_argument("--memory-view", action="store_true",
-                          help="with --video: show the memory (fast weights per head, or the LSTM cell) and the "
-                               "action probabilities beside the game")
+                          help="with --video: show the memory (fast weights per head, the direct FWP's fast net, "
+                               "or the LSTM cell) and the action probabilities (double pole: the output o) beside "
+                               "the game")
     return parser
 
 
@@ -121,8 +122,6 @@ def _train(args) -> None:
     if args.resume is not None:
         from pathlib import Path
 
-        from fwp_rl.agents import ppo
-
         if args.seeds is not None:
             raise ConfigError("--seeds starts new runs and --resume continues one: resume each seed's run "
                               "directory on its own (--resume runs/<name>/seed_<k>)")
@@ -133,9 +132,17 @@ def _train(args) -> None:
         if not config_path.is_file():
             raise ConfigError(f"--resume {args.resume!r} is not a run directory (no config.yaml in it)")
         config = load_config(str(config_path), args.overrides)
-        if config.learner != "ppo":
-            raise ConfigError(f"--resume works for PPO runs; {args.resume!r} is a {config.learner!r} run")
-        ppo.train(config, resume=args.resume)
+        if config.learner == "ppo":
+            from fwp_rl.agents import ppo
+
+            ppo.train(config, resume=args.resume)
+        elif config.learner == "sb3_recurrent_ppo":
+            from fwp_rl.agents import sb3
+
+            sb3.train(config, resume=args.resume)
+        else:
+            raise ConfigError(f"--resume works for 'ppo' and 'sb3_recurrent_ppo' runs; {args.resume!r} is a "
+                              f"{config.learner!r} run")
         return
     if args.config is None:
         raise ConfigError("train needs a CONFIG file (or --resume RUN_DIR)")

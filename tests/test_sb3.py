@@ -1,14 +1,24 @@
 """sb3-contrib's RecurrentPPO as a learner: a run through the CLI (run directory, metrics, checkpoint that loads
-back), the ppo keys as RecurrentPPO arguments, the Atari wrappers, and config errors."""
+back), the ppo keys as RecurrentPPO arguments, the Atari wrappers, config errors, evaluate on its checkpoints
+(episodes, videos, memory view) and resume."""
 
+import dataclasses
+import io
+import json
+
+import imageio.v2 as imageio
 import numpy as np
 import pytest
+import torch
 import yaml
+from stable_baselines3.common.evaluation import evaluate_policy
 
 from fwp_rl.agents import sb3
 from fwp_rl.cli import load_config, main
 from fwp_rl.config import from_dict
-from fwp_rl.runs import load_checkpoint, read_metrics
+from fwp_rl.evaluate import run_episodes
+from fwp_rl.memory_view import memory_images
+from fwp_rl.runs import load_checkpoint, read_metrics, save_checkpoint
 
 RECALL = dict(learner="sb3_recurrent_ppo", name="recall", seed=3,
               env=dict(id="fwp_rl/Recall-v0", num_envs=4, options=dict(k=3, delay=5)),
@@ -124,3 +134,178 @@ def test_config_errors_name_the_key(tmp_path, capsys, override, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists(), "a failed start must not leave a run directory"
+
+
+@pytest.fixture(scope="module")
+def sb3_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("sb3")
+    assert main(["train", str(write_config(tmp_path))]) == 0
+    return tmp_path / "runs" / "recall"
+
+
+def one_env(config, seed):
+    return sb3.make_env(dataclasses.replace(config, seed=seed, env=dataclasses.replace(config.env, num_envs=1)))
+
+
+def test_evaluate_plays_the_episodes_sb3s_evaluate_policy_plays(sb3_run, tmp_path, capsys):
+    # Sharpened action logits make each answer hinge on what the LSTM remembers of the cue, so the episodes
+    # match only if the LSTM state is carried and reset at episode starts as SB3 does.
+    model = sb3.load_model(sb3_run)
+    with torch.no_grad():
+        model.policy.action_net.weight.mul_(100)
+    payload = load_checkpoint(sb3_run)
+    zipped = io.BytesIO()
+    model.save(zipped)
+    payload["sb3_zip"] = zipped.getvalue()
+    save_checkpoint(tmp_path / "sharp.pt", payload)
+
+    assert main(["evaluate", str(tmp_path / "sharp.pt"), "--episodes", "8", "--seed", "1", "--deterministic"]) == 0
+    figures = json.loads((tmp_path / "sharp.pt.eval.json").read_text())
+    assert "episode return" in capsys.readouterr().out
+    config = load_config(str(sb3_run / "config.yaml"), [])
+    returns, lengths = evaluate_policy(model, one_env(config, seed=1), n_eval_episodes=8, deterministic=True,
+                                       return_episode_rewards=True)
+    assert figures["returns"] == returns and 0 < sum(returns) < 8
+    assert figures["length_min"] == figures["length_max"] == 7 and lengths == [7] * 8
+
+    # Sampled actions: the same seed gives the same episodes.
+    assert main(["evaluate", str(sb3_run), "--episodes", "5", "--seed", "2"]) == 0
+    first = json.loads((sb3_run / "checkpoints" / "latest.pt.eval.json").read_text())
+    assert main(["evaluate", str(sb3_run), "--episodes", "5", "--seed", "2"]) == 0
+    again = json.loads((sb3_run / "checkpoints" / "latest.pt.eval.json").read_text())
+    assert first["returns"] == again["returns"] and first["deterministic"] is False
+
+
+def test_evaluate_carries_the_lstm_state_and_resets_it_at_episode_starts(sb3_run):
+    model = sb3.load_model(sb3_run)
+    calls = []
+    predict = model.predict
+
+    def spy(obs, state=None, episode_start=None, deterministic=False):
+        actions, new_state = predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
+        calls.append((state, bool(episode_start[0]), new_state))
+        return actions, new_state
+
+    model.predict = spy
+    config = load_config(str(sb3_run / "config.yaml"), [])
+    episodes, _ = run_episodes(sb3.EvaluationAgent(model, False), sb3.EvaluationEnvs(config, 0), None, 3, 0)
+    assert [e.length for e in episodes] == [7, 7, 7]
+    assert [start for _, start, _ in calls] == ([True] + [False] * 6) * 3
+    assert all(state is previous for (state, _, _), (_, _, previous) in zip(calls[1:], calls))
+
+
+def test_evaluation_agent_hands_on_the_actor_lstm_cell_and_the_probabilities_it_acts_by(sb3_run):
+    model = sb3.load_model(sb3_run)
+    agent = sb3.EvaluationAgent(model, deterministic=True)
+    state = None
+    for obs, start in ((np.eye(4, dtype=np.float32)[:1], True), (np.zeros((1, 4), dtype=np.float32), False)):
+        starts = np.array([start])
+        actions, memory, probs = agent.act(obs, starts, record=True)
+        expected, state = model.predict(obs, state=state, episode_start=starts, deterministic=True)
+        assert actions == expected and probs.shape == (3,) and probs.sum() == pytest.approx(1, abs=1e-6)
+        assert probs.argmax() == actions[0]
+        assert len(memory) == 2 and np.array_equal(memory[1].numpy(), state[1][0, 0])  # (h, c) of the one layer
+    kind, images = memory_images(memory)
+    assert kind == "recurrent state" and images.shape == (1, 4, 4)  # the 16 cell values as a grid
+    assert agent.act(obs, starts, record=False)[1:] == (None, None)
+
+
+@pytest.mark.parametrize("memory_view", [False, True])
+def test_evaluate_writes_the_video_of_an_sb3_checkpoint(sb3_run, tmp_path, memory_view):
+    args = ["evaluate", str(sb3_run), "--episodes", "1", "--video", str(tmp_path)]
+    assert main(args + (["--memory-view"] if memory_view else [])) == 0
+    (video,) = tmp_path.glob("*.mp4")
+    frames = imageio.mimread(video)
+    assert len(frames) == 7  # one frame per step of the 7-step episode
+    if memory_view:  # the memory panel makes the frame wider than the env's own picture (48 x 192)
+        assert video.name == "recall_memory.mp4" and frames[0].shape[1] > 192
+    else:
+        assert frames[0].shape[:2] == (48, 192)
+
+
+def test_evaluate_refuses_an_sb3_checkpoint_without_its_model(sb3_run, tmp_path, capsys):
+    payload = load_checkpoint(sb3_run)
+    del payload["sb3_zip"]
+    save_checkpoint(tmp_path / "empty.pt", payload)
+    assert main(["evaluate", str(tmp_path / "empty.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "holds no readable SB3 model" in err and "Traceback" not in err
+
+
+def test_resume_restores_the_model_the_optimizer_the_step_and_the_generators(sb3_run):
+    config = load_config(str(sb3_run / "config.yaml"), [])
+    payload = load_checkpoint(sb3_run)
+    saved = sb3.load_model(sb3_run)
+    env = sb3.make_env(config)
+    try:
+        model = sb3.make_model(config, env)
+        sb3.restore(model, payload, config)
+        sb3.set_generator_states(payload)
+        assert torch.equal(torch.get_rng_state(), payload["torch_rng"])
+        assert np.array_equal(np.random.get_state()[1], payload["numpy_rng"][1])
+    finally:
+        env.close()
+    assert model.num_timesteps == 192
+    for (name, value), expected in zip(model.policy.state_dict().items(), saved.policy.state_dict().values()):
+        assert torch.equal(value, expected), name
+    adam, expected = model.policy.optimizer.state_dict()["state"], saved.policy.optimizer.state_dict()["state"]
+    assert adam.keys() == expected.keys() and all(adam[k]["step"] == expected[k]["step"] > 0 for k in adam)
+    assert all(torch.equal(adam[k]["exp_avg_sq"], expected[k]["exp_avg_sq"]) for k in adam)
+
+
+def test_resume_continues_the_run(tmp_path, monkeypatch):
+    assert main(["train", str(write_config(tmp_path))]) == 0
+    run_dir = tmp_path / "runs" / "recall"
+    # A crash after the checkpoint of update 2 left a metrics line for update 3: resume drops it and trains
+    # updates 3 and 4, its W&B run continued.
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 288, "update": 3}) + "\n")
+    payload = load_checkpoint(run_dir)
+    payload["wandb_id"] = "abc123"
+    save_checkpoint(run_dir / "checkpoints" / "latest.pt", payload)
+    ids = []
+
+    def fake_start_wandb(*args, run_id=None):
+        ids.append(run_id)
+
+    monkeypatch.setattr(sb3, "start_wandb", fake_start_wandb)
+    assert main(["train", "--resume", str(run_dir), "--set", "ppo.total_steps=384"]) == 0
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records] == [96, 192, 288, 384] and [r["update"] for r in records] == [1, 2, 3, 4]
+    assert "policy_loss" in records[2]
+    # The first two updates annealed over 2 updates; the rest anneals over the 4 of the new total, as our PPO.
+    assert [r["learning_rate"] for r in records] == pytest.approx([1e-3, 0.5e-3, 0.5e-3, 0.25e-3])
+    payload = load_checkpoint(run_dir)
+    assert (payload["update"], payload["global_step"]) == (4, 384) and ids == ["abc123"]
+
+
+def test_resume_refuses_a_checkpoint_of_another_policy_and_writes_nothing(sb3_run, capsys):
+    metrics_before = (sb3_run / "metrics.jsonl").read_bytes()
+    checkpoint_before = (sb3_run / "checkpoints" / "latest.pt").read_bytes()
+    assert main(["train", "--resume", str(sb3_run), "--set", "policy_kwargs.lstm_hidden_size=32"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit this config's policy" in err and "Traceback" not in err
+    assert (sb3_run / "metrics.jsonl").read_bytes() == metrics_before
+    assert (sb3_run / "checkpoints" / "latest.pt").read_bytes() == checkpoint_before
+
+
+def test_evaluate_plays_atari_in_sb3s_wrappers_and_films_the_colour_screen(tmp_path):
+    # 100 frames per game, without no-ops: FireResetEnv's FIRE and UP (8 frames, not agent steps), then 23 agent
+    # steps of 4 frames; then the game is cut, and Monitor ends the episode.
+    env = dict(id="atari:pong", num_envs=1, options=dict(preset="cleanrl_lstm", max_num_frames_per_episode=100,
+                                                         noop_max=0))
+    path = write_config(tmp_path, env=env, policy="CnnLstmPolicy", ppo=dict(
+        total_steps=8, num_steps=8, num_minibatches=1, device="cpu"))
+    assert main(["train", str(path)]) == 0
+    run_dir = tmp_path / "runs" / "recall"
+    assert main(["evaluate", str(run_dir), "--episodes", "2", "--video", str(tmp_path / "video")]) == 0
+    figures = json.loads((run_dir / "checkpoints" / "latest.pt.eval.json").read_text())
+    assert figures["episodes"] == 2 and figures["length_min"] == figures["length_max"] == 23
+    frames = imageio.mimread(tmp_path / "video" / "recall.mp4")
+    assert len(frames) == 23 and frames[0].shape == (210, 160, 3)
+
+
+def test_resume_names_the_learners_it_works_for(tmp_path, capsys):
+    (tmp_path / "config.yaml").write_text("learner: neuroevolution\nsearch: {popsize: 8}\n")
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "--resume works for 'ppo' and 'sb3_recurrent_ppo' runs" in capsys.readouterr().err
