@@ -1,10 +1,18 @@
 """``fwp-rl evaluate``: replay what a checkpoint holds and report how it does.
 
-Checkpoints of either learner on any env: PPO (Atari and Gymnasium ids) and neuroevolution (the double
-pole, with its success test, and Gymnasium ids). Episodes run one after another in a single env, so
-short episodes are not over-represented. The figures are printed as a table and written as JSON beside
-the checkpoint (``<checkpoint>.eval.json``); ``--video`` writes an mp4 of the first episode, and
-``memory_view`` puts the agent's memory and action probabilities beside the game (``fwp_rl.memory_view``).
+Checkpoints of every learner on any env: PPO (Atari and Gymnasium ids), SB3's recurrent PPO (in the env
+SB3 trained in, acting by SB3's own ``predict``) and neuroevolution (the double pole, with its success
+test, and Gymnasium ids). Episodes run one after another in a single env, so short episodes are not
+over-represented. The figures are printed as a table and written as JSON beside the checkpoint
+(``<checkpoint>.eval.json``); ``--video`` writes an mp4 of the first episode, and ``memory_view`` puts
+the agent's memory and its action probabilities (a double pole controller's output o) beside the game
+(``fwp_rl.memory_view``).
+
+The episode loop (``run_episodes``) takes an agent, anything with ``action_names`` and
+``act(obs [1, ...], episode_start [1] bool, record)`` -> (env actions [1, ...], and with ``record`` the
+memory after this step as state tensors without the batch dimension and the action probabilities [A]
+(Box actions: their means), else None and None); ``PolicyAgent`` is ours, ``fwp_rl.agents.sb3.EvaluationAgent``
+SB3's.
 """
 
 from __future__ import annotations
@@ -35,23 +43,32 @@ def _neuroevolution_policy(payload: dict):
     return config, policy
 
 
-def double_pole_frames(policy, env, max_steps: int) -> list:
-    """The frames of one episode from the standard start (at most ``max_steps`` control steps)."""
+def double_pole_episode(policy, env, max_steps: int) -> dict:
+    """One episode from the standard start (at most ``max_steps`` control steps) as a recording: its frames,
+    and for each the controller's memory after reading it (``memory_images``) and its output o in [0, 1].
+
+    The controller also reads the last frame (the failing state, or the state after ``max_steps``): its
+    output there is shown but never acted on.
+    """
     from fwp_rl.envs import double_pole
+    from fwp_rl.memory_view import memory_images
 
     sim = double_pole.DoublePole(env, policy.device)
     obs = sim.reset(1)
     population = policy.population(policy.get_flat_parameters()[None])
     state = population.initial_state(1)
-    frames = [double_pole.render_frame(sim.state[0].cpu())]
+    recording = {"frames": [], "memories": [], "outputs": [], "kind": "", "names": ["o"]}
     with torch.no_grad():
-        for _ in range(max_steps):
-            actions, state = population.act(obs[None].to(policy.dtype), state)
-            obs, alive = sim.step(actions[0])
-            frames.append(double_pole.render_frame(sim.state[0].cpu()))
-            if not bool(alive[0]):
+        for t in range(max_steps + 1):
+            recording["frames"].append(double_pole.render_frame(sim.state[0].cpu()))
+            outputs, state = population.act(obs[None].to(policy.dtype), state)
+            recording["kind"], images = memory_images(tuple(s[0, 0] for s in state))
+            recording["memories"].append(images)
+            recording["outputs"].append(outputs[0, 0].cpu().numpy())
+            if t == max_steps or not bool(sim.alive[0]):
                 break
-    return frames
+            obs, _ = sim.step(outputs[0])
+    return recording
 
 
 def _ppo_policy(payload: dict):
@@ -79,45 +96,83 @@ def _frame(envs, obs: np.ndarray, atari: bool) -> np.ndarray:
     return frame.repeat(3, 0).repeat(3, 1)
 
 
-def run_episodes(policy, env_id: str, options: dict, episodes: int, deterministic: bool, seed: int,
-                 record: bool = False) -> tuple[list, dict]:
-    """``episodes`` whole episodes, one after another in one env (memory reset at every done, as in training)
-    -> (their ``Episode``s, and with ``record`` the first episode's frames, memory images and action
+class PolicyAgent:
+    """Our ``RecurrentPolicy`` in ``run_episodes``, in one env, its memory carried from step to step."""
+
+    def __init__(self, policy, deterministic: bool):
+        self.policy, self.deterministic = policy, deterministic
+        n = policy.actor.out_features
+        self.action_names = [str(i) for i in range(n)] if policy.discrete else [f"a{i}" for i in range(n)]
+        self.state = policy.initial_state(1)
+
+    def act(self, obs: np.ndarray, episode_start: np.ndarray, record: bool):
+        policy = self.policy
+        head, _, self.state = policy(torch.as_tensor(obs, device=policy.device), self.state,
+                                     torch.as_tensor(episode_start, device=policy.device), with_values=False)
+        actions = policy._mode(head) if self.deterministic else policy._distribution(head).sample()
+        env_actions = policy.env_actions(actions).cpu().numpy()
+        if not record:
+            return env_actions, None, None
+        outputs = torch.softmax(head[0][0], -1) if policy.discrete else head[0][0].reshape(-1)
+        return env_actions, tuple(s[0] for s in self.state), outputs.cpu().numpy()
+
+
+def run_episodes(agent, envs, frame, episodes: int, seed: int, record: bool = False) -> tuple[list, dict]:
+    """``episodes`` whole episodes of ``agent`` (module docstring), one after another in ``envs`` (an ``Envs``
+    of one env, closed at the end; the memory reset at every done, as in training) -> (their ``Episode``s,
+    and with ``record`` the first episode's frames (``frame(obs)`` at each step), memory images and action
     probabilities)."""
-    from fwp_rl.envs.vector import VectorEnvConfig, make_vector_env
     from fwp_rl.memory_view import memory_images
 
-    config = VectorEnvConfig(env_id, 1, dict(options))
-    atari = config.atari
-    if record and not atari:
-        config.options["render_mode"] = "rgb_array"
-    envs = make_vector_env(config, seed=seed)
-    recording = {"frames": [], "memories": [], "probs": [], "kind": ""}
+    recording = {"frames": [], "memories": [], "outputs": [], "kind": "", "names": agent.action_names}
     finished: list = []
     torch.manual_seed(seed)
     try:
         obs = envs.reset(seed=seed)
-        state = policy.initial_state(1)
-        start = torch.ones(1, dtype=torch.bool, device=policy.device)
+        start = np.ones(1, dtype=bool)
         with torch.no_grad():
             while len(finished) < episodes:
-                obs_t = torch.as_tensor(obs, device=policy.device)
-                head, _, new_state = policy(obs_t, state, start, with_values=False)
-                if record and not finished:
-                    recording["frames"].append(_frame(envs, obs, atari))
-                    recording["kind"], images = memory_images(tuple(s[0] for s in new_state))
+                recording_now = record and not finished
+                actions, memory, outputs = agent.act(obs, start, recording_now)
+                if recording_now:
+                    recording["frames"].append(frame(obs))
+                    recording["kind"], images = memory_images(memory)
                     recording["memories"].append(images)
-                    recording["probs"].append(torch.softmax(head[0][0], -1).cpu().numpy() if policy.discrete
-                                              else head[0][0].reshape(-1).cpu().numpy())
-                dist = policy._distribution(head)
-                actions = policy._mode(head) if deterministic else dist.sample()
-                step = envs.step(policy.env_actions(actions).cpu().numpy())
+                    recording["outputs"].append(outputs)
+                step = envs.step(actions)
                 finished.extend(step.episodes)
-                obs, state = step.obs, new_state
-                start = torch.as_tensor(step.done, device=policy.device)
+                obs, start = step.obs, step.done
     finally:
         envs.close()
     return finished[:episodes], recording
+
+
+def policy_episodes(policy, env_id: str, options: dict, episodes: int, deterministic: bool, seed: int,
+                    record: bool = False) -> tuple[list, dict]:
+    """``run_episodes`` of our policy in env ``env_id`` (``fwp_rl.envs.vector``): for Atari the frames are
+    what the agent sees, for Gymnasium ids the env's own picture."""
+    from fwp_rl.envs.vector import VectorEnvConfig, make_vector_env
+
+    agent = PolicyAgent(policy, deterministic)
+    config = VectorEnvConfig(env_id, 1, dict(options))
+    if record and not config.atari:
+        config.options["render_mode"] = "rgb_array"
+    envs = make_vector_env(config, seed=seed)
+    return run_episodes(agent, envs, lambda obs: _frame(envs, obs, config.atari), episodes, seed, record)
+
+
+def _sb3_episodes(payload: dict, episodes: int, deterministic: bool, seed: int, record: bool):
+    """-> (the config, and ``run_episodes`` of an SB3 recurrent PPO checkpoint in the env SB3 trained in)."""
+    from fwp_rl.agents import sb3
+    from fwp_rl.agents.ppo import resolve_device
+
+    agent = sb3.EvaluationAgent(sb3.model_from_payload(payload, resolve_device("auto")), deterministic)
+    try:
+        config = from_dict(sb3.SB3Config, payload["config"])
+        envs = sb3.EvaluationEnvs(config, seed)
+    except (ConfigError, KeyError) as e:
+        raise CheckpointError(f"the checkpoint's env cannot be built here: {e}") from None
+    return config, run_episodes(agent, envs, lambda obs: envs.render(), episodes, seed, record)
 
 
 def _summary(episodes: list) -> dict:
@@ -141,6 +196,9 @@ def _print_table(figures: dict, title: str, console: Console) -> None:
 
 
 def _write_video(out: Path, frames: list, fps: int) -> None:
+    height, width = frames[0].shape[:2]
+    # H.264 in yuv420p needs even sizes: an odd one gets its last row or column repeated.
+    frames = [np.pad(f, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge") for f in frames]
     out.parent.mkdir(parents=True, exist_ok=True)
     imageio.mimwrite(out, frames, fps=fps, macro_block_size=1)
 
@@ -156,44 +214,44 @@ def evaluate_checkpoint(path: str, episodes: int = 10, deterministic: bool = Fal
     payload = load_checkpoint(path)
     checkpoint = Path(path) / "checkpoints" / "latest.pt" if Path(path).is_dir() else Path(path)
     learner = payload.get("learner")
+    record = video_dir is not None
     if learner == "ppo":
         config, policy = _ppo_policy(payload)
-        env_id, options = config.env.id, config.env.options
+        found, recording = policy_episodes(policy, config.env.id, config.env.options, episodes, deterministic, seed,
+                                           record)
     elif learner == "neuroevolution":
         from fwp_rl.agents.neuroevolution import DOUBLE_POLE
 
         config, policy = _neuroevolution_policy(payload)
         if config.env.id == DOUBLE_POLE:
             return _evaluate_double_pole(config, policy, checkpoint, video_dir, memory_view, video_steps, console)
-        env_id, options = config.env.id, config.env.options
         deterministic = True  # evolved controllers act by their mode, as in their fitness episodes
+        found, recording = policy_episodes(policy, config.env.id, config.env.options, episodes, deterministic, seed,
+                                           record)
+    elif learner == "sb3_recurrent_ppo":
+        config, (found, recording) = _sb3_episodes(payload, episodes, deterministic, seed, record)
     else:
         raise CheckpointError(f"{str(path)!r} is a checkpoint of learner {learner!r}; supported: 'ppo', "
-                              "'neuroevolution'")
-    record = video_dir is not None
-    found, recording = run_episodes(policy, env_id, options, episodes, deterministic, seed, record)
+                              "'sb3_recurrent_ppo', 'neuroevolution'")
+    env_id = config.env.id
     figures = {"checkpoint": str(checkpoint), "env": env_id, "deterministic": deterministic, "seed": seed,
                **_summary(found)}
     _print_table(figures, f"{config.name}: {episodes} episodes of {env_id}"
                  f"{' (deterministic)' if deterministic else ''}", console)
     _save_figures(checkpoint, figures, console)
     if record:
-        frames = recording["frames"]
-        if memory_view:
-            frames = _memory_view_frames(policy, recording)
+        frames = _memory_view_frames(recording) if memory_view else recording["frames"]
         out = Path(video_dir) / f"{config.name}{'_memory' if memory_view else ''}.mp4"
         _write_video(out, frames, fps=30)
         console.print(f"video: {out} ({len(frames)} frames)")
     return figures
 
 
-def _memory_view_frames(policy, recording: dict) -> list:
+def _memory_view_frames(recording: dict, output_label: str = "p(action)", trace: bool = False) -> list:
     from fwp_rl.memory_view import render_memory_video
 
-    n = recording["probs"][0].shape[0]
-    names = [str(i) for i in range(n)] if policy.discrete else [f"a{i}" for i in range(n)]
-    return render_memory_video(recording["frames"], recording["memories"], recording["probs"], recording["kind"],
-                               names)
+    return render_memory_video(recording["frames"], recording["memories"], recording["outputs"], recording["kind"],
+                               recording["names"], output_label, trace)
 
 
 def _save_figures(checkpoint: Path, figures: dict, console: Console) -> None:
@@ -209,8 +267,6 @@ def _evaluate_double_pole(config, policy, checkpoint: Path, video_dir, memory_vi
     from fwp_rl.agents import neuroevolution
     from fwp_rl.envs import double_pole
 
-    if memory_view:
-        raise ConfigError("--memory-view is not available for double pole checkpoints: their video shows the cart")
     env = double_pole.make_config(**config.env.options)
     flat = policy.get_flat_parameters()
     fitness, steps = neuroevolution.population_fitness(policy, flat[None], env)
@@ -222,8 +278,11 @@ def _evaluate_double_pole(config, policy, checkpoint: Path, video_dir, memory_vi
         console.print(f"{key}: {value}")
     _save_figures(checkpoint, figures, console)
     if video_dir is not None:
-        frames = double_pole_frames(policy, env, video_steps)
-        out = Path(video_dir) / f"{config.name}.mp4"
+        recording = double_pole_episode(policy, env, video_steps)
+        # o is the force: 0 pushes with -10 N, 1 with +10 N, 0.5 (dashed) not at all.
+        frames = (_memory_view_frames(recording, "output o (force)", trace=True) if memory_view
+                  else recording["frames"])
+        out = Path(video_dir) / f"{config.name}{'_memory' if memory_view else ''}.mp4"
         _write_video(out, frames, fps=double_pole.DoublePoleEnv.metadata["render_fps"])
         console.print(f"video: {out} ({len(frames)} frames)")
     return figures

@@ -1,5 +1,6 @@
 """fwp-rl evaluate on PPO checkpoints: the figures and their JSON, videos with and without the memory view,
-and the errors for paths and checkpoints that cannot be evaluated."""
+and the errors for paths and checkpoints that cannot be evaluated; the double pole's memory view.
+(SB3 checkpoints: tests/test_sb3.py.)"""
 
 import json
 
@@ -8,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from fwp_rl.agents import neuroevolution as ne
 from fwp_rl.agents import ppo
 from fwp_rl.cli import main
-from fwp_rl.config import from_dict
+from fwp_rl.config import PolicyConfig, from_dict
+from fwp_rl.envs import double_pole
+from fwp_rl.evaluate import _write_video, double_pole_episode
 from fwp_rl.memory_view import memory_images
 from fwp_rl.runs import load_checkpoint, save_checkpoint
 
@@ -60,6 +64,8 @@ def test_memory_images_show_each_heads_fast_weights_or_the_recurrent_state():
     kind, images = memory_images((torch.zeros(5), torch.arange(5.)))  # LSTM (h, c): the cell
     assert kind == "recurrent state" and images.shape == (1, 2, 3)
     assert images[0, 1, 1] == 4 and np.isnan(images[0, 1, 2])
+    kind, images = memory_images((torch.zeros(3), torch.arange(10.).reshape(2, 5)))  # direct FWP (h, W)
+    assert kind == "fast net weights" and images.shape == (1, 2, 5) and images[0, 1, 0] == 5
 
 
 def test_evaluate_errors(recall_run, tmp_path, capsys):
@@ -73,3 +79,65 @@ def test_evaluate_errors(recall_run, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "foreign.pt")]) == 2
     err = capsys.readouterr().err
     assert "env cannot be built here" in err and "NotHere-v0" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def double_pole_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("double_pole")
+    config_file = root / "run.yaml"
+    config_file.write_text("learner: neuroevolution\nname: tiny\nenv: {options: {task: nonmarkov}}\n"
+                           "policy: {torso: identity, action_squash: true, core: direct,\n"
+                           "         core_options: {hidden_size: 1, slow_size: 2}}\n"
+                           "search: {algorithm: snes, popsize: 6, max_generations: 3}\n"
+                           f"run: {{root: {root / 'runs'}, wandb: disabled}}\n")
+    assert main(["train", str(config_file), "--set", "seed=1"]) == 0
+    return root / "runs" / "tiny"
+
+
+def test_double_pole_video_with_the_memory_view(double_pole_run, tmp_path):
+    assert main(["evaluate", str(double_pole_run), "--video", str(tmp_path)]) == 0
+    plain = imageio.mimread(tmp_path / "tiny.mp4")
+    assert main(["evaluate", str(double_pole_run), "--video", str(tmp_path), "--memory-view"]) == 0
+    frames = imageio.mimread(tmp_path / "tiny_memory.mp4")
+    steps = json.loads((double_pole_run / "checkpoints" / "latest.pt.eval.json").read_text())["fitness_episode_steps"]
+    # The start, every balanced step and the step that failed; the same frames in both videos.
+    assert len(frames) == len(plain) == steps + 2
+    assert plain[0].shape == (300, 600, 3)
+    # 4.2 inches high at 80 dpi; 11.4 wide: the cart, the 1 x 5 fast net weights in a wide panel, the colour bar.
+    assert {f.shape for f in frames} == {(336, 912, 3)}
+    # The fast net panel (upper right, left of the colour bar) changes: the slow net rewrites W every step.
+    panel = [f[30:150, 530:830].astype(float) for f in frames]
+    assert all(np.abs(b - a).mean() > 1 for a, b in zip(panel[1:-1], panel[2:]))
+    colour_bar = [f[30:150, 860:880].astype(float) for f in frames]
+    assert np.abs(colour_bar[-1] - colour_bar[0]).mean() < 1  # one colour scale for the whole episode
+
+
+@pytest.mark.parametrize("core, options, kind", [
+    ("direct", dict(hidden_size=1, slow_size=3), "fast net weights"),
+    ("delta", dict(hidden_size=4, num_heads=2), "fast weights per head"),
+    ("lstm", dict(hidden_size=3), "recurrent state"),
+])
+def test_double_pole_episode_records_the_controllers_memory_and_output(core, options, kind):
+    config = ne.NeuroevolutionConfig(env=ne.EnvConfig(options={"task": "nonmarkov"}), policy=PolicyConfig(
+        torso="identity", core=core, core_options=options, action_squash=True))
+    policy = ne.make_policy(config)
+    env = double_pole.make_config(task="nonmarkov")
+    recording = double_pole_episode(policy, env, max_steps=30)
+    n = len(recording["frames"])
+    assert 2 <= n <= 31 and len(recording["memories"]) == len(recording["outputs"]) == n
+    outputs = np.array(recording["outputs"])
+    assert recording["kind"] == kind and outputs.shape == (n, 1) and ((outputs >= 0) & (outputs <= 1)).all()
+    # Step 0 is the plain policy's step on the start: its output o and its memory after reading it.
+    sim = double_pole.DoublePole(env)
+    obs = sim.reset(1).to(policy.dtype)
+    with torch.no_grad():
+        actions, state, _, _ = policy.act(obs, policy.initial_state(1), torch.ones(1, dtype=torch.bool), True)
+    np.testing.assert_allclose(outputs[0], policy.env_actions(actions)[0].numpy(), rtol=1e-12)
+    np.testing.assert_allclose(recording["memories"][0], memory_images(tuple(s[0] for s in state))[1], rtol=1e-6)
+    assert not np.allclose(recording["memories"][1], recording["memories"][0])
+
+
+def test_videos_of_odd_sized_frames_are_padded_to_even_sizes(tmp_path):
+    frames = [np.full((5, 7, 3), v, dtype=np.uint8) for v in (0, 255)]
+    _write_video(tmp_path / "odd.mp4", frames, fps=4)  # H.264 in yuv420p refuses odd sizes
+    assert [f.shape for f in imageio.mimread(tmp_path / "odd.mp4")] == [(6, 8, 3)] * 2
