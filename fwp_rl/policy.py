@@ -19,8 +19,9 @@ with gain 1, both with zero bias, as in Stable-Baselines3.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 from torch.func import functional_call, vmap
+from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.utils import parameters_to_vector
 
 from fwp_rl.cores import State, make_core
@@ -56,6 +58,7 @@ class RecurrentPolicy(nn.Module):
             raise TypeError(f"observation_space must be a gymnasium space, got {type(observation_space).__name__}")
         self.observation_space, self.action_space = observation_space, action_space
         self.action_squash = bool(action_squash)
+        self._population_graphs: dict[tuple, Callable] = {}  # see PolicyPopulation
         self.torso = make_torso(torso, observation_space, **(torso_options or {}))
         self.core = make_core(core, self.torso.output_size, **(core_options or {}))
         hidden = self.core.output_size
@@ -244,6 +247,44 @@ class RecurrentPolicy(nn.Module):
         population should bind it once with ``population``."""
         return self.population(flat_params).act(obs, state, episode_start, deterministic)
 
+    def _population_shared_parameters(self) -> dict[str, Tensor]:
+        """The parameters outside the flat vector (critic, log std), shared by every member of a population."""
+        flat = {name for name, _ in self._flat_named_parameters()}
+        return {name: p.detach() for name, p in self.named_parameters() if name not in flat}
+
+    def _population_step(self, params: dict[str, Tensor], shared: dict[str, Tensor], obs: Tensor, state: State,
+                         episode_start: Tensor | None, deterministic: bool) -> tuple[Tensor, State]:
+        """The eager population step: the policy's forward under vmap over P, params [P, ...] swapped in."""
+        def one(params: dict[str, Tensor], obs: Tensor, state: State, episode_start: Tensor | None):
+            head, _, state = functional_call(self, (params, shared), (obs, state, episode_start, False),
+                                             tie_weights=False)
+            return head, state
+
+        head, state = vmap(one, in_dims=(0, 0, 0, None if episode_start is None else 0))(
+            params, obs, state, episode_start)
+        actions = self._mode(head) if deterministic else self._distribution(head).sample()
+        return self.env_actions(actions), state
+
+    def _population_graph(self, params: dict[str, Tensor], shared: dict[str, Tensor], obs: Tensor, state: State,
+                          episode_start: Tensor | None, deterministic: bool) -> Callable:
+        """``_population_step`` traced into a flat graph of tensor operations, once per shapes and dtypes.
+
+        Every tensor it reads is an input of the graph, but for the action bounds (buffers fixed by the action
+        space; the key holds their device and dtype). Sampling stays an operation of the graph, which draws
+        anew at every call."""
+        signature = [(tuple(t.shape), t.dtype, t.device) for t in (obs, *state, *params.values(), *shared.values())]
+        key = (*signature, None if episode_start is None else tuple(episode_start.shape), deterministic)
+        graph = self._population_graphs.get(key)
+        if graph is None:
+            graph = make_fx(functools.partial(self._population_step, deterministic=deterministic))(
+                params, shared, obs, state, episode_start)
+            self._population_graphs[key] = graph
+        return graph
+
+    def __getstate__(self) -> dict:
+        # The traced graphs are a cache of this process: copies and pickles (Ray actors) trace their own.
+        return {**self.__dict__, "_population_graphs": {}}
+
     def _unflatten(self, flat: Tensor) -> dict[str, Tensor]:
         """flat [..., num_flat_parameters] -> {parameter name: [..., *parameter shape]}."""
         named = self._flat_named_parameters()
@@ -291,6 +332,12 @@ class PolicyPopulation:
     policy under torch.func.vmap over the P dimension (functional_call swaps the batched parameters in).
     Nothing reads tensor values on the host, so on a GPU the steps of a population queue up without
     synchronizing.
+
+    That forward is traced once per shape into a flat graph of the batched tensor operations it runs
+    (``make_fx``), kept by the policy, and each ``act`` runs the graph. Evolved controllers are tiny, so a
+    step's cost is the Python around its operations: vmap and functional_call cost several times the
+    operations themselves, and torch.compile, which would fuse them, takes tens of seconds to compile on a
+    CPU, longer than a whole double pole run. The graph computes exactly what the eager forward computes.
     """
 
     def __init__(self, policy: RecurrentPolicy, flat_params: Tensor):
@@ -302,6 +349,7 @@ class PolicyPopulation:
         # slower than the operations themselves.
         flat_params = flat_params.as_subclass(Tensor).to(device=policy.device, dtype=policy.dtype)
         self._params = policy._unflatten(flat_params)
+        self._shared = policy._population_shared_parameters()  # detached views: they follow in-place updates
 
     def initial_state(self, episodes: int) -> State:
         """The initial state of size x ``episodes`` rows, each tensor [P, E, ...]."""
@@ -323,16 +371,8 @@ class PolicyPopulation:
             if s.shape[:2] != obs.shape[:2]:
                 raise ValueError(f"state[{i}] must have shape [P, E, ...] = {tuple(obs.shape[:2])} + ..., "
                                  f"got {tuple(s.shape)}")
-
-        def one(params: dict[str, Tensor], obs: Tensor, state: State, episode_start: Tensor | None):
-            head, _, state = functional_call(policy, params, (obs, state, episode_start, False), strict=False,
-                                             tie_weights=False)
-            return head, state
-
-        in_dims = (0, 0, 0, None if episode_start is None else 0)
-        head, state = vmap(one, in_dims=in_dims)(self._params, obs, state, episode_start)
-        actions = policy._mode(head) if deterministic else policy._distribution(head).sample()
-        return policy.env_actions(actions), state
+        step = policy._population_graph(self._params, self._shared, obs, tuple(state), episode_start, deterministic)
+        return step(self._params, self._shared, obs, tuple(state), episode_start)
 
 
 __all__ = ["PolicyPopulation", "RecurrentPolicy"]

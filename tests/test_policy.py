@@ -4,6 +4,7 @@ the Stable-Baselines3 predict, and the errors for bad spaces and inputs."""
 from __future__ import annotations
 
 import math
+import pickle
 
 import gymnasium as gym
 import numpy as np
@@ -315,6 +316,26 @@ def test_population_binds_a_tensor_subclass_as_a_plain_tensor():
     assert type(actions) is torch.Tensor and all(type(s) is torch.Tensor for s in state)
     expected, _ = policy.population(flat.as_subclass(torch.Tensor)).act(obs, population.initial_state(E))
     assert torch.equal(actions, expected)
+
+
+def test_population_graph_samples_anew_and_reads_the_shared_parameters():
+    # the step is traced once per shapes: what it draws and the log std it reads must not be frozen
+    policy = make_policy("delta", BOX)
+    P, E = 2, 3
+    population = policy.population(policy.get_flat_parameters().expand(P, -1))
+    obs, state = torch.zeros(P, E, 5, dtype=torch.float64), population.initial_state(E)
+    first, _ = population.act(obs, state, deterministic=False)
+    second, _ = population.act(obs, state, deterministic=False)
+    assert not torch.equal(first, second)
+    with torch.no_grad():
+        policy.log_std.fill_(-30.0)  # the samples collapse onto the (clipped) mean
+    sampled, _ = population.act(obs, state, deterministic=False)
+    mean, _ = population.act(obs, state, deterministic=True)
+    torch.testing.assert_close(sampled, mean)
+    assert len(policy._population_graphs) == 2
+    copy = pickle.loads(pickle.dumps(policy))
+    assert copy._population_graphs == {}
+    torch.testing.assert_close(copy.population(policy.get_flat_parameters().expand(P, -1)).act(obs, state)[0], mean)
 
 
 def test_population_steps_without_starts_equal_steps_with_no_start():
