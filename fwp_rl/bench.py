@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import json
+import logging
+import multiprocessing
 import platform
 import statistics
 import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from torch import nn
+from torch import Tensor, nn
 
+from fwp_rl.config import ConfigError
 from fwp_rl.cores import CORES, core_options, make_core
 
 CHUNKWISE_CORES = ("linear", "delta", "gated_delta")
@@ -148,3 +156,442 @@ def run_ppo_bench(args) -> None:
     print_ppo_table(rows, title)
     if args.json:
         Path(args.json).write_text(json.dumps(dict(title=title, rows=rows), indent=2))
+
+
+# ---------------------------------------------------------------------------------------------- double pole
+DOUBLE_POLE_CONFIG_DIR = Path("configs/double_pole")
+DOUBLE_POLE_KIND = "a neuroevolution double pole config (learner: neuroevolution, env.id: double_pole)"
+
+# Evaluations to solve as published (specs/double_pole.md; means over many runs, setups differ between
+# papers): method, with velocities, without velocities (damping fitness), generalization of 625 (None: not given).
+PUBLISHED_DOUBLE_POLE = (
+    ("random weight guessing", 474_329, 1_232_296, None),
+    ("cellular encoding (Gruau 1996)", None, 840_000, 300),
+    ("SANE", 12_600, 451_612, None),
+    ("CNE", 22_100, 87_623, None),
+    ("ESP", 3_800, 26_342, 289),
+    ("NEAT", 3_600, 6_929, 286),
+    ("CMA-ES (Igel 2003)", 895, 6_061, 250),
+    ("CoSyNE", 954, 3_416, None),
+)
+
+
+def _quiet_evotorch() -> None:
+    import evotorch  # noqa: F401  importing EvoTorch sets its logger to INFO, so the level is set after
+
+    logging.getLogger("evotorch").setLevel(logging.WARNING)  # it announces every problem it makes at INFO
+    # EvoTorch's CMA-ES copies its starting centre with torch.tensor(tensor), which torch warns about: harmless,
+    # and printed in the middle of the progress display
+    warnings.filterwarnings("ignore", "To copy construct from a tensor", UserWarning, "evotorch")
+
+
+def _check_positive(option: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{option} {value} is not allowed: it must be >= 1")
+
+
+def double_pole_config_paths(paths: list[str] | None = None) -> list[str]:
+    """``paths``, or every YAML file in configs/double_pole/ (relative to the working directory)."""
+    if paths is not None:
+        return paths
+    found = [str(p) for p in sorted(DOUBLE_POLE_CONFIG_DIR.glob("*.yaml"))]
+    if not found:
+        raise ConfigError(f"no config files in {DOUBLE_POLE_CONFIG_DIR}/: run from the repository root or give "
+                            "--configs")
+    return found
+
+
+def load_double_pole_config(path: str, task: str, seed: int, max_evaluations: int | None = None):
+    """The config of one bench run: the file at ``path`` with env.options.task, seed and (when given)
+    search.max_evaluations overridden. ConfigError unless the file is a neuroevolution double pole config."""
+    from fwp_rl.agents.neuroevolution import DOUBLE_POLE
+    from fwp_rl.cli import load_config
+    from fwp_rl.config import load_yaml
+
+    if not Path(path).is_file():
+        raise ConfigError(f"--configs: config file {path!r} does not exist; give files of {DOUBLE_POLE_KIND}")
+    data = load_yaml(path)
+    env = data.get("env")
+    env_id = env.get("id", DOUBLE_POLE) if isinstance(env, dict) else DOUBLE_POLE  # EnvConfig's default id
+    if data.get("learner") != "neuroevolution" or env_id != DOUBLE_POLE:
+        raise ConfigError(f"--configs: {path!r} (learner: {data.get('learner')!r}, env.id: {env_id!r}) is not "
+                          f"{DOUBLE_POLE_KIND}")
+    overrides = [f"env.options.task={task}", f"seed={seed}"]
+    if max_evaluations is not None:
+        overrides.append(f"search.max_evaluations={max_evaluations}")
+    try:
+        return load_config(path, overrides)
+    except ConfigError as e:
+        raise ConfigError(f"--configs {path!r}: {e}") from None
+
+
+@dataclass
+class DoublePoleRun:
+    """One seed of one (config, task) of ``bench_double_pole``: how its ``evolve`` ended."""
+
+    config: str  # the config file
+    algorithm: str
+    controller: str  # the core and the number of evolved weights
+    task: str
+    seed: int
+    max_evaluations: int
+    solved: bool
+    evaluations: int  # until the solving generation, or all the run made
+    generalization: int | None  # starts of 625 that the kept controller's success test passed (None: not run)
+    balanced: int | None  # steps it balanced in that test's 100,000-step part (None: no test; non-Markov: 0
+    # where the generalization part failed, which skips this part)
+    seconds: float  # wall time of the whole run (policy, problem, search and tests)
+    flat_params: Tensor  # the kept controller: the solution when solved
+
+
+def _run_double_pole_seed(path: str, config) -> DoublePoleRun:
+    from fwp_rl.agents.neuroevolution import evolve
+    from fwp_rl.envs.double_pole import make_config
+
+    start = time.perf_counter()
+    result = evolve(config)
+    seconds = time.perf_counter() - start
+    controller = f"{config.policy.core}, {result.flat_params.numel()} weights"
+    test = result.test
+    return DoublePoleRun(path, config.search.algorithm, controller, make_config(**config.env.options).task,
+                         config.seed, config.search.max_evaluations, result.solved, result.evaluations,
+                         None if test is None else test.generalization, None if test is None else test.balanced,
+                         seconds, result.flat_params)
+
+
+def _start_double_pole_worker() -> None:
+    torch.set_num_threads(1)  # tiny controllers: more threads per run would only contend with the other workers
+    _quiet_evotorch()
+
+
+def _run_in_workers(jobs: list[tuple], parallel: int, advance) -> list[DoublePoleRun]:
+    runs: list[DoublePoleRun | None] = [None] * len(jobs)
+    # spawn, not fork: a forked copy of a process that has started torch's threads can deadlock.
+    with ProcessPoolExecutor(min(parallel, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_double_pole_worker) as pool:
+        futures = {pool.submit(_run_double_pole_seed, *job): i for i, job in enumerate(jobs)}
+        try:
+            for future in as_completed(futures):
+                runs[futures[future]] = future.result()
+                advance()
+        except BaseException:
+            # Ctrl-C stops the runs under way in the workers too; without this the pool would still start
+            # every run not yet begun before the process could end.
+            for future in futures:
+                future.cancel()
+            raise
+    return runs
+
+
+def bench_double_pole(config_paths: list[str], tasks=("markov", "nonmarkov"), seeds: int = 50,
+                      max_evaluations: int | None = None, parallel: int = 1, console: Console | None = None
+                      ) -> list[DoublePoleRun]:
+    """Seeds 0 .. seeds - 1 of every config at ``config_paths`` on every task, each one ``evolve`` that stops when
+    solved or at search.max_evaluations (``max_evaluations`` overrides it); ``parallel`` runs at a time in
+    worker processes of one torch thread each. Every config is loaded and checked before the first run starts.
+    Returns the runs in the order config, task, seed."""
+    from fwp_rl.envs.double_pole import TASKS
+
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise ConfigError(f"--tasks {','.join(tasks)!r} is not allowed; choose from: {', '.join(TASKS)} "
+                            "(comma-separated)")
+    _check_positive("--seeds", seeds)
+    _check_positive("--parallel", parallel)
+    if max_evaluations is not None:
+        _check_positive("--max-evaluations", max_evaluations)
+    jobs = [(str(path), load_double_pole_config(str(path), task, seed, max_evaluations))
+            for path in config_paths for task in dict.fromkeys(tasks) for seed in range(seeds)]
+    _quiet_evotorch()
+    columns = [TextColumn("[bold]double pole runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console or Console(), transient=True) as progress:
+        bar = progress.add_task("runs", total=len(jobs))
+        if parallel == 1:
+            runs = []
+            for job in jobs:
+                runs.append(_run_double_pole_seed(*job))
+                progress.advance(bar)
+        else:
+            runs = _run_in_workers(jobs, parallel, lambda: progress.advance(bar))
+    return runs
+
+
+def summarize_double_pole(runs: list[DoublePoleRun]) -> list[dict]:
+    """One row per (config, task), in the runs' order: the success rate over all its runs (unsolved ones
+    included), evaluations to solve (mean, median) and generalization (mean) over the solved runs, None
+    where none solved; the mean wall time per run."""
+    groups: dict[tuple[str, str], list[DoublePoleRun]] = {}
+    for run in runs:
+        groups.setdefault((run.config, run.task), []).append(run)
+    rows = []
+    for (config, task), group in groups.items():
+        solved = [r for r in group if r.solved]
+        evaluations = [r.evaluations for r in solved]
+        rows.append(dict(
+            config=config, name=Path(config).stem, algorithm=group[0].algorithm, controller=group[0].controller,
+            task=task, max_evaluations=group[0].max_evaluations, runs=len(group), solved=len(solved),
+            success_rate=len(solved) / len(group),
+            mean_evaluations=statistics.mean(evaluations) if solved else None,
+            median_evaluations=statistics.median(evaluations) if solved else None,
+            mean_generalization=statistics.mean(r.generalization for r in solved) if solved else None,
+            mean_seconds=statistics.mean(r.seconds for r in group)))
+    return rows
+
+
+def _figure(value, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def print_double_pole_table(rows: list[dict], title: str, console: Console | None = None) -> None:
+    table = Table(title=title)
+    for column in ("config", "algorithm", "controller", "task", "max evals", "solved", "evals mean",
+                   "evals median", "generalization /625", "s / run"):
+        table.add_column(column, justify="left" if column in ("config", "algorithm", "controller", "task")
+                         else "right")
+    for r in rows:
+        table.add_row(r["name"], r["algorithm"], r["controller"], r["task"], f"{r['max_evaluations']:,}",
+                      f"{r['solved']}/{r['runs']} ({r['success_rate']:.0%})", _figure(r["mean_evaluations"]),
+                      _figure(r["median_evaluations"]), _figure(r["mean_generalization"]),
+                      _figure(r["mean_seconds"], 1))
+    table.caption = ("evaluations and generalization: over the solved runs; solved: 100,000 steps balanced "
+                     "(non-Markov: and at least 200 of the 625 generalization starts)")
+    (console or Console()).print(table)
+
+
+def print_published_comparison(rows: list[dict], console: Console | None = None) -> None:
+    """The published table of specs/double_pole.md with ours below it in the same columns."""
+    table = Table(title="Evaluations to solve: published (means over many runs) and ours (means over the solved "
+                        "runs)")
+    for column in ("method", "with velocities", "without velocities (damping fitness)", "generalization (/625)"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for method, markov, nonmarkov, generalization in PUBLISHED_DOUBLE_POLE:
+        table.add_row(method, _figure(markov), _figure(nonmarkov), _figure(generalization))
+    table.add_section()
+    ours: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        ours.setdefault(r["config"], {})[r["task"]] = r
+
+    def cell(row: dict | None) -> str:
+        return "" if row is None else f"{_figure(row['mean_evaluations'])} ({row['solved']}/{row['runs']} solved)"
+
+    for tasks in ours.values():
+        first = next(iter(tasks.values()))
+        nonmarkov = tasks.get("nonmarkov")
+        table.add_row(f"fwp-rl: {first['name']} ({first['algorithm']})", cell(tasks.get("markov")), cell(nonmarkov),
+                      "" if nonmarkov is None else _figure(nonmarkov["mean_generalization"]))
+    table.caption = ("published: specs/double_pole.md (setups differ between papers: start angle, cart "
+                     "friction, network size, fitness window); ours: the configs' own settings")
+    (console or Console()).print(table)
+
+
+# ---------------------------------------------------------------------------------------------- double pole speed
+# What the speed comparison runs, on both sides: copies of one hand-made Elman controller (4 inputs, 6 tanh
+# units, one output squashed to [0, 1]) that balances the non-Markov double pole for the whole 1,000-step episode,
+# so that both simulate the same steps. Ours: fwp_rl's RecurrentPolicy (identity torso, elman core, linear actor,
+# action_squash) in DoublePoleProblem, one batched rollout of the torch simulator for the whole population
+# (population_fitness). EvoTorch's: VecGymNE on the registered Gymnasium id, one DoublePoleEnv per candidate (made
+# by gym.make, stepped one by one in EvoTorch's SyncVectorEnv) and the same network as
+# MultiLayered(RNN(4, 6), Linear(6, 1), (tanh + 1) / 2), its parameters in the same order: the same 79 weights.
+THROUGHPUT_ENV_ID = "fwp_rl/DoublePoleNoVel-v0"
+BALANCING_HIDDEN = 6  # units of the hand-made controller: 3 inputs held, and their 3 one-step differences
+_BALANCING_GAIN = 0.1  # its input gain: small, so that every tanh unit stays in its nearly linear range
+_RICCATI_ITERATIONS = 2_000  # the closed loop contracts by about 0.98 per step: far past convergence
+
+
+def balancing_controller() -> tuple[Tensor, ...]:
+    """The weights of the hand-made Elman controller, float64: (W_ih [6, 4], W_hh [6, 6], b_ih [6], b_hh [6],
+    W_out [1, 6], b_out [1]); the output a becomes o = (tanh(a) + 1) / 2, a force of 10 tanh(a) N.
+
+    A discrete linear-quadratic regulator (Q = I, R = 1) of one control step linearised at the upright state,
+    reading the velocities from one-step differences of the non-Markov inputs (x / 4.8, theta1 / 0.52,
+    theta2 / 0.52, bias): units 0-2 hold g input_i, units 3-5 g input_i - unit_i(t - 1), about
+    g (input_i(t) - input_i(t - 1)) = g velocity 0.02 s / scale, and a force of about 10 a N is the regulator's.
+    It balances the whole non-Markov fitness episode (and passes the generalization test); it is made, not
+    evolved, so that every candidate of a speed measurement runs the full episode.
+    """
+    from fwp_rl.envs import double_pole as dp
+
+    smooth = dp.DoublePoleConfig(task="nonmarkov", cart_friction=False)  # sgn(x_dot) has no derivative at rest
+    upright, no_force = torch.zeros(6, dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+    A, B = torch.autograd.functional.jacobian(lambda s, f: dp.step_physics(s, f, smooth), (upright, no_force))
+    A, B = A.numpy(), B.numpy()[:, None]
+    P = Q = np.eye(6)
+    R = np.eye(1)
+    for _ in range(_RICCATI_ITERATIONS):
+        K = np.linalg.solve(R + B.T @ P @ B, B.T @ P @ A)
+        P = Q + A.T @ P @ (A - B @ K)
+    g, dt, hidden = _BALANCING_GAIN, dp.TIME_STEP * dp.SUBSTEPS, BALANCING_HIDDEN
+    W_ih, W_hh, W_out = np.zeros((hidden, 4)), np.zeros((hidden, hidden)), np.zeros((1, hidden))
+    for i, column in enumerate((0, 2, 4)):  # the state columns of x, theta1, theta2
+        scale = dp.INPUT_SCALES[column]
+        W_ih[i, i] = W_ih[3 + i, i] = g
+        W_hh[3 + i, i] = -1.0
+        W_out[0, i] = -K[0, column] * scale / (dp.MAX_FORCE * g)  # F = -K state
+        W_out[0, 3 + i] = -K[0, column + 1] * scale / (dp.MAX_FORCE * g * dt)
+    return tuple(torch.from_numpy(w) for w in (W_ih, W_hh, np.zeros(hidden), np.zeros(hidden), W_out, np.zeros(1)))
+
+
+def _balancing_config(device: str):
+    from fwp_rl.agents.neuroevolution import EnvConfig, NeuroevolutionConfig, SearchConfig
+    from fwp_rl.config import PolicyConfig
+
+    policy = PolicyConfig(torso="identity", core="elman", core_options={"hidden_size": BALANCING_HIDDEN},
+                          action_squash=True)
+    return NeuroevolutionConfig(env=EnvConfig(options={"task": "nonmarkov"}), policy=policy,
+                                search=SearchConfig(device=device))
+
+
+def balancing_policy(device: str = "cpu"):
+    """Our RecurrentPolicy (identity torso, elman core of 6 units, linear actor, action_squash) holding
+    ``balancing_controller``."""
+    from fwp_rl.agents.neuroevolution import make_policy
+
+    policy = make_policy(_balancing_config(device))
+    rnn = policy.core.rnn
+    with torch.no_grad():
+        for parameter, weight in zip((rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0,
+                                      policy.actor.weight, policy.actor.bias), balancing_controller()):
+            parameter.copy_(weight)
+    return policy
+
+
+class _Squash(nn.Module):
+    """o = (tanh(a) + 1) / 2: how our policy maps its output onto the action Box [0, 1] (``action_squash``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (torch.tanh(x) + 1) / 2
+
+
+def _our_evaluation(popsize: int, device: str):
+    """() -> (control steps simulated, seconds) of one DoublePoleProblem evaluation of the population."""
+    from fwp_rl.agents.neuroevolution import make_problem
+    from fwp_rl.envs.double_pole import NONMARKOV_STEPS
+
+    policy = balancing_policy(device)
+    problem = make_problem(_balancing_config(device), policy)
+    values = policy.get_flat_parameters().repeat(popsize, 1)
+    dev = torch.device(device)
+
+    def evaluate() -> tuple[int, float]:
+        batch = problem.generate_batch(popsize)
+        batch.set_values(values)
+        _sync(dev)
+        start = time.perf_counter()
+        problem.evaluate(batch)
+        _sync(dev)
+        seconds = time.perf_counter() - start
+        balanced = batch.evals[:, 1].to(torch.int64)  # a candidate that fell was simulated for its failing step too
+        return int((balanced + 1).clamp(max=NONMARKOV_STEPS).sum()), seconds
+
+    return evaluate, policy.num_flat_parameters
+
+
+def _vecgymne_evaluation(popsize: int):
+    """() -> (control steps simulated, seconds) of one VecGymNE evaluation of the population, on the CPU."""
+    from evotorch.neuroevolution import VecGymNE
+    from evotorch.neuroevolution.net import MultiLayered
+    from evotorch.neuroevolution.net.layers import RNN
+    from torch.nn.utils import parameters_to_vector
+
+    rnn, readout = RNN(4, BALANCING_HIDDEN), nn.Linear(BALANCING_HIDDEN, 1)
+    with torch.no_grad():
+        for parameter, weight in zip((rnn.W1, rnn.W2, rnn.b1, rnn.b2, readout.weight, readout.bias),
+                                     balancing_controller()):
+            parameter.copy_(weight)
+    net = MultiLayered(rnn, readout, _Squash())
+    problem = VecGymNE(THROUGHPUT_ENV_ID, net, device="cpu")
+    values = parameters_to_vector(net.parameters()).detach().repeat(popsize, 1)
+
+    def evaluate() -> tuple[int, float]:
+        batch = problem.generate_batch(popsize)
+        batch.set_values(values)
+        before = problem.interaction_count  # VecGymNE's own count of the steps its environments took
+        start = time.perf_counter()
+        problem.evaluate(batch)
+        return problem.interaction_count - before, time.perf_counter() - start
+
+    return evaluate, values.shape[1]
+
+
+def bench_double_pole_throughput(popsize: int = 64, repeats: int = 3, devices: list[str] | None = None
+                                 ) -> list[dict]:
+    """Simulated control steps per second of one population evaluation on the non-Markov task: ours
+    (DoublePoleProblem) on each of ``devices`` (default: the CPU, and CUDA when there is one) against EvoTorch's
+    VecGymNE on the CPU, both on ``popsize`` copies of ``balancing_controller`` (see the comment above it).
+
+    Each side counts the steps it simulated (VecGymNE: its interaction count; ours: the steps balanced, plus
+    the failing one of a candidate that fell). After one warm-up evaluation each, the ``repeats`` evaluations
+    of the sides take turns, so that the load of a shared machine falls on all alike; a row has the medians."""
+    _check_positive("--popsize", popsize)
+    _check_positive("--repeats", repeats)
+    _quiet_evotorch()
+    if devices is None:
+        devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+    sides = []  # (row, evaluate)
+    for device in devices:
+        evaluate, weights = _our_evaluation(popsize, device)
+        sides.append((dict(side="fwp-rl DoublePoleProblem", device=device, weights=weights,
+                           evaluation="one batched rollout of the torch simulator for the whole population",
+                           network="RecurrentPolicy: identity torso, elman core (6 units), linear actor, "
+                                   "action_squash"), evaluate))
+    evaluate, weights = _vecgymne_evaluation(popsize)
+    sides.append((dict(side="EvoTorch VecGymNE", device="cpu", weights=weights,
+                       evaluation=f"{THROUGHPUT_ENV_ID!r}, one Gymnasium env per candidate in EvoTorch's "
+                                  "SyncVectorEnv",
+                       network="MultiLayered(RNN(4, 6), Linear(6, 1), (tanh + 1) / 2)"), evaluate))
+    for _, evaluate in sides:
+        evaluate()  # warm-up: our population step is traced once per shapes, VecGymNE makes its envs
+    measured: list[list[tuple[int, float]]] = [[] for _ in sides]
+    for _ in range(repeats):
+        for (_, evaluate), times in zip(sides, measured):
+            times.append(evaluate())
+    rows = [dict(row, popsize=popsize, steps=times[-1][0], seconds=statistics.median(s for _, s in times),
+                 steps_per_second=statistics.median(n / s for n, s in times))
+            for (row, _), times in zip(sides, measured)]
+    reference = rows[-1]["steps_per_second"]
+    for row in rows:
+        row["vs_vecgymne"] = row["steps_per_second"] / reference
+    return rows
+
+
+def print_throughput_table(rows: list[dict], title: str, console: Console | None = None) -> None:
+    console = console or Console()
+    numbers = ("steps / candidate", "median s", "steps/s", "x VecGymNE (CPU)")
+    table = Table(title=title)
+    for column in ("evaluation", "device", *numbers):
+        table.add_column(column, justify="right" if column in numbers else "left")
+    for r in rows:
+        table.add_row(r["side"], r["device"], f"{r['steps'] / r['popsize']:,.0f}", f"{r['seconds']:.3f}",
+                      f"{r['steps_per_second']:,.0f}", f"{r['vs_vecgymne']:.1f}")
+    console.print(table)
+    console.print("Every candidate is the same hand-made controller (bench.balancing_controller: a linear-quadratic "
+                  "regulator on one-step differences) that balances the whole 1,000-step non-Markov episode; "
+                  "steps / candidate: the steps each side simulated, divided by the population.")
+    for r in {r["side"]: r for r in rows}.values():
+        console.print(f"{r['side']}: {r['evaluation']}; controller {r['network']}, {r['weights']} weights.")
+
+
+def run_double_pole_bench(args, console: Console | None = None) -> None:
+    """``fwp-rl bench double-pole``: the success table over seeds beside the published one, then the speed
+    comparison with VecGymNE (``args.only`` picks one of them); ``args.json`` keeps every figure."""
+    console = console or Console()
+    _check_positive("--popsize", args.popsize)  # checked before hours of runs, not after them
+    _check_positive("--repeats", args.repeats)
+    figures = {}
+    if args.only != "throughput":
+        runs = bench_double_pole(double_pole_config_paths(args.configs), args.tasks, args.seeds,
+                                 args.max_evaluations, args.parallel, console)
+        rows = summarize_double_pole(runs)
+        workers = "" if args.parallel == 1 else f"; {args.parallel} worker processes of 1 thread"
+        print_double_pole_table(rows, f"fwp-rl bench double-pole: seeds 0 to {args.seeds - 1} of each config and "
+                                      f"task{workers}; {machine_description(torch.device('cpu'))}", console)
+        print_published_comparison(rows, console)
+        figures.update(runs=[{k: v for k, v in asdict(r).items() if k != "flat_params"} for r in runs], rows=rows)
+    if args.only != "success":
+        rows = bench_double_pole_throughput(args.popsize, args.repeats)
+        machines = "; ".join(dict.fromkeys(machine_description(torch.device(r["device"])) for r in rows))
+        print_throughput_table(rows, f"Simulated steps per second of one population evaluation ({args.popsize} "
+                                     f"candidates), median of {args.repeats}; {machines}", console)
+        figures.update(throughput=rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))

@@ -49,6 +49,37 @@ def build_parser() -> argparse.ArgumentParser:
     ppo.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     ppo.add_argument("--json", default=None, help="also write the rows to this JSON file")
 
+    double_pole = benches.add_parser(
+        "double-pole", help="neuroevolution on the double pole: success over seeds beside the published table, and "
+                            "simulated steps/s of our batched evaluation vs EvoTorch's VecGymNE",
+        description="For each config and task, runs seeds 0..N-1 of fwp_rl.agents.neuroevolution.evolve (each stops "
+                    "when solved or at search.max_evaluations) and prints success rate, mean and median evaluations "
+                    "to solve and mean generalization (of 625) over the solved runs, and mean wall time per run, "
+                    "beside the published evaluations of specs/double_pole.md. Then times one evaluation of a "
+                    "population on the non-Markov task, ours (DoublePoleProblem, on the CPU and on CUDA when there "
+                    "is one) against EvoTorch's VecGymNE on fwp_rl/DoublePoleNoVel-v0, with the same controller on "
+                    "both sides, and prints simulated steps per second and the ratio.")
+    double_pole.add_argument("--configs", type=lambda t: t.split(","), default=None,
+                             help="comma-separated neuroevolution double pole config files "
+                                  "(default: every file in configs/double_pole/)")
+    double_pole.add_argument("--tasks", type=lambda t: t.split(","), default=["markov", "nonmarkov"],
+                             help="comma-separated tasks, markov and/or nonmarkov (default: both); each run sets "
+                                  "env.options.task")
+    double_pole.add_argument("--seeds", type=int, default=50, metavar="N",
+                             help="independent runs per config and task, seeds 0..N-1 (default: 50)")
+    double_pole.add_argument("--max-evaluations", type=int, default=None, metavar="N",
+                             help="override search.max_evaluations of every config")
+    double_pole.add_argument("--parallel", type=int, default=1, metavar="N",
+                             help="runs at a time, in worker processes of one torch thread each (default: 1, "
+                                  "in this process)")
+    double_pole.add_argument("--popsize", type=int, default=64,
+                             help="candidates per evaluation in the steps/s comparison (default: 64)")
+    double_pole.add_argument("--repeats", type=int, default=3,
+                             help="timed evaluations per side in the steps/s comparison; the median is shown")
+    double_pole.add_argument("--only", choices=("success", "throughput"), default=None,
+                             help="run only the success table or only the steps/s comparison")
+    double_pole.add_argument("--json", default=None, help="also write the runs, rows and speeds to this JSON file")
+
     train = commands.add_parser("train", help="train from a YAML config")
     train.add_argument("config", nargs="?", help="YAML config file (configs/...); with --resume, the run's own")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -190,6 +221,10 @@ def _run(args) -> int:
 
         args.configs = args.configs or list(PPO_BENCH_CONFIGS)
         run_ppo_bench(args)
+    if args.command == "bench" and args.bench == "double-pole":
+        from fwp_rl.bench import run_double_pole_bench
+
+        run_double_pole_bench(args)
     return 0
 
 

@@ -1,0 +1,142 @@
+"""``fwp-rl bench double-pole``: the success table's figures against the runs and the success test, runs in
+worker processes equal to runs in this one, the steps/s comparison with EvoTorch's VecGymNE, and bad input."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+import yaml
+
+from fwp_rl import bench
+from fwp_rl.agents import neuroevolution as ne
+from fwp_rl.cli import main
+from fwp_rl.envs import double_pole
+
+TINY = {"learner": "neuroevolution", "name": "tiny_elman",
+        "policy": {"torso": "identity", "core": "elman", "core_options": {"hidden_size": 2}, "action_squash": True},
+        "search": {"algorithm": "cmaes", "popsize": 8, "max_evaluations": 400}}
+
+
+def write_config(tmp_path, name: str, data: dict) -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def check_success_test(run: bench.DoublePoleRun) -> None:
+    """A run reported solved passes the success test again, with the figures it reported."""
+    config = bench.load_double_pole_config(run.config, run.task, run.seed)
+    env = double_pole.make_config(**config.env.options)
+    test = ne.champion_test(ne.make_policy(config), run.flat_params, env)
+    assert test.solved(env) and (test.generalization, test.balanced) == (run.generalization, run.balanced)
+
+
+def test_success_table_agrees_with_the_runs(tmp_path):
+    path = write_config(tmp_path, "tiny_elman", TINY)
+    runs = bench.bench_double_pole([path], tasks=["markov", "nonmarkov"], seeds=2, max_evaluations=96)
+    assert [(r.task, r.seed) for r in runs] == [("markov", 0), ("markov", 1), ("nonmarkov", 0), ("nonmarkov", 1)]
+    rows = bench.summarize_double_pole(runs)
+    assert [(r["name"], r["task"], r["runs"], r["max_evaluations"]) for r in rows] == [
+        ("tiny_elman", "markov", 2, 96), ("tiny_elman", "nonmarkov", 2, 96)]
+    for row in rows:
+        group = [r for r in runs if r.task == row["task"]]
+        solved = [r for r in group if r.solved]
+        assert 0 <= row["success_rate"] <= 1 and row["success_rate"] == len(solved) / 2 == row["solved"] / 2
+        assert row["mean_seconds"] == pytest.approx(statistics.mean(r.seconds for r in group))
+        assert row["mean_seconds"] > 0
+        if solved:
+            assert row["mean_evaluations"] == statistics.mean(r.evaluations for r in solved)
+            assert row["median_evaluations"] == statistics.median(r.evaluations for r in solved)
+            assert row["mean_generalization"] == statistics.mean(r.generalization for r in solved)
+        else:
+            assert row["mean_evaluations"] is row["median_evaluations"] is row["mean_generalization"] is None
+    for run in runs:
+        assert run.algorithm == "cmaes" and run.controller.startswith("elman, ")
+        if run.solved:
+            assert run.evaluations <= 96
+            check_success_test(run)
+        else:
+            assert run.evaluations >= 96  # an unsolved run used its whole budget
+
+
+def test_a_solved_run_passed_the_success_test(tmp_path, monkeypatch):
+    """CMA-ES started at the hand-made balancing controller (with a spread too small to undo it: its one-step
+    differences are read with large gains) solves the non-Markov task in its first generation. The 100,000-step
+    part of the success test is shortened to 1,000 steps, so that this takes seconds."""
+    long_steps = 1_000
+    long_balance = ne.long_balance
+    monkeypatch.setattr(double_pole, "MARKOV_STEPS", long_steps)
+    monkeypatch.setattr(ne, "long_balance", lambda *args, **kwargs: long_balance(*args, **kwargs, steps=long_steps))
+    centre = bench.balancing_policy().get_flat_parameters().tolist()
+    path = write_config(tmp_path, "balancing_start", {
+        "learner": "neuroevolution",
+        "policy": {"torso": "identity", "core": "elman", "core_options": {"hidden_size": bench.BALANCING_HIDDEN},
+                   "action_squash": True},
+        "search": {"algorithm": "cmaes", "popsize": 4, "stdev_init": 1e-5, "max_evaluations": 8,
+                   "options": {"center_init": centre}}})
+    (run,) = bench.bench_double_pole([path], tasks=["nonmarkov"], seeds=1)
+    assert run.solved and run.evaluations == 4 and run.balanced == long_steps
+    assert run.generalization >= double_pole.GENERALIZATION_REQUIRED
+    check_success_test(run)
+    (row,) = bench.summarize_double_pole([run])
+    assert row["success_rate"] == 1.0 and row["mean_evaluations"] == row["median_evaluations"] == 4
+    assert row["mean_generalization"] == run.generalization
+
+
+def test_runs_in_worker_processes_equal_runs_in_this_one(tmp_path):
+    path = write_config(tmp_path, "tiny_elman", TINY)
+    settings = dict(tasks=["nonmarkov"], seeds=2, max_evaluations=16)
+    here = bench.bench_double_pole([path], **settings)
+    workers = bench.bench_double_pole([path], parallel=2, **settings)
+    for a, b in zip(here, workers, strict=True):
+        assert (a.seed, a.solved, a.evaluations, a.generalization, a.balanced) == \
+            (b.seed, b.solved, b.evaluations, b.generalization, b.balanced)
+        assert a.flat_params.equal(b.flat_params)
+
+
+def test_steps_per_second_against_vecgymne():
+    rows = bench.bench_double_pole_throughput(popsize=1, repeats=1, devices=["cpu"])
+    assert [r["side"] for r in rows] == ["fwp-rl DoublePoleProblem", "EvoTorch VecGymNE"]
+    ours, theirs = rows
+    # both evaluate the same controller with the same 79 weights, which balances every one of the 1,000 steps
+    assert ours["weights"] == theirs["weights"] == 79
+    assert ours["steps"] == theirs["steps"] == double_pole.NONMARKOV_STEPS
+    assert ours["steps_per_second"] > 0 and theirs["steps_per_second"] > 0 and theirs["vs_vecgymne"] == 1.0
+    assert ours["vs_vecgymne"] == pytest.approx(ours["steps_per_second"] / theirs["steps_per_second"])
+
+
+def test_cli_prints_ours_beside_the_published_table(tmp_path, capsys):
+    path = write_config(tmp_path, "tiny_elman", TINY)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "double-pole", "--only", "success", "--configs", path, "--tasks", "nonmarkov",
+                 "--seeds", "1", "--max-evaluations", "16", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "CoSyNE" in printed and "3,416" in printed and "tiny_elman" in printed and "0/1 solved" in printed
+    figures = json.loads(out.read_text())
+    assert figures["rows"][0]["runs"] == 1 and figures["runs"][0]["evaluations"] == 16
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--tasks", "markov,hard"], "--tasks 'markov,hard' is not allowed; choose from: markov, nonmarkov"),
+    (["--seeds", "0"], "--seeds 0 is not allowed: it must be >= 1"),
+    (["--parallel", "0"], "--parallel 0 is not allowed: it must be >= 1"),
+    (["--popsize", "0"], "--popsize 0 is not allowed: it must be >= 1"),
+    (["--configs", "missing.yaml"], "--configs: config file 'missing.yaml' does not exist; give files of a "
+                                    "neuroevolution double pole config (learner: neuroevolution, env.id: double_pole)"),
+    (["--configs", "{ppo}"], "(learner: 'ppo', env.id: 'fwp_rl/Recall-v0') is not a neuroevolution double pole "
+                             "config"),
+    (["--configs", "{cartpole}"], "(learner: 'neuroevolution', env.id: 'CartPole-v1') is not a neuroevolution"),
+    (["--configs", "{bad_key}"], "bad_key.yaml': search: unknown key 'stepsize'"),
+])
+def test_bad_input_is_one_line_naming_it_and_what_is_allowed(tmp_path, capsys, arguments, message):
+    configs = dict(ppo={"learner": "ppo", "env": {"id": "fwp_rl/Recall-v0"}},
+                   cartpole=dict(TINY, env={"id": "CartPole-v1"}),
+                   bad_key=dict(TINY, search={"algorithm": "cmaes", "stepsize": 1}))
+    arguments = [a.format(**{name: write_config(tmp_path, name, data) for name, data in configs.items()})
+                 for a in arguments]
+    tiny = write_config(tmp_path, "tiny_elman", TINY)
+    assert main(["bench", "double-pole", "--configs", tiny, *arguments]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fwp-rl: error: ") and err.count("\n") == 1 and message in err
