@@ -215,7 +215,8 @@ class RecurrentPolicy(nn.Module):
         depends on (torso, core, actor head). The critic and the log standard deviation of Box actions are
         left out: neuroevolution, which searches the flat vector, never uses them, and every dimension that
         does not change the fitness slows a search down."""
-        return [(name, p) for name, p in self.named_parameters() if not name.startswith("critic.") and name != "log_std"]
+        return [(name, p) for name, p in self.named_parameters()
+                if not name.startswith("critic.") and name != "log_std"]
 
     def get_flat_parameters(self) -> Tensor:
         """The acting parameters (``_flat_named_parameters``) as one vector [num_flat_parameters], a detached copy."""

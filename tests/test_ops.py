@@ -63,7 +63,8 @@ def test_delta_rule_with_orthonormal_keys_returns_last_written_values():
     for _ in range(writes):
         i = int(torch.randint(d, ()))
         v = torch.randn(1, 1, dv, dtype=F64)
-        _, S = delta_rule_step(torch.zeros(1, 1, d, dtype=F64), keys[i].view(1, 1, d), v, torch.ones(1, 1, dtype=F64), S)
+        ones = torch.ones(1, 1, dtype=F64)
+        _, S = delta_rule_step(torch.zeros(1, 1, d, dtype=F64), keys[i].view(1, 1, d), v, ones, S)
         last[i] = v
     for i, v in last.items():
         read = torch.einsum("k,kv->v", keys[i], S[0, 0])

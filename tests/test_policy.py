@@ -224,7 +224,8 @@ def test_population_act_equals_separate_forwards(core, torso, action_space):
     policy = make_policy(core, action_space, torso=torso)
     g = torch.Generator().manual_seed(4)
     P, E, steps = 3, 4, 5
-    flat = policy.get_flat_parameters() + 0.3 * torch.randn(P, policy.num_flat_parameters, generator=g, dtype=torch.float64)
+    n = policy.num_flat_parameters
+    flat = policy.get_flat_parameters() + 0.3 * torch.randn(P, n, generator=g, dtype=torch.float64)
     state = policy.population_initial_state(P, E)
     assert all(s.shape[:2] == (P, E) for s in state)
     separate = [policy.initial_state(E) for _ in range(P)]
@@ -247,7 +248,8 @@ def test_population_act_with_image_torso():
                              core="delta", core_options=CORE_OPTIONS["delta"]).double()
     g = torch.Generator().manual_seed(5)
     P, E = 2, 2
-    flat = policy.get_flat_parameters() + 0.1 * torch.randn(P, policy.num_flat_parameters, generator=g, dtype=torch.float64)
+    n = policy.num_flat_parameters
+    flat = policy.get_flat_parameters() + 0.1 * torch.randn(P, n, generator=g, dtype=torch.float64)
     state = policy.population_initial_state(P, E)
     separate = [policy.initial_state(E) for _ in range(P)]
     for t in range(2):
@@ -341,7 +343,8 @@ def test_population_graph_samples_anew_and_reads_the_shared_parameters():
 def test_population_steps_without_starts_equal_steps_with_no_start():
     policy = make_policy("lstm", BOX)
     P, E = 3, 2
-    flat = policy.get_flat_parameters() + 0.1 * torch.randn(P, policy.num_flat_parameters, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(P, policy.num_flat_parameters, generator=torch.Generator().manual_seed(1))
+    flat = policy.get_flat_parameters() + 0.1 * noise
     population = policy.population(flat)
     obs = torch.randn(4, P, E, 5, generator=torch.Generator().manual_seed(2))
     state_a = state_b = population.initial_state(E)

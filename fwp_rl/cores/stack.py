@@ -21,7 +21,8 @@ class ResidualStack(MemoryCore):
     def __init__(self, layer_cls: type[MemoryCore], input_size: int, num_layers: int = 2, feedforward: int = 4,
                  **layer_options):
         super().__init__()
-        hidden_size = layer_options.pop("hidden_size", inspect.signature(layer_cls.__init__).parameters["hidden_size"].default)
+        default_size = inspect.signature(layer_cls.__init__).parameters["hidden_size"].default
+        hidden_size = layer_options.pop("hidden_size", default_size)
         self.input_size, self.output_size = input_size, hidden_size
         self.input_proj = nn.Linear(input_size, hidden_size)
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(num_layers))
