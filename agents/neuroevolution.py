@@ -185,6 +185,11 @@ class _PolicyProblem(Problem):
         self.evaluations += len(x)
         return super().evaluate(x)
 
+    def seed(self, seed: int) -> None:
+        # EvoTorch's EvaluationActor (0.6.1) reseeds its copy of a seeded problem with problem.seed(), a method
+        # Problem does not have (it is manual_seed): without this, num_actors > 0 fails as the actors start.
+        self.manual_seed(seed)
+
 
 class DoublePoleProblem(_PolicyProblem):
     """Fitness of the double pole task (``fwp_rl.envs.double_pole``), the control steps balanced kept as
@@ -230,7 +235,8 @@ class GymProblem(_PolicyProblem):
             while running.any():
                 obs_t = torch.as_tensor(obs, device=self.policy.device).reshape(P, E, *obs.shape[1:])
                 actions, state = population.act(obs_t, state)
-                obs, reward, terminated, truncated, _ = envs.step(actions.reshape(P * E, *actions.shape[2:]).cpu().numpy())
+                flat_actions = actions.reshape(P * E, *actions.shape[2:]).cpu().numpy()
+                obs, reward, terminated, truncated, _ = envs.step(flat_actions)
                 returns += np.where(running, reward, 0.0)
                 running &= ~(terminated | truncated)
         batch.set_evals(torch.as_tensor(returns.reshape(P, E).mean(1), dtype=batch.values.dtype))
