@@ -33,9 +33,13 @@ class ChunkDecays:
 
 
 def to_chunks(x: Tensor, chunk_size: int) -> Tensor:
-    """[T, B, H, d] -> [B, H, N, C, d] (T must be a multiple of chunk_size)."""
+    """[T, B, H, d] -> [B, H, N, C, d] (T must be a multiple of chunk_size), contiguous.
+
+    Copied once here: a permuted view would be copied again by every batched product that reads it,
+    forward and backward.
+    """
     T, B, H, d = x.shape
-    return x.permute(1, 2, 0, 3).reshape(B, H, T // chunk_size, chunk_size, d)
+    return x.permute(1, 2, 0, 3).reshape(B, H, T // chunk_size, chunk_size, d).contiguous()
 
 
 def from_chunks(x: Tensor) -> Tensor:
@@ -99,25 +103,26 @@ def scan_chunks(q: Tensor, k: Tensor, u: Tensor, w: Tensor | None, decays: Chunk
     x = u - w S0 (w is None for the linear rule, whose writes do not read the state). Inputs are
     [B, H, N, C, d]; S0 [B, H, dk, dv]. Returns the outputs [B, H, N, C, dv] and the final state.
 
-    Only the state recursion runs chunk by chunk; the outputs of all chunks are then two batched
-    products, which keeps the sequential part (and its backward) to two small products per chunk.
+    Each chunk reads its incoming state inside the loop, for its writes (w S) and for its outputs
+    (D(t, 0) q S): stacking every chunk's incoming state for one batched product afterwards made an
+    [N, dk, dv] copy of the states, larger than q, k and v together at small chunks, whose gradient
+    was the slowest product of the backward.
     """
     k_end = (k * decays.to_end.unsqueeze(-1)).transpose(-1, -2)  # [B, H, N, dk, C]
     keep = decays.start_to_end[..., None, None]  # [B, h, N, 1, 1]
+    scores = (q @ k.transpose(-1, -2)) * decays.within  # [B, H, N, C, C]
+    q = q * decays.from_start.unsqueeze(-1)  # what the outputs read from the incoming state
     # unbind once: indexing chunk n inside the loop would make backward allocate a zero gradient of
     # the whole tensor for every chunk.
-    chunks = zip(k_end.unbind(2), u.unbind(2), u.unbind(2) if w is None else w.unbind(2), keep.unbind(2))
+    chunks = zip(k_end.unbind(2), u.unbind(2), (u if w is None else w).unbind(2), q.unbind(2), keep.unbind(2),
+                 scores.unbind(2))
     S = S0
-    incoming, writes = [], []  # the state entering each chunk, and what each chunk writes
-    for k_n, u_n, w_n, keep_n in chunks:
+    outs = []
+    for k_n, u_n, w_n, q_n, keep_n, scores_n in chunks:
         x = u_n if w is None else u_n - w_n @ S
-        incoming.append(S)
-        writes.append(x)
+        outs.append(q_n @ S + scores_n @ x)
         S = keep_n * S + k_n @ x
-    incoming, x = torch.stack(incoming, dim=2), torch.stack(writes, dim=2)
-    scores = (q @ k.transpose(-1, -2)) * decays.within  # [B, H, N, C, C]
-    out = (q * decays.from_start.unsqueeze(-1)) @ incoming + scores @ x
-    return out, S
+    return torch.stack(outs, dim=2), S
 
 
 def unit_lower_inverse(strict: Tensor) -> Tensor:

@@ -40,7 +40,7 @@ def delta_rule_recurrent(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, S0: Tens
 
 
 def delta_rule_chunkwise(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, S0: Tensor, starts: Tensor | None = None,
-                         log_alpha: Tensor | None = None, chunk_size: int = 32) -> tuple[Tensor, Tensor]:
+                         log_alpha: Tensor | None = None, chunk_size: int = 16) -> tuple[Tensor, Tensor]:
     """The same as ``delta_rule_recurrent``, computed in parallel within chunks of ``chunk_size`` steps.
 
     Within a chunk, the writes x_i = (what step i adds, per key k_i) solve a unit lower-triangular
