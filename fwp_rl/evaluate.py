@@ -240,18 +240,23 @@ def evaluate_checkpoint(path: str, episodes: int = 10, deterministic: bool = Fal
                  f"{' (deterministic)' if deterministic else ''}", console)
     _save_figures(checkpoint, figures, console)
     if record:
-        frames = _memory_view_frames(recording) if memory_view else recording["frames"]
-        out = Path(video_dir) / f"{config.name}{'_memory' if memory_view else ''}.mp4"
-        _write_video(out, frames, fps=30)
-        console.print(f"video: {out} ({len(frames)} frames)")
+        _episode_video(recording, Path(video_dir), config.name, memory_view, 30, console)
     return figures
 
 
-def _memory_view_frames(recording: dict, output_label: str = "p(action)", trace: bool = False) -> list:
+def _episode_video(recording: dict, video_dir: Path, name: str, memory_view: bool, fps: int, console: Console,
+                   output_label: str = "p(action)", trace: bool = False) -> None:
+    """Write the recorded episode as <video_dir>/<name>.mp4, or with ``memory_view`` its frames with the memory
+    and the outputs beside them as <name>_memory.mp4."""
     from fwp_rl.memory_view import render_memory_video
 
-    return render_memory_video(recording["frames"], recording["memories"], recording["outputs"], recording["kind"],
-                               recording["names"], output_label, trace)
+    frames = recording["frames"]
+    if memory_view:
+        frames = render_memory_video(frames, recording["memories"], recording["outputs"], recording["kind"],
+                                     recording["names"], output_label, trace)
+    out = video_dir / f"{name}{'_memory' if memory_view else ''}.mp4"
+    _write_video(out, frames, fps)
+    console.print(f"video: {out} ({len(frames)} frames)")
 
 
 def _save_figures(checkpoint: Path, figures: dict, console: Console) -> None:
@@ -280,9 +285,6 @@ def _evaluate_double_pole(config, policy, checkpoint: Path, video_dir, memory_vi
     if video_dir is not None:
         recording = double_pole_episode(policy, env, video_steps)
         # o is the force: 0 pushes with -10 N, 1 with +10 N, 0.5 (dashed) not at all.
-        frames = (_memory_view_frames(recording, "output o (force)", trace=True) if memory_view
-                  else recording["frames"])
-        out = Path(video_dir) / f"{config.name}{'_memory' if memory_view else ''}.mp4"
-        _write_video(out, frames, fps=double_pole.DoublePoleEnv.metadata["render_fps"])
-        console.print(f"video: {out} ({len(frames)} frames)")
+        _episode_video(recording, Path(video_dir), config.name, memory_view,
+                       double_pole.DoublePoleEnv.metadata["render_fps"], console, "output o (force)", trace=True)
     return figures
