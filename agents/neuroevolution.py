@@ -20,6 +20,7 @@ import math
 import signal
 import time
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -73,8 +74,9 @@ class EnvConfig:
 class SearchConfig:
     """algorithm: one of ALGORITHMS. popsize: None for the algorithm's default (CMA-ES, SNES, XNES).
     stdev_init: initial search spread. init_bound: first centres / populations are drawn from
-    [-init_bound, init_bound]. options: more keyword arguments of the EvoTorch class. Stops at
-    max_evaluations, at max_generations, when a Gymnasium population's best reaches target, or when
+    [-init_bound, init_bound]. options: more keyword arguments of the EvoTorch class. Stops after the
+    generation in which the evaluations reach max_evaluations (whole generations: a run can make up to
+    popsize - 1 more), at max_generations, when a Gymnasium population's best reaches target, or when
     the double pole task is solved."""
 
     algorithm: str = "cmaes"
@@ -448,12 +450,19 @@ def checkpoint_payload(config: NeuroevolutionConfig, policy: RecurrentPolicy, fl
             "flat_params": flat_params.detach().cpu(), **info}
 
 
+def quiet_evotorch() -> None:
+    """Keep EvoTorch's messages out of the progress display: its logger announces every problem it makes at
+    INFO, and its CMA-ES copies its starting centre with torch.tensor(tensor), which torch warns about."""
+    logging.getLogger("evotorch").setLevel(logging.WARNING)  # importing EvoTorch (above) set it to INFO
+    warnings.filterwarnings("ignore", "To copy construct from a tensor", UserWarning, "evotorch")
+
+
 def train(config: NeuroevolutionConfig, console: Console | None = None) -> tuple[EvolutionResult, Path]:
     """A whole run: runs/<name>/ with config.yaml, metrics.jsonl (one line per generation),
     checkpoints/latest.pt (every ``run.checkpoint_every`` generations, at the end, and when Ctrl-C stops
     the run after the generation under way), W&B when enabled; a live progress line; a summary at the end."""
     console = console or Console()
-    logging.getLogger("evotorch").setLevel(logging.WARNING)  # EvoTorch announces every problem at INFO
+    quiet_evotorch()
     policy = make_policy(config)
     run_dir = unique_run_dir(config.run.root, config.name)
     dump_yaml(config, run_dir / "config.yaml")

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
 import multiprocessing
 import platform
 import statistics
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -242,12 +240,9 @@ PUBLISHED_DOUBLE_POLE = (
 
 
 def _quiet_evotorch() -> None:
-    import evotorch  # noqa: F401  importing EvoTorch sets its logger to INFO, so the level is set after
+    from fwp_rl.agents.neuroevolution import quiet_evotorch
 
-    logging.getLogger("evotorch").setLevel(logging.WARNING)  # it announces every problem it makes at INFO
-    # EvoTorch's CMA-ES copies its starting centre with torch.tensor(tensor), which torch warns about: harmless,
-    # and printed in the middle of the progress display
-    warnings.filterwarnings("ignore", "To copy construct from a tensor", UserWarning, "evotorch")
+    quiet_evotorch()
 
 
 def _check_positive(option: str, value: int) -> None:
