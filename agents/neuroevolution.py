@@ -217,6 +217,13 @@ class GymProblem(_PolicyProblem):
         self._episode_seed = seed
         super().__init__(policy, search, seed)
 
+    def seed(self, seed: int) -> None:
+        super().seed(seed)
+        # EvoTorch seeds each Ray actor's copy with a number of its own, a few apart from the next actor's.
+        # Hashed into the first episode seed, it gives each piece of the population episode starts of its own;
+        # the run's seed, which every copy carries, would give every piece the same ones.
+        self._episode_seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
+
     def _vector_env(self, n: int) -> gym.vector.VectorEnv:
         if self._envs is None or self._envs.num_envs != n:
             if self._envs is not None:

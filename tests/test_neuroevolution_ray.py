@@ -1,5 +1,6 @@
 """Neuroevolution over EvoTorch's Ray actors (search.num_actors) on a local Ray: the actors evaluate a population
-as this process does, the run counts every evaluation, and the Gymnasium path runs there too."""
+as this process does, the run counts every evaluation, and the Gymnasium path runs there too, each piece of the
+population with episodes of its own."""
 
 from __future__ import annotations
 
@@ -80,3 +81,21 @@ def test_gymnasium_path_over_actors():
     assert result.generations == 1 and result.evaluations == 8
     # Every episode earns at least the reward of its first step.
     assert math.isfinite(result.fitness) and result.fitness >= reports[0].mean >= 1.0
+
+
+def test_gymnasium_pieces_play_episodes_of_their_own():
+    """Eight copies of one controller, four per actor, one episode each: each copy starts its own episode, so the
+    two pieces do not repeat each other's returns."""
+    config = make_config(2, env_id="CartPole-v1", core="elman", core_options=dict(hidden_size=3))
+    config.env.episodes = 1
+    policy = ne.make_policy(config)
+    g = torch.Generator().manual_seed(3)
+    flat = (policy.get_flat_parameters() + torch.randn(policy.num_flat_parameters, generator=g)).expand(8, -1)
+    problem = ne.make_problem(config, policy)
+    batch = problem.generate_batch(8)
+    batch.set_values(flat)
+    problem.evaluate(batch)
+    problem.kill_actors()
+    returns = batch.evals[:, 0]
+    assert len(set(returns.tolist())) > 1  # the controller's return depends on the start
+    assert not torch.equal(returns[:4], returns[4:])
