@@ -46,16 +46,8 @@ def test_evaluate_prints_and_writes_the_figures_of_its_episodes(recall_run, caps
 
 
 @pytest.mark.parametrize("memory_view", [False, True])
-def test_video_of_the_first_episode(recall_run, tmp_path, memory_view):
-    args = ["evaluate", str(recall_run), "--episodes", "1", "--video", str(tmp_path)]
-    assert main(args + (["--memory-view"] if memory_view else [])) == 0
-    (video,) = tmp_path.glob("*.mp4")
-    frames = imageio.mimread(video)
-    assert len(frames) == 4  # one frame per step of the 4-step episode
-    if memory_view:  # the memory panel makes the frame wider than the env's own picture (48 x 192)
-        assert frames[0].shape[1] > 192
-    else:
-        assert frames[0].shape[:2] == (48, 192)
+def test_video_of_the_first_episode(recall_run, tmp_path, memory_view, first_episode_video):
+    first_episode_video(recall_run, tmp_path, memory_view, steps=4)  # the 4-step episode
 
 
 def test_memory_images_show_each_heads_fast_weights_or_the_recurrent_state():
