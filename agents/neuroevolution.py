@@ -77,7 +77,11 @@ class SearchConfig:
     [-init_bound, init_bound]. options: more keyword arguments of the EvoTorch class. Stops after the
     generation in which the evaluations reach max_evaluations (whole generations: a run can make up to
     popsize - 1 more), at max_generations, when a Gymnasium population's best reaches target, or when
-    the double pole task is solved."""
+    the double pole task is solved. compile: the double pole rollouts (evaluations and success tests) run
+    the controller and the simulation of each control step as one program made by torch.compile
+    (``fwp_rl.envs.double_pole.closed_loop_step``): several times faster per step, after a compile of tens of
+    seconds per population size (a few seconds once torch's compile cache has it). A run with compile
+    starts by dropping what torch.compile compiled before in this process (``torch._dynamo.reset``)."""
 
     algorithm: str = "cmaes"
     popsize: int | None = None
@@ -89,6 +93,7 @@ class SearchConfig:
     target: float | None = None
     num_actors: int = 0
     device: str = "cpu"
+    compile: bool = False
 
     def validate(self, prefix: str) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -108,6 +113,14 @@ class SearchConfig:
                 raise ConfigError(f"{prefix}.{key}={getattr(self, key)!r} is not allowed: it must be > 0")
         if self.num_actors < 0:
             raise ConfigError(f"{prefix}.num_actors={self.num_actors} is not allowed: 0 (this process) or more")
+        if self.compile and self.device == "cpu":
+            from torch._inductor.cpp_builder import get_cpp_compiler
+
+            try:
+                get_cpp_compiler()
+            except RuntimeError as e:  # torch's own search: no working C++ compiler on this machine
+                raise ConfigError(f"{prefix}.compile=true needs a C++ compiler for torch.compile on the CPU ({e}); "
+                                  f"install one or set {prefix}.compile=false") from None
 
 
 @dataclass
@@ -121,6 +134,11 @@ class NeuroevolutionConfig:
     policy: PolicyConfig = field(default_factory=lambda: PolicyConfig(torso="identity", core="direct"))
     search: SearchConfig = field(default_factory=SearchConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self, prefix: str) -> None:
+        if self.search.compile and self.env.id != DOUBLE_POLE:
+            raise ConfigError(f"search.compile=true is allowed for env.id={DOUBLE_POLE!r} only (its rollouts are "
+                              f"torch programs), got env.id={self.env.id!r}")
 
 
 # ---------------------------------------------------------------------------------------------- searchers
@@ -198,11 +216,11 @@ class DoublePoleProblem(_PolicyProblem):
     extra evaluation data (the champion test needs them)."""
 
     def __init__(self, policy: RecurrentPolicy, env: double_pole.DoublePoleConfig, search: SearchConfig, seed: int):
-        self.env = env
+        self.env, self.compile = env, search.compile
         super().__init__(policy, search, seed, eval_data_length=1)
 
     def _evaluate_batch(self, batch: SolutionBatch) -> None:
-        fitness, steps = population_fitness(self.policy, batch.values, self.env)
+        fitness, steps = population_fitness(self.policy, batch.values, self.env, self.compile)
         batch.set_evals(fitness.to(batch.values.dtype), steps[:, None].to(batch.values.dtype))
 
 
@@ -252,9 +270,9 @@ class GymProblem(_PolicyProblem):
 
 
 # ---------------------------------------------------------------------------------------------- double pole
-def population_fitness(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig
-                       ) -> tuple[Tensor, Tensor]:
-    """One fitness episode per parameter vector, all in one batched rollout.
+def population_fitness(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig,
+                       compile: bool = False) -> tuple[Tensor, Tensor]:
+    """One fitness episode per parameter vector, all in one batched rollout (compile: see SearchConfig).
 
     flat_params [P, num_flat_parameters] -> (fitness [P], control steps balanced [P]), on the policy's device.
     """
@@ -267,10 +285,11 @@ def population_fitness(policy: RecurrentPolicy, flat_params: Tensor, env: double
         return actions[:, 0]
 
     with torch.no_grad():
-        return double_pole.fitness_and_steps(controller, len(flat_params), env, policy.device)
+        return double_pole.fitness_and_steps(controller, len(flat_params), env, policy.device, compile=compile)
 
 
-def generalization_score(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig) -> int:
+def generalization_score(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig,
+                         compile: bool = False) -> int:
     """How many of the 625 generalization starts one parameter vector [num_flat_parameters] balances 1,000 steps
     from, its memory fresh at each start (625 rows of one batched rollout)."""
     population = policy.population(flat_params[None])
@@ -283,11 +302,11 @@ def generalization_score(policy: RecurrentPolicy, flat_params: Tensor, env: doub
         return actions[0]
 
     with torch.no_grad():
-        return int(double_pole.generalization_test(controller, env, policy.device).sum())
+        return int(double_pole.generalization_test(controller, env, policy.device, compile=compile).sum())
 
 
 def long_balance(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig,
-                 steps: int = double_pole.MARKOV_STEPS, check_every: int = 1_000) -> int:
+                 steps: int = double_pole.MARKOV_STEPS, check_every: int = 1_000, compile: bool = False) -> int:
     """Control steps (at most ``steps``) one parameter vector balances from the standard start.
 
     Exact shortcut: every ``check_every`` steps the whole closed-loop state (the simulation and the
@@ -300,10 +319,15 @@ def long_balance(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.
     population = policy.population(flat_params[None])
     state = population.initial_state(1)
     snapshot = None
+
+    def controller(obs: Tensor) -> Tensor:
+        nonlocal state
+        actions, state = population.act(obs[None].to(policy.dtype), state)
+        return actions[0]
+
     with torch.no_grad():
         for t in range(1, steps + 1):
-            actions, state = population.act(obs[None].to(policy.dtype), state)
-            obs, alive = sim.step(actions[0])
+            obs, alive = double_pole.closed_loop_step(sim, controller, obs, compile and t > 1)
             if not bool(alive[0]):
                 return int(sim.steps[0])
             closed_loop = torch.cat([sim.state.flatten(), *(s.flatten().to(sim.state.dtype) for s in state)])
@@ -330,19 +354,20 @@ class SolutionTest:
 
 
 def champion_test(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig,
-                  episode_steps: int | None = None) -> SolutionTest:
+                  episode_steps: int | None = None, compile: bool = False) -> SolutionTest:
     """Run the success test on one parameter vector: generalization first (625 x 1,000 steps in one
     batch), then the 100,000-step test only for the non-Markov task when the generalization passed.
 
     episode_steps: the steps the vector balanced in its fitness episode, when known. A Markov fitness
     episode is the 100,000-step test itself (the same start, the same number of steps), so it is not run
     again."""
-    generalization = generalization_score(policy, flat_params, env)
+    generalization = generalization_score(policy, flat_params, env, compile)
     if env.markov and episode_steps is not None:
         return SolutionTest(balanced=episode_steps, generalization=generalization)
     if not env.markov and generalization < double_pole.GENERALIZATION_REQUIRED:
         return SolutionTest(balanced=0, generalization=generalization)
-    return SolutionTest(balanced=long_balance(policy, flat_params, env), generalization=generalization)
+    return SolutionTest(balanced=long_balance(policy, flat_params, env, compile=compile),
+                        generalization=generalization)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -403,6 +428,11 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
            should_stop: Callable[[], bool] | None = None) -> EvolutionResult:
     """Run the search of ``config`` until it stops; ``on_generation`` sees every generation's report."""
     policy = policy or make_policy(config)
+    if config.search.compile:
+        # torch.compile keeps the compiled steps of every policy it saw, and recompiles a function at most 8
+        # times; a new run's policy never meets the earlier runs' steps again, so they go (torch's compile
+        # cache makes the new compiles quick)
+        torch._dynamo.reset()
     problem = make_problem(config, policy)
     searcher = make_searcher(problem, config.search)
     env = double_pole.make_config(**config.env.options) if config.env.id == DOUBLE_POLE else None
@@ -425,7 +455,7 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
             # The success test starts from the standard start, as the fitness episode does: a champion
             # that fell within that episode cannot pass it.
             if report.champion_steps == env.episode_steps:
-                report.test = champion_test(policy, champion_params, env, report.champion_steps)
+                report.test = champion_test(policy, champion_params, env, report.champion_steps, search.compile)
                 if report.test.solved(env):
                     kept, kept_fitness, test = champion_params, best, report.test
                     report.best_ever_params = kept
@@ -439,7 +469,7 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
         if done:
             break
     if env is not None and test is None and kept is not None:
-        test = champion_test(policy, kept, env)
+        test = champion_test(policy, kept, env, compile=search.compile)
     if env is not None:
         solved = test is not None and test.solved(env)
     else:

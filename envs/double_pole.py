@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -403,6 +404,35 @@ from a fresh (reset) memory."""
 _EARLY_EXIT_EVERY = 10  # control steps between checks whether any simulation still runs (one host sync each)
 
 
+def _closed_loop_step(sim: DoublePole, controller: Controller, obs: Tensor) -> tuple[Tensor, Tensor]:
+    return sim.step(controller(obs))
+
+
+@functools.cache
+def _compiled_closed_loop_step() -> Callable:
+    # Made on first use: torch.compile's machinery is slow to import, and most runs never need it.
+    # The lru_cache-wrapped helpers it traces through make constant tensors of a device and dtype, the
+    # same on every call, so its warning that it ignores their caches is noise here.
+    warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`-wrapped function")
+    return torch.compile(_closed_loop_step, dynamic=False)
+
+
+def closed_loop_step(sim: DoublePole, controller: Controller, obs: Tensor, compile: bool = False
+                     ) -> tuple[Tensor, Tensor]:
+    """One control step of the closed loop: ``sim.step(controller(obs))`` -> (observations [N, D], alive [N]).
+
+    compile=True runs the controller's step and the simulation's as one program made by torch.compile,
+    for each shape the first time it is seen (tens of seconds on a CPU, a few from torch's compile cache
+    once this machine has made it before). The step then costs a fraction of the eager one, whose time is
+    the Python dispatch of a few hundred operations on tiny tensors. Its numbers differ from eager ones in
+    the last bits (operations are fused and reordered), so a trajectory that is chaotic can end elsewhere.
+    A controller that builds something on its first call (the policy's traced graph) must make that call
+    eagerly: the helpers below run their first step without compile.
+    """
+    step = _compiled_closed_loop_step() if compile else _closed_loop_step
+    return step(sim, controller, obs)
+
+
 class JiggleWindow:
     """The jiggle of the last ``size`` balanced states of each of N simulations.
 
@@ -427,11 +457,12 @@ class JiggleWindow:
         return self.values.sum(0)
 
 
-def _run(sim: DoublePole, controller: Controller, max_steps: int, window: JiggleWindow | None = None) -> Tensor:
+def _run(sim: DoublePole, controller: Controller, max_steps: int, window: JiggleWindow | None = None,
+         compile: bool = False) -> Tensor:
     """Step ``sim`` (already reset) with ``controller`` up to max_steps times; stops early once all failed."""
     obs = sim.observe()
     for k in range(1, check_size("max_steps", max_steps) + 1):
-        obs, alive = sim.step(controller(obs))
+        obs, alive = closed_loop_step(sim, controller, obs, compile and k > 1)
         if window is not None:
             window.record(sim.state, alive)
         if k % _EARLY_EXIT_EVERY == 0 and not bool(alive.any()):
@@ -440,16 +471,16 @@ def _run(sim: DoublePole, controller: Controller, max_steps: int, window: Jiggle
 
 
 def balance(controller: Controller, starts: int | Tensor, max_steps: int, config: DoublePoleConfig | None = None,
-            device=None, dtype: torch.dtype = torch.float64) -> Tensor:
+            device=None, dtype: torch.dtype = torch.float64, compile: bool = False) -> Tensor:
     """Control steps balanced [N] int64, at most max_steps, from ``starts`` (a number of standard starts or
-    start states [N, 6])."""
+    start states [N, 6]). compile: see ``closed_loop_step``, as in every helper below."""
     sim = DoublePole(config, device, dtype)
     sim.reset(starts)
-    return _run(sim, controller, max_steps)
+    return _run(sim, controller, max_steps, compile=compile)
 
 
 def fitness_and_steps(controller: Controller, n: int, config: DoublePoleConfig | None = None, device=None,
-                      dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+                      dtype: torch.dtype = torch.float64, compile: bool = False) -> tuple[Tensor, Tensor]:
     """One fitness episode from the standard start for each of n simulations -> (fitness [n] (dtype),
     control steps balanced [n] int64).
 
@@ -461,34 +492,34 @@ def fitness_and_steps(controller: Controller, n: int, config: DoublePoleConfig |
     sim = DoublePole(config, device, dtype)
     sim.reset(n)
     if config.markov:
-        steps = _run(sim, controller, MARKOV_STEPS)
+        steps = _run(sim, controller, MARKOV_STEPS, compile=compile)
         return steps.to(dtype), steps
     window = JiggleWindow(sim.state, config.fitness_window)
-    steps = _run(sim, controller, NONMARKOV_STEPS, window)
+    steps = _run(sim, controller, NONMARKOV_STEPS, window, compile)
     return damping_fitness(steps, window.total()), steps
 
 
 def fitness(controller: Controller, n: int, config: DoublePoleConfig | None = None, device=None,
-            dtype: torch.dtype = torch.float64) -> Tensor:
+            dtype: torch.dtype = torch.float64, compile: bool = False) -> Tensor:
     """The fitness [n] of ``fitness_and_steps``."""
-    return fitness_and_steps(controller, n, config, device, dtype)[0]
+    return fitness_and_steps(controller, n, config, device, dtype, compile)[0]
 
 
 def long_test(controller: Controller, n: int = 1, config: DoublePoleConfig | None = None, device=None,
-              dtype: torch.dtype = torch.float64, steps: int = MARKOV_STEPS) -> Tensor:
+              dtype: torch.dtype = torch.float64, steps: int = MARKOV_STEPS, compile: bool = False) -> Tensor:
     """[n] bool: balanced ``steps`` (100,000) control steps from the standard start."""
-    return balance(controller, n, steps, config, device, dtype) == steps
+    return balance(controller, n, steps, config, device, dtype, compile) == steps
 
 
 def generalization_test(controller: Controller, config: DoublePoleConfig | None = None, device=None,
-                        dtype: torch.dtype = torch.float64) -> Tensor:
+                        dtype: torch.dtype = torch.float64, compile: bool = False) -> Tensor:
     """[625] bool: balanced 1,000 steps from each generalization start (``generalization_starts``).
 
     The controller sees observations [625, D], one row per start, so each start begins with fresh memory.
     The non-Markov task is solved by a champion that passes ``long_test`` and at least 200 of these.
     """
     starts = generalization_starts(device, dtype)
-    return balance(controller, starts, GENERALIZATION_STEPS, config, device, dtype) == GENERALIZATION_STEPS
+    return balance(controller, starts, GENERALIZATION_STEPS, config, device, dtype, compile) == GENERALIZATION_STEPS
 
 
 # ---------------------------------------------------------------------------------------------- rendering

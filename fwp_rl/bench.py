@@ -261,9 +261,11 @@ def double_pole_config_paths(paths: list[str] | None = None) -> list[str]:
     return found
 
 
-def load_double_pole_config(path: str, task: str, seed: int, max_evaluations: int | None = None):
+def load_double_pole_config(path: str, task: str, seed: int, max_evaluations: int | None = None,
+                            compile: bool = False):
     """The config of one bench run: the file at ``path`` with env.options.task, seed and (when given)
-    search.max_evaluations overridden. ConfigError unless the file is a neuroevolution double pole config."""
+    search.max_evaluations overridden, and search.compile set when ``compile``. ConfigError unless the file is a
+    neuroevolution double pole config."""
     from fwp_rl.agents.neuroevolution import DOUBLE_POLE
     from fwp_rl.cli import load_config
     from fwp_rl.config import load_yaml
@@ -279,6 +281,8 @@ def load_double_pole_config(path: str, task: str, seed: int, max_evaluations: in
     overrides = [f"env.options.task={task}", f"seed={seed}"]
     if max_evaluations is not None:
         overrides.append(f"search.max_evaluations={max_evaluations}")
+    if compile:
+        overrides.append("search.compile=true")
     try:
         return load_config(path, overrides)
     except ConfigError as e:
@@ -344,11 +348,12 @@ def _run_in_workers(jobs: list[tuple], parallel: int, advance) -> list[DoublePol
 
 
 def bench_double_pole(config_paths: list[str], tasks=("markov", "nonmarkov"), seeds: int = 50,
-                      max_evaluations: int | None = None, parallel: int = 1, console: Console | None = None
-                      ) -> list[DoublePoleRun]:
+                      max_evaluations: int | None = None, parallel: int = 1, console: Console | None = None,
+                      compile: bool = False) -> list[DoublePoleRun]:
     """Seeds 0 .. seeds - 1 of every config at ``config_paths`` on every task, each one ``evolve`` that stops when
-    solved or at search.max_evaluations (``max_evaluations`` overrides it); ``parallel`` runs at a time in
-    worker processes of one torch thread each. Every config is loaded and checked before the first run starts.
+    solved or at search.max_evaluations (``max_evaluations`` overrides it; ``compile`` sets search.compile);
+    ``parallel`` runs at a time in worker processes of one torch thread each. Every config is loaded and checked
+    before the first run starts.
     Returns the runs in the order config, task, seed."""
     from fwp_rl.envs.double_pole import TASKS
 
@@ -360,7 +365,7 @@ def bench_double_pole(config_paths: list[str], tasks=("markov", "nonmarkov"), se
     _check_positive("--parallel", parallel)
     if max_evaluations is not None:
         _check_positive("--max-evaluations", max_evaluations)
-    jobs = [(str(path), load_double_pole_config(str(path), task, seed, max_evaluations))
+    jobs = [(str(path), load_double_pole_config(str(path), task, seed, max_evaluations, compile))
             for path in config_paths for task in dict.fromkeys(tasks) for seed in range(seeds)]
     _quiet_evotorch()
     columns = [TextColumn("[bold]double pole runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
@@ -491,14 +496,14 @@ def balancing_controller() -> tuple[Tensor, ...]:
     return tuple(torch.from_numpy(w) for w in (W_ih, W_hh, np.zeros(hidden), np.zeros(hidden), W_out, np.zeros(1)))
 
 
-def _balancing_config(device: str):
+def _balancing_config(device: str, compile: bool = False):
     from fwp_rl.agents.neuroevolution import EnvConfig, NeuroevolutionConfig, SearchConfig
     from fwp_rl.config import PolicyConfig
 
     policy = PolicyConfig(torso="identity", core="elman", core_options={"hidden_size": BALANCING_HIDDEN},
                           action_squash=True)
     return NeuroevolutionConfig(env=EnvConfig(options={"task": "nonmarkov"}), policy=policy,
-                                search=SearchConfig(device=device))
+                                search=SearchConfig(device=device, compile=compile))
 
 
 def balancing_policy(device: str = "cpu"):
@@ -522,13 +527,13 @@ class _Squash(nn.Module):
         return (torch.tanh(x) + 1) / 2
 
 
-def _our_evaluation(popsize: int, device: str):
+def _our_evaluation(popsize: int, device: str, compile: bool):
     """() -> (control steps simulated, seconds) of one DoublePoleProblem evaluation of the population."""
     from fwp_rl.agents.neuroevolution import make_problem
     from fwp_rl.envs.double_pole import NONMARKOV_STEPS
 
     policy = balancing_policy(device)
-    problem = make_problem(_balancing_config(device), policy)
+    problem = make_problem(_balancing_config(device, compile), policy)
     values = policy.get_flat_parameters().repeat(popsize, 1)
     dev = torch.device(device)
 
@@ -573,11 +578,12 @@ def _vecgymne_evaluation(popsize: int):
     return evaluate, values.shape[1]
 
 
-def bench_double_pole_throughput(popsize: int = 64, repeats: int = 3, devices: list[str] | None = None
-                                 ) -> list[dict]:
+def bench_double_pole_throughput(popsize: int = 64, repeats: int = 3, devices: list[str] | None = None,
+                                 compile: bool = False) -> list[dict]:
     """Simulated control steps per second of one population evaluation on the non-Markov task: ours
-    (DoublePoleProblem) on each of ``devices`` (default: the CPU, and CUDA when there is one) against EvoTorch's
-    VecGymNE on the CPU, both on ``popsize`` copies of ``balancing_controller`` (see the comment above it).
+    (DoublePoleProblem) on each of ``devices`` (default: the CPU, and CUDA when there is one; with ``compile``,
+    eager and compiled, ``SearchConfig.compile``) against EvoTorch's VecGymNE on the CPU, all on ``popsize``
+    copies of ``balancing_controller`` (see the comment above it).
 
     Each side counts the steps it simulated (VecGymNE: its interaction count; ours: the steps balanced, plus
     the failing one of a candidate that fell). After one warm-up evaluation each, the ``repeats`` evaluations
@@ -588,9 +594,10 @@ def bench_double_pole_throughput(popsize: int = 64, repeats: int = 3, devices: l
     if devices is None:
         devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     sides = []  # (row, evaluate)
-    for device in devices:
-        evaluate, weights = _our_evaluation(popsize, device)
-        sides.append((dict(side="fwp-rl DoublePoleProblem", device=device, weights=weights,
+    for device, compiled in ((d, c) for d in devices for c in (False, True)[:1 + compile]):
+        evaluate, weights = _our_evaluation(popsize, device, compiled)
+        sides.append((dict(side="fwp-rl DoublePoleProblem" + (", compiled" if compiled else ""), device=device,
+                           weights=weights,
                            evaluation="one batched rollout of the torch simulator for the whole population",
                            network="RecurrentPolicy: identity torso, elman core (6 units), linear actor, "
                                    "action_squash"), evaluate))
@@ -600,7 +607,7 @@ def bench_double_pole_throughput(popsize: int = 64, repeats: int = 3, devices: l
                                   "SyncVectorEnv",
                        network="MultiLayered(RNN(4, 6), Linear(6, 1), (tanh + 1) / 2)"), evaluate))
     for _, evaluate in sides:
-        evaluate()  # warm-up: our population step is traced once per shapes, VecGymNE makes its envs
+        evaluate()  # warm-up: our population step is traced (and compiled) once per shapes, VecGymNE makes its envs
     measured: list[list[tuple[int, float]]] = [[] for _ in sides]
     for _ in range(repeats):
         for (_, evaluate), times in zip(sides, measured):
@@ -640,7 +647,7 @@ def run_double_pole_bench(args, console: Console | None = None) -> None:
     figures = {}
     if args.only != "throughput":
         runs = bench_double_pole(double_pole_config_paths(args.configs), args.tasks, args.seeds,
-                                 args.max_evaluations, args.parallel, console)
+                                 args.max_evaluations, args.parallel, console, args.compile)
         rows = summarize_double_pole(runs)
         workers = "" if args.parallel == 1 else f"; {args.parallel} worker processes of 1 thread"
         print_double_pole_table(rows, f"fwp-rl bench double-pole: seeds 0 to {args.seeds - 1} of each config and "
@@ -648,7 +655,7 @@ def run_double_pole_bench(args, console: Console | None = None) -> None:
         print_published_comparison(rows, console)
         figures.update(runs=[{k: v for k, v in asdict(r).items() if k != "flat_params"} for r in runs], rows=rows)
     if args.only != "success":
-        rows = bench_double_pole_throughput(args.popsize, args.repeats)
+        rows = bench_double_pole_throughput(args.popsize, args.repeats, compile=args.compile)
         machines = "; ".join(dict.fromkeys(machine_description(torch.device(r["device"])) for r in rows))
         print_throughput_table(rows, f"Simulated steps per second of one population evaluation ({args.popsize} "
                                      f"candidates), median of {args.repeats}; {machines}", console)

@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="timed evaluations per side in the steps/s comparison; the median is shown")
     double_pole.add_argument("--only", choices=("success", "throughput"), default=None,
                              help="run only the success table or only the steps/s comparison")
+    double_pole.add_argument("--compile", action="store_true",
+                             help="set search.compile in every run (torch.compile fuses each control step), and "
+                                  "time our evaluation compiled too in the steps/s comparison")
     double_pole.add_argument("--json", default=None, help="also write the runs, rows and speeds to this JSON file")
 
     train = commands.add_parser("train", help="train from a YAML config")

@@ -274,8 +274,10 @@ def _evaluate_double_pole(config, policy, checkpoint: Path, video_dir, memory_vi
 
     env = double_pole.make_config(**config.env.options)
     flat = policy.get_flat_parameters()
-    fitness, steps = neuroevolution.population_fitness(policy, flat[None], env)
-    test = neuroevolution.champion_test(policy, flat, env)
+    # the rollouts of the run (compiled or eager), whose last bits a chaotic trajectory can depend on
+    compile = config.search.compile
+    fitness, steps = neuroevolution.population_fitness(policy, flat[None], env, compile)
+    test = neuroevolution.champion_test(policy, flat, env, compile=compile)
     figures = {"checkpoint": str(checkpoint), "task": env.task, "fitness": float(fitness[0]),
                "fitness_episode_steps": int(steps[0]), "balanced_of_100000": test.balanced,
                "generalization_of_625": test.generalization, "solved": test.solved(env)}

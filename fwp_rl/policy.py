@@ -337,8 +337,10 @@ class PolicyPopulation:
     That forward is traced once per shape into a flat graph of the batched tensor operations it runs
     (``make_fx``), kept by the policy, and each ``act`` runs the graph. Evolved controllers are tiny, so a
     step's cost is the Python around its operations: vmap and functional_call cost several times the
-    operations themselves, and torch.compile, which would fuse them, takes tens of seconds to compile on a
-    CPU, longer than a whole double pole run. The graph computes exactly what the eager forward computes.
+    operations themselves. The graph computes exactly what the eager forward computes. Fusing its
+    operations too is torch.compile's job: the double pole rollouts can compile each control step, this
+    graph and the simulation together (``SearchConfig.compile``), which pays once a run is long enough to
+    earn back tens of seconds of compiling.
     """
 
     def __init__(self, policy: RecurrentPolicy, flat_params: Tensor):

@@ -3,6 +3,8 @@ directory and CLI, and the errors a user sees."""
 
 from __future__ import annotations
 
+import shutil
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -54,6 +56,22 @@ def test_population_fitness_equals_one_by_one(core):
         expected_fitness, expected_steps = one_by_one_fitness(policy, flat[p], NONMARKOV)
         assert int(steps[p]) == int(expected_steps)
         torch.testing.assert_close(fitness[p], expected_fitness, rtol=1e-12, atol=0)
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="torch.compile needs a C++ compiler on the CPU")
+def test_compiled_rollouts_equal_the_eager_ones():
+    """search.compile: the fused step gives the eager results on episodes short enough that its reordered
+    arithmetic cannot change how they end (a few tens of steps of random controllers)."""
+    policy = ne.make_policy(make_config("delta"))
+    g = torch.Generator().manual_seed(4)
+    flat = policy.get_flat_parameters() + 0.5 * torch.randn(5, policy.num_flat_parameters, generator=g)
+    eager = ne.population_fitness(policy, flat, NONMARKOV)
+    compiled = ne.population_fitness(policy, flat, NONMARKOV, compile=True)
+    assert torch.equal(compiled[1], eager[1]) and int(eager[1].max()) > 1
+    torch.testing.assert_close(compiled[0], eager[0], rtol=1e-9, atol=0)
+    best = flat[int(eager[1].argmax())]
+    assert ne.long_balance(policy, best, NONMARKOV, steps=5_000, compile=True) == int(eager[1].max())
 
 
 def test_long_balance_reports_the_failing_step():
@@ -126,6 +144,8 @@ def test_cartpole_target_stops_the_search():
     ({"env": {"options": {"task": "hard"}}}, r"env.options: task='hard' is not allowed"),
     ({"env": {"options": {"gravity": 1}}}, r"env.options: 'gravity' is not a field of DoublePoleConfig"),
     ({"learner": "sgd"}, r"learner"),
+    ({"env": {"id": "CartPole-v1"}, "search": {"compile": True}},
+     r"search.compile=true is allowed for env.id='double_pole' only .* got env.id='CartPole-v1'"),
 ])
 def test_config_errors_name_the_key_and_what_is_allowed(data, message):
     with pytest.raises(ConfigError, match=message):
