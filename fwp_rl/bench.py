@@ -594,11 +594,14 @@ def bench_double_pole_throughput(popsize: int = 64, repeats: int = 3, devices: l
     if devices is None:
         devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     sides = []  # (row, evaluate)
-    for device, compiled in ((d, c) for d in devices for c in (False, True)[:1 + compile]):
+    variants = (False, True) if compile else (False,)  # eager, then compiled
+    for device, compiled in ((d, c) for d in devices for c in variants):
         evaluate, weights = _our_evaluation(popsize, device, compiled)
         sides.append((dict(side="fwp-rl DoublePoleProblem" + (", compiled" if compiled else ""), device=device,
                            weights=weights,
-                           evaluation="one batched rollout of the torch simulator for the whole population",
+                           evaluation="one batched rollout of the torch simulator for the whole population"
+                                      + (", each control step one torch.compile program (search.compile)"
+                                         if compiled else ""),
                            network="RecurrentPolicy: identity torso, elman core (6 units), linear actor, "
                                    "action_squash"), evaluate))
     evaluate, weights = _vecgymne_evaluation(popsize)

@@ -4,6 +4,7 @@ worker processes equal to runs in this one, the steps/s comparison with EvoTorch
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 
 import pytest
@@ -96,15 +97,20 @@ def test_runs_in_worker_processes_equal_runs_in_this_one(tmp_path):
         assert a.flat_params.equal(b.flat_params)
 
 
-def test_steps_per_second_against_vecgymne():
-    rows = bench.bench_double_pole_throughput(popsize=1, repeats=1, devices=["cpu"])
-    assert [r["side"] for r in rows] == ["fwp-rl DoublePoleProblem", "EvoTorch VecGymNE"]
-    ours, theirs = rows
-    # both evaluate the same controller with the same 79 weights, which balances every one of the 1,000 steps
-    assert ours["weights"] == theirs["weights"] == 79
-    assert ours["steps"] == theirs["steps"] == double_pole.NONMARKOV_STEPS
-    assert ours["steps_per_second"] > 0 and theirs["steps_per_second"] > 0 and theirs["vs_vecgymne"] == 1.0
-    assert ours["vs_vecgymne"] == pytest.approx(ours["steps_per_second"] / theirs["steps_per_second"])
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile needs a C++ compiler"))])
+def test_steps_per_second_against_vecgymne(compile):
+    rows = bench.bench_double_pole_throughput(popsize=1, repeats=1, devices=["cpu"], compile=compile)
+    ours = ["fwp-rl DoublePoleProblem"] + ["fwp-rl DoublePoleProblem, compiled"] * compile
+    assert [r["side"] for r in rows] == [*ours, "EvoTorch VecGymNE"]
+    *ours, theirs = rows
+    # all evaluate the same controller with the same 79 weights, which balances every one of the 1,000 steps
+    for row in ours:
+        assert row["weights"] == theirs["weights"] == 79
+        assert row["steps"] == theirs["steps"] == double_pole.NONMARKOV_STEPS
+        assert row["steps_per_second"] > 0 and row["vs_vecgymne"] == pytest.approx(
+            row["steps_per_second"] / theirs["steps_per_second"])
+    assert theirs["steps_per_second"] > 0 and theirs["vs_vecgymne"] == 1.0
 
 
 def test_cli_prints_ours_beside_the_published_table(tmp_path, capsys):
