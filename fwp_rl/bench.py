@@ -647,12 +647,20 @@ def run_double_pole_bench(args, console: Console | None = None) -> None:
     console = console or Console()
     _check_positive("--popsize", args.popsize)  # checked before hours of runs, not after them
     _check_positive("--repeats", args.repeats)
+    if args.compile:  # the C++ compiler torch.compile needs, checked before any run
+        from fwp_rl.agents.neuroevolution import SearchConfig
+
+        try:
+            SearchConfig(compile=True).validate("search")
+        except ConfigError as e:
+            raise ConfigError(f"--compile: {e}") from None
     figures = {}
     if args.only != "throughput":
         runs = bench_double_pole(double_pole_config_paths(args.configs), args.tasks, args.seeds,
                                  args.max_evaluations, args.parallel, console, args.compile)
         rows = summarize_double_pole(runs)
         workers = "" if args.parallel == 1 else f"; {args.parallel} worker processes of 1 thread"
+        workers += "; search.compile" if args.compile else ""
         print_double_pole_table(rows, f"fwp-rl bench double-pole: seeds 0 to {args.seeds - 1} of each config and "
                                       f"task{workers}; {machine_description(torch.device('cpu'))}", console)
         print_published_comparison(rows, console)
