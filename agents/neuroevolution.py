@@ -113,14 +113,10 @@ class SearchConfig:
                 raise ConfigError(f"{prefix}.{key}={getattr(self, key)!r} is not allowed: it must be > 0")
         if self.num_actors < 0:
             raise ConfigError(f"{prefix}.num_actors={self.num_actors} is not allowed: 0 (this process) or more")
-        if self.compile and self.device == "cpu":
-            from torch._inductor.cpp_builder import get_cpp_compiler
-
-            try:
-                get_cpp_compiler()
-            except RuntimeError as e:  # torch's own search: no working C++ compiler on this machine
-                raise ConfigError(f"{prefix}.compile=true needs a C++ compiler for torch.compile on the CPU ({e}); "
-                                  f"install one or set {prefix}.compile=false") from None
+        unavailable = self.compile and double_pole.compile_unavailable(self.device)
+        if unavailable:
+            raise ConfigError(f"{prefix}.compile=true is not possible here: {unavailable}; install one or set "
+                              f"{prefix}.compile=false")
 
 
 @dataclass

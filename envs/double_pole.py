@@ -417,6 +417,20 @@ def _compiled_closed_loop_step() -> Callable:
     return torch.compile(_closed_loop_step, dynamic=False)
 
 
+def compile_unavailable(device: str | torch.device) -> str | None:
+    """Why ``closed_loop_step(..., compile=True)`` cannot run on ``device`` (torch.compile on the CPU needs a C++
+    compiler: torch's own search for one), or None when it can."""
+    if torch.device(device).type != "cpu":
+        return None
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    try:
+        get_cpp_compiler()
+    except RuntimeError as e:
+        return f"torch.compile on the CPU needs a C++ compiler ({e})"
+    return None
+
+
 def closed_loop_step(sim: DoublePole, controller: Controller, obs: Tensor, compile: bool = False
                      ) -> tuple[Tensor, Tensor]:
     """One control step of the closed loop: ``sim.step(controller(obs))`` -> (observations [N, D], alive [N]).

@@ -647,13 +647,12 @@ def run_double_pole_bench(args, console: Console | None = None) -> None:
     console = console or Console()
     _check_positive("--popsize", args.popsize)  # checked before hours of runs, not after them
     _check_positive("--repeats", args.repeats)
-    if args.compile:  # the C++ compiler torch.compile needs, checked before any run
-        from fwp_rl.agents.neuroevolution import SearchConfig
+    if args.compile:  # checked before any run
+        from fwp_rl.envs.double_pole import compile_unavailable
 
-        try:
-            SearchConfig(compile=True).validate("search")
-        except ConfigError as e:
-            raise ConfigError(f"--compile: {e}") from None
+        unavailable = compile_unavailable("cpu")
+        if unavailable:
+            raise ConfigError(f"--compile is not possible here: {unavailable}")
     figures = {}
     if args.only != "throughput":
         runs = bench_double_pole(double_pole_config_paths(args.configs), args.tasks, args.seeds,

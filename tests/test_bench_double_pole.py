@@ -4,7 +4,6 @@ worker processes equal to runs in this one, the steps/s comparison with EvoTorch
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 
 import pytest
@@ -98,7 +97,7 @@ def test_runs_in_worker_processes_equal_runs_in_this_one(tmp_path):
 
 
 @pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.skipif(
-    shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile needs a C++ compiler"))])
+    double_pole.compile_unavailable("cpu") is not None, reason="torch.compile cannot run here"))])
 def test_steps_per_second_against_vecgymne(compile):
     rows = bench.bench_double_pole_throughput(popsize=1, repeats=1, devices=["cpu"], compile=compile)
     ours = ["fwp-rl DoublePoleProblem"] + ["fwp-rl DoublePoleProblem, compiled"] * compile

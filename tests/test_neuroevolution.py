@@ -3,8 +3,6 @@ directory and CLI, and the errors a user sees."""
 
 from __future__ import annotations
 
-import shutil
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -58,8 +56,7 @@ def test_population_fitness_equals_one_by_one(core):
         torch.testing.assert_close(fitness[p], expected_fitness, rtol=1e-12, atol=0)
 
 
-@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
-                    reason="torch.compile needs a C++ compiler on the CPU")
+@pytest.mark.skipif(double_pole.compile_unavailable("cpu") is not None, reason="torch.compile cannot run here")
 def test_compiled_rollouts_equal_the_eager_ones():
     """search.compile: the fused step gives the eager results on episodes short enough that its reordered
     arithmetic cannot change how they end (a few tens of steps of random controllers)."""
