@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import signal
 import time
 import typing
 import warnings
@@ -32,12 +31,12 @@ from evotorch import Problem, SolutionBatch
 from evotorch.algorithms import CEM, CMAES, PGPE, SNES, XNES, Cosyne, GeneticAlgorithm
 from evotorch.operators import GaussianMutation, SimulatedBinaryCrossOver
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 
 from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, dump_yaml, to_dict
 from fwp_rl.envs import double_pole
 from fwp_rl.policy import RecurrentPolicy
+from fwp_rl.progress import StopOnInterrupt, run_progress
 from fwp_rl.runs import MetricsLog, save_checkpoint, start_wandb, unique_run_dir
 
 DOUBLE_POLE = "double_pole"
@@ -505,17 +504,7 @@ def train(config: NeuroevolutionConfig, console: Console | None = None) -> tuple
                             [config.policy.core, config.search.algorithm, "neuroevolution"], to_dict(config))
     metrics = MetricsLog(run_dir / "metrics.jsonl", wandb_run)
     latest = run_dir / "checkpoints" / "latest.pt"
-    stop = {"requested": False}
-
-    def request_stop(signum, frame):
-        if stop["requested"]:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        stop["requested"] = True
-        console.print("[yellow]stopping after this generation (Ctrl-C again to stop at once)[/yellow]")
-
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f} evaluations"),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=False) as progress:
+    with run_progress(console, "evaluations") as progress:
         task = progress.add_task(config.name, total=config.search.max_evaluations, status="")
 
         def on_generation(r: GenerationReport) -> None:
@@ -532,11 +521,10 @@ def train(config: NeuroevolutionConfig, console: Console | None = None) -> tuple
                 save_checkpoint(latest, checkpoint_payload(config, policy, r.best_ever_params,
                                                            generation=r.generation, evaluations=r.evaluations))
 
-        previous = signal.signal(signal.SIGINT, request_stop)
         try:
-            result = evolve(config, policy, on_generation, should_stop=lambda: stop["requested"])
+            with StopOnInterrupt(console, "after this generation") as stop:
+                result = evolve(config, policy, on_generation, should_stop=lambda: stop.requested)
         finally:
-            signal.signal(signal.SIGINT, previous)
             metrics.close()
     test = result.test
     save_checkpoint(latest, checkpoint_payload(

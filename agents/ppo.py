@@ -17,7 +17,6 @@ Weights & Biases, Ctrl-C that saves, and ``--resume``.
 
 from __future__ import annotations
 
-import signal
 import time
 import typing
 from dataclasses import dataclass, field
@@ -26,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
 
 from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, dump_yaml, to_dict
 from fwp_rl.cores import State
 from fwp_rl.envs.vector import VectorEnvConfig, make_vector_env
 from fwp_rl.policy import RecurrentPolicy
+from fwp_rl.progress import StopOnInterrupt, run_progress
 from fwp_rl.runs import CheckpointError, MetricsLog, load_checkpoint, save_checkpoint, start_wandb, unique_run_dir
 
 
@@ -382,40 +381,29 @@ def train(config: PPOConfig, resume: str | Path | None = None, console: Console 
                             run_id=None if payload is None else payload.get("wandb_id"))
     wandb_id = None if wandb_run is None else wandb_run.id
     # Metrics logged after the checkpoint a resumed run starts from are dropped: they get logged again.
-    metrics = MetricsLog(run_dir / "metrics.jsonl", wandb_run, 
+    metrics = MetricsLog(run_dir / "metrics.jsonl", wandb_run,
                          keep_until=None if payload is None else trainer.global_step)
     latest = run_dir / "checkpoints" / "latest.pt"
-    stop = {"requested": False}
-
-    def request_stop(signum, frame):
-        if stop["requested"]:
-            raise KeyboardInterrupt
-        stop["requested"] = True
-        console.print("[yellow]stopping after this update (Ctrl-C again to stop at once)[/yellow]")
-
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f} steps"),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
     total = config.num_updates * config.steps_per_update
     recent: list[float] = []
-    previous = signal.signal(signal.SIGINT, request_stop)
     try:
-        with Progress(*columns, console=console) as progress:
-            task = progress.add_task(config.name, total=total, completed=trainer.global_step, status="")
-            while trainer.update_index < config.num_updates and not stop["requested"]:
-                figures = trainer.update()
-                metrics.log(trainer.global_step, update=trainer.update_index, **figures)
-                if "episodic_return" in figures:
-                    recent = (recent + [figures["episodic_return"]])[-10:]
-                status = f"{figures['steps_per_second']:,.0f} steps/s"
-                if recent:
-                    status += f"  return {np.mean(recent):.4g}"
-                progress.update(task, completed=trainer.global_step, status=status)
-                if trainer.update_index % config.run.checkpoint_every == 0:
-                    save_checkpoint(latest, checkpoint_payload(config, trainer, wandb_id))
-        # Only here, after a whole update: an exception inside one leaves the last checkpoint as it was.
-        save_checkpoint(latest, checkpoint_payload(config, trainer, wandb_id))
+        with StopOnInterrupt(console, "after this update") as stop:
+            with run_progress(console, "steps") as progress:
+                task = progress.add_task(config.name, total=total, completed=trainer.global_step, status="")
+                while trainer.update_index < config.num_updates and not stop.requested:
+                    figures = trainer.update()
+                    metrics.log(trainer.global_step, update=trainer.update_index, **figures)
+                    if "episodic_return" in figures:
+                        recent = (recent + [figures["episodic_return"]])[-10:]
+                    status = f"{figures['steps_per_second']:,.0f} steps/s"
+                    if recent:
+                        status += f"  return {np.mean(recent):.4g}"
+                    progress.update(task, completed=trainer.global_step, status=status)
+                    if trainer.update_index % config.run.checkpoint_every == 0:
+                        save_checkpoint(latest, checkpoint_payload(config, trainer, wandb_id))
+            # Only here, after a whole update: an exception inside one leaves the last checkpoint as it was.
+            save_checkpoint(latest, checkpoint_payload(config, trainer, wandb_id))
     finally:
-        signal.signal(signal.SIGINT, previous)
         metrics.close()
         trainer.close()
     console.print(f"run directory: {run_dir}")

@@ -83,7 +83,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import random
-import signal
 import time
 import typing
 import zipfile
@@ -97,7 +96,6 @@ import numpy as np
 import torch
 from ale_py.registration import rom_id_to_name
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_atari_env, make_vec_env
@@ -106,6 +104,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 from fwp_rl.agents.ppo import PPOHyperparameters, resolve_device
 from fwp_rl.config import ConfigError, RunConfig, dump_yaml, to_dict
 from fwp_rl.envs.vector import Envs, Episode, Step, VectorEnvConfig
+from fwp_rl.progress import StopOnInterrupt, run_progress
 from fwp_rl.runs import CheckpointError, MetricsLog, load_checkpoint, save_checkpoint, start_wandb, unique_run_dir
 
 gym.register_envs(ale_py)
@@ -378,11 +377,11 @@ class UpdateCallback(BaseCallback):
 
     SB3 calls on_rollout_end before it learns, so an update is reported at the start of the next rollout
     (or at the end of training): ``on_update(figures)`` with the learning phase's losses, the timings and
-    the episodes that ended in the rollout. Once ``stop["requested"]``, the next rollout ends at its first
+    the episodes that ended in the rollout. Once ``stop.requested``, the next rollout ends at its first
     step: its one env step is not counted in any report or checkpoint.
     """
 
-    def __init__(self, on_update: Callable[[dict], None], stop: dict):
+    def __init__(self, on_update: Callable[[dict], None], stop: StopOnInterrupt):
         super().__init__()
         self.on_update, self.stop = on_update, stop
         self._rollout_start = self._learn_start = None
@@ -396,7 +395,7 @@ class UpdateCallback(BaseCallback):
     def _on_rollout_start(self) -> None:
         if self._learn_start is not None:
             self._report()
-        self._stopping = self.stop["requested"]
+        self._stopping = self.stop.requested
         self._rollout_start = time.perf_counter()
 
     def _on_step(self) -> bool:
@@ -470,22 +469,11 @@ def train(config: SB3Config, resume: str | Path | None = None, console: Console 
     metrics = MetricsLog(run_dir / "metrics.jsonl", wandb_run,
                          keep_until=None if payload is None else model.num_timesteps)
     latest = run_dir / "checkpoints" / "latest.pt"
-    stop = {"requested": False}
     done = {"update": 0 if payload is None else int(payload["update"])}
     recent: list[float] = []
-
-    def request_stop(signum, frame):
-        if stop["requested"]:
-            raise KeyboardInterrupt
-        stop["requested"] = True
-        console.print("[yellow]stopping after this update (Ctrl-C again to stop at once)[/yellow]")
-
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f} steps"),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
     total = config.num_updates * config.steps_per_update
-    previous = signal.signal(signal.SIGINT, request_stop)
     try:
-        with Progress(*columns, console=console) as progress:
+        with StopOnInterrupt(console, "after this update") as stop, run_progress(console, "steps") as progress:
             task = progress.add_task(config.name, total=total, completed=model.num_timesteps, status="")
 
             def on_update(figures: dict) -> None:
@@ -499,7 +487,7 @@ def train(config: SB3Config, resume: str | Path | None = None, console: Console 
                     status += f"  return {np.mean(recent):.4g}"
                 progress.update(task, completed=model.num_timesteps, status=status)
                 if (update % config.run.checkpoint_every == 0 or update == config.num_updates
-                        or stop["requested"]):
+                        or stop.requested):
                     save_checkpoint(latest, checkpoint_payload(config, model, update, wandb_id))
 
             if payload is not None:
@@ -509,7 +497,6 @@ def train(config: SB3Config, resume: str | Path | None = None, console: Console 
             model.learn(total - model.num_timesteps, callback=UpdateCallback(on_update, stop), log_interval=None,
                         reset_num_timesteps=payload is None)
     finally:
-        signal.signal(signal.SIGINT, previous)
         metrics.close()
         env.close()
     console.print(f"run directory: {run_dir}")

@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fwp_rl.config import ConfigError
+from fwp_rl.progress import StopOnInterrupt
 from fwp_rl.runs import load_checkpoint, unique_run_dir
 
 
@@ -144,25 +145,17 @@ def _train_in_workers(configs: list, parallel: int, console: Console) -> list[Se
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
                              initargs=(threads,)) as pool:
         futures = [pool.submit(_train_quietly, config) for config in configs]
-        stop = {"requested": False}
 
-        def request_stop(signum, frame):
-            if stop["requested"]:
-                raise KeyboardInterrupt
-            stop["requested"] = True
+        def cancel_waiting() -> None:
             for future in futures:
                 future.cancel()
-            console.print("[yellow]stopping the seeds under way after their update; no other seed starts "
-                          "(Ctrl-C again to stop at once)[/yellow]")
 
-        previous = signal.signal(signal.SIGINT, request_stop)
-        try:
+        with StopOnInterrupt(console, "the seeds under way after their update; no other seed starts",
+                             on_request=cancel_waiting):
             for future in as_completed(futures):
                 if future.cancelled():
                     continue
                 r = future.result()
                 runs.append(r)
                 console.print(f"seed {r.seed}: {'finished' if r.finished else 'stopped early'}, {r.run_dir}")
-        finally:
-            signal.signal(signal.SIGINT, previous)
     return runs
