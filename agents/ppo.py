@@ -85,8 +85,21 @@ class PPOHyperparameters:
                                   "'cuda:1', ...") from None
 
 
+class RolloutCounts:
+    """The env steps of one update and the number of updates of a config with ``env`` and ``ppo`` (ours and
+    the SB3 baseline's)."""
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.env.num_envs * self.ppo.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return max(1, self.ppo.total_steps // self.steps_per_update)
+
+
 @dataclass
-class PPOConfig:
+class PPOConfig(RolloutCounts):
     """A PPO run: ``fwp-rl train`` on a file with ``learner: ppo``."""
 
     learner: typing.Literal["ppo"] = "ppo"
@@ -107,14 +120,6 @@ class PPOConfig:
             raise ConfigError(f"ppo.num_minibatches={self.ppo.num_minibatches} is not allowed: it must divide the "
                               f"{sequences} training sequences of a rollout (env.num_envs x num_steps / "
                               "sequence_length)")
-
-    @property
-    def steps_per_update(self) -> int:
-        return self.env.num_envs * self.ppo.num_steps
-
-    @property
-    def num_updates(self) -> int:
-        return max(1, self.ppo.total_steps // self.steps_per_update)
 
 
 def resolve_device(name: str) -> torch.device:

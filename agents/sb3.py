@@ -101,7 +101,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_atari_env, make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
-from fwp_rl.agents.ppo import PPOHyperparameters, resolve_device
+from fwp_rl.agents.ppo import PPOHyperparameters, RolloutCounts, resolve_device
 from fwp_rl.config import ConfigError, RunConfig, dump_yaml, to_dict
 from fwp_rl.envs.vector import Envs, Episode, Step, VectorEnvConfig
 from fwp_rl.progress import StopOnInterrupt, run_progress
@@ -114,7 +114,7 @@ LEARNER = "sb3_recurrent_ppo"
 
 # ---------------------------------------------------------------------------------------------- config
 @dataclass
-class SB3Config:
+class SB3Config(RolloutCounts):
     """A run of sb3-contrib's RecurrentPPO: ``fwp-rl train`` on a file with ``learner: sb3_recurrent_ppo``.
 
     policy: SB3's policy name; policy_kwargs: its keyword arguments (lstm_hidden_size, n_lstm_layers,
@@ -143,14 +143,6 @@ class SB3Config:
         elif self.env.options.get("vectorization_mode", "sync") != "sync":
             raise ConfigError(f"env.options.vectorization_mode={self.env.options['vectorization_mode']!r} is not "
                               f"allowed for {LEARNER}: its envs run in SB3's DummyVecEnv; choose 'sync'")
-
-    @property
-    def steps_per_update(self) -> int:
-        return self.env.num_envs * self.ppo.num_steps
-
-    @property
-    def num_updates(self) -> int:
-        return max(1, self.ppo.total_steps // self.steps_per_update)
 
 
 def atari_env_id(game: str) -> str:
