@@ -99,6 +99,7 @@ from rich.console import Console
 from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
 from fwp_rl.agents.ppo import PPOHyperparameters, RolloutCounts, resolve_device
@@ -223,11 +224,16 @@ def model_arguments(config: SB3Config) -> dict:
 def make_model(config: SB3Config, env: VecEnv) -> RecurrentPPO:
     """RecurrentPPO on ``env``; a policy or policy_kwargs that does not fit is a ``ConfigError``."""
     try:
-        return RecurrentPPO(env=env, **model_arguments(config))
+        model = RecurrentPPO(env=env, **model_arguments(config))
     except (AssertionError, TypeError, ValueError) as e:  # SB3 checks spaces with assert
         first_line = str(e).splitlines()[0]
         raise ConfigError(f"policy={config.policy!r} with policy_kwargs={config.policy_kwargs!r} does not fit "
                           f"env.id={config.env.id!r}: {first_line}") from None
+    # Without a logger of its own, learn() makes SB3's default one, which creates an empty SB3-<time> folder in
+    # the system's temporary directory every run. Ours keeps the values (UpdateCallback reads them) and writes
+    # nothing: the metrics go to metrics.jsonl and W&B.
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
 
 
 def load_model(checkpoint: str | Path, device: str = "cpu") -> RecurrentPPO:

@@ -5,6 +5,7 @@ back), the ppo keys as RecurrentPPO arguments, the Atari wrappers, config errors
 import dataclasses
 import io
 import json
+import tempfile
 
 import imageio.v2 as imageio
 import numpy as np
@@ -33,8 +34,12 @@ def write_config(tmp_path, **changes):
     return path
 
 
-def test_train_writes_a_run_whose_checkpoint_loads_back(tmp_path):
+def test_train_writes_a_run_whose_checkpoint_loads_back(tmp_path, monkeypatch):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     assert main(["train", str(write_config(tmp_path))]) == 0
+    assert not list(temporary.glob("SB3-*"))  # no folder of SB3's default logger
     run_dir = tmp_path / "runs" / "recall"
     config = load_config(str(run_dir / "config.yaml"), [])
     assert isinstance(config, sb3.SB3Config) and config.policy_kwargs == {"lstm_hidden_size": 16}
