@@ -97,6 +97,12 @@ def bench_cores(seq_lens=(32, 128, 512), batch: int = 64, width: int = 256, head
     the estimate in its row's ``skipped``. Estimating costs one short forward, where the alternative of
     checkpointing every step loop would recompute each forward in training too (the same numbers, slower).
     """
+    for option, value in (("--batch", batch), ("--width", width), ("--heads", heads), ("--repeats", repeats),
+                          *(("--seq-lens", T) for T in seq_lens)):
+        _check_positive(option, value)
+    if width % heads:
+        raise ConfigError(f"--width {width} is not allowed with --heads {heads}: the heads split the width, "
+                          f"so it must be a multiple of {heads}")
     dev = torch.device(device)
     names = list(cores or CORES)
     memory = available_memory(dev) if memory is None else memory
@@ -181,6 +187,7 @@ def bench_ppo(config_paths=PPO_BENCH_CONFIGS, updates: int = 3, device: str = "a
     from fwp_rl.agents.ppo import Trainer
     from fwp_rl.cli import load_config
 
+    _check_positive("--updates", updates)
     rows = []
     for path in config_paths:
         config = load_config(str(path), [f"ppo.device={device}", "run.wandb=disabled"])

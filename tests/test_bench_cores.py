@@ -1,7 +1,11 @@
 """fwp-rl bench cores on tiny sizes: every row is timed, and a run whose memory estimate exceeds what is
-available is skipped with the estimate in its row instead of running out of memory."""
+available is skipped with the estimate in its row instead of running out of memory; sizes it cannot run (and a
+bad --updates of bench ppo) stop with one line naming them."""
+
+import pytest
 
 from fwp_rl.bench import bench_cores, print_core_table
+from fwp_rl.cli import main
 
 SIZES = dict(seq_lens=(8,), batch=2, width=8, heads=2, repeats=1, cores=["delta", "srwm"])
 
@@ -26,3 +30,15 @@ def test_core_table_shows_a_skipped_step_loop(capsys):
     print_core_table([row], "one row")
     out = capsys.readouterr().out
     assert "250.0" in out and "loop skipped" in out
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["cores", "--repeats", "0"], "--repeats 0 is not allowed: it must be >= 1"),
+    (["cores", "--batch", "-1"], "--batch -1 is not allowed: it must be >= 1"),
+    (["cores", "--width", "10", "--heads", "4"], "--width 10 is not allowed with --heads 4: the heads split the "
+                                                 "width, so it must be a multiple of 4"),
+    (["ppo", "--updates", "0"], "--updates 0 is not allowed: it must be >= 1"),
+])
+def test_bad_bench_input_is_one_line_naming_it_and_what_is_allowed(capsys, arguments, message):
+    assert main(["bench", *arguments]) == 2
+    assert capsys.readouterr().err.strip() == f"fwp-rl: error: {message}"
