@@ -254,7 +254,7 @@ def test_bad_options_are_named(name, options, message):
         make_core(name, D_IN, **options)
 
 
-@pytest.mark.parametrize("name", ("rdn", "delta_rnn", "delta_lstm"))
+@pytest.mark.parametrize("name", ("rdn", "delta_rnn", "delta_lstm", "delta", "gated_delta"))
 @pytest.mark.parametrize("value", [0, 2.5, -1.0, True, "1"])
 def test_bad_beta_max_is_named(name, value):
     with pytest.raises(ValueError, match=rf"beta_max={value!r} is not allowed: it must be in \(0, 2\]"):

@@ -18,11 +18,9 @@ from fwp_rl.ops.feature_maps import check_feature_map, feature_dim, feature_map
 from fwp_rl.ops.linear import linear_attention_chunkwise, linear_attention_step
 
 
-class FastWeightLayer(MemoryCore):
-    """Shared machinery: multi-head projections, feature maps, state of one fast weight matrix per head."""
-
-    uses_beta = False
-    uses_gate = False
+class MultiHeadCore(MemoryCore):
+    """What every core with fast weight matrices per head has: the sizes of its heads and the feature map phi
+    of their keys and queries (``key_dim`` is the size of phi's output)."""
 
     def __init__(self, input_size: int, hidden_size: int, num_heads: int, head_dim: int | None, feature_map: str,
                  dpfp_nu: int, sum_norm: bool):
@@ -30,29 +28,49 @@ class FastWeightLayer(MemoryCore):
         self.input_size = check_size("input_size", input_size)
         self.output_size = check_size("hidden_size", hidden_size)
         self.num_heads = check_size("num_heads", num_heads)
-        self.head_dim = head_dim = head_size(hidden_size, num_heads, head_dim)
+        self.head_dim = head_size(hidden_size, num_heads, head_dim)
         check_feature_map(feature_map, dpfp_nu, sum_norm)
         self.feature_map, self.dpfp_nu, self.sum_norm = feature_map, dpfp_nu, sum_norm
-        self.key_dim = feature_dim(feature_map, head_dim, dpfp_nu)
+        self.key_dim = feature_dim(feature_map, self.head_dim, dpfp_nu)
+
+    def _phi(self, t: Tensor) -> Tensor:
+        return feature_map(t, self.feature_map, self.dpfp_nu, self.sum_norm)
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
+                f"feature_map={self.feature_map!r}, sum_norm={self.sum_norm}")
+
+
+def check_beta_max(beta_max) -> float:
+    """beta_max as a float: the largest learning rate, in (0, 2] (above 1 the transition has negative eigenvalues)."""
+    if isinstance(beta_max, bool) or not isinstance(beta_max, (int, float)) or not 0 < beta_max <= 2:
+        raise ValueError(f"beta_max={beta_max!r} is not allowed: it must be in (0, 2]")
+    return float(beta_max)
+
+
+class FastWeightLayer(MultiHeadCore):
+    """Shared machinery: multi-head projections, feature maps, state of one fast weight matrix per head."""
+
+    uses_beta = False
+    uses_gate = False
+
+    def __init__(self, input_size: int, hidden_size: int, num_heads: int, head_dim: int | None, feature_map: str,
+                 dpfp_nu: int, sum_norm: bool):
+        super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm)
         self._split_sizes = self._projection_sizes()
         self.proj = nn.Linear(input_size, sum(self._split_sizes))
-        self.out_proj = nn.Linear(num_heads * head_dim, hidden_size)
+        self.out_proj = nn.Linear(num_heads * self.head_dim, hidden_size)
 
     def _projection_sizes(self) -> list[int]:
         """Sizes of the parts of the fused input projection: q, k, v, then one rate and gate per head."""
         H, d = self.num_heads, self.head_dim
         return [H * d, H * d, H * d] + [H] * (self.uses_beta + self.uses_gate)
 
-    def extra_repr(self) -> str:
-        return (f"{super().extra_repr()}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
-                f"feature_map={self.feature_map!r}, sum_norm={self.sum_norm}")
-
     def _project(self, x: Tensor) -> list[Tensor]:
         """x [..., input_size] -> phi(q), phi(k) [..., H, dk'], v [..., H, d], then beta / gate [..., H]."""
         parts = self.proj(x).split(self._split_sizes, dim=-1)
         q, k, v = (p.unflatten(-1, (self.num_heads, self.head_dim)) for p in parts[:3])
-        phi = [feature_map(t, self.feature_map, self.dpfp_nu, self.sum_norm) for t in (q, k)]
-        return phi + [v] + list(parts[3:])
+        return [self._phi(q), self._phi(k), v, *parts[3:]]
 
     def _output(self, o: Tensor) -> Tensor:
         return self.out_proj(o.flatten(-2))
@@ -107,9 +125,7 @@ class DeltaCore(FastWeightLayer):
         # chunks of 16 steps: the fastest of 8, 16 and 32 for delta and gated_delta in `fwp-rl bench cores`
         # on a 2-core CPU (T = 128, width 256, 4 heads)
         self.chunk_size = check_size("chunk_size", chunk_size)
-        if not isinstance(beta_max, (int, float)) or not 0 < beta_max <= 2:
-            raise ValueError(f"beta_max={beta_max!r} is not allowed: it must be in (0, 2]")
-        self.beta_max = float(beta_max)
+        self.beta_max = check_beta_max(beta_max)
 
     def initial_state(self, batch_size: int, device=None) -> State:
         shape = (batch_size, self.num_heads, self.key_dim, self.head_dim)
@@ -155,4 +171,4 @@ class GatedDeltaCore(DeltaCore):
         return self.beta_max * torch.sigmoid(beta), F.logsigmoid(gate)
 
 
-__all__ = ["DeltaCore", "FastWeightLayer", "GatedDeltaCore", "LinearCore"]
+__all__ = ["DeltaCore", "FastWeightLayer", "GatedDeltaCore", "LinearCore", "MultiHeadCore", "check_beta_max"]

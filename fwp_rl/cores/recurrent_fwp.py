@@ -25,15 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from fwp_rl.cores.base import State
-from fwp_rl.cores.fast_weights import FastWeightLayer
+from fwp_rl.cores.fast_weights import FastWeightLayer, check_beta_max
 from fwp_rl.ops.delta import delta_rule_step
-from fwp_rl.ops.feature_maps import feature_map
 from fwp_rl.ops.recurrent_fwp import delta_lstm_step, delta_rnn_step, rdn_step
-
-def _check_beta_max(beta_max) -> float:
-    if isinstance(beta_max, bool) or not isinstance(beta_max, (int, float)) or not 0 < beta_max <= 2:
-        raise ValueError(f"beta_max={beta_max!r} is not allowed: it must be in (0, 2]")
-    return float(beta_max)
 
 
 class RDNCore(FastWeightLayer):
@@ -51,13 +45,10 @@ class RDNCore(FastWeightLayer):
     def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, head_dim: int | None = None,
                  feature_map: str = "softmax", dpfp_nu: int = 1, sum_norm: bool = False, beta_max: float = 1.0):
         super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm)
-        self.beta_max = _check_beta_max(beta_max)
+        self.beta_max = check_beta_max(beta_max)
         d = self.head_dim
         self.rec_weight = nn.Parameter(torch.empty(num_heads, d, 3 * d + 1))
         nn.init.normal_(self.rec_weight, std=d ** -0.5)
-
-    def _phi(self, t: Tensor) -> Tensor:
-        return feature_map(t, self.feature_map, self.dpfp_nu, self.sum_norm)
 
     def initial_state(self, batch_size: int, device=None) -> State:
         H, d = self.num_heads, self.head_dim
@@ -85,7 +76,7 @@ class _DeltaFastNet(FastWeightLayer):
     def __init__(self, input_size: int, hidden_size: int, num_heads: int, head_dim: int | None, feature_map: str,
                  dpfp_nu: int, sum_norm: bool, beta_max: float):
         super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm)
-        self.beta_max = _check_beta_max(beta_max)
+        self.beta_max = check_beta_max(beta_max)
 
     def _projection_sizes(self) -> list[int]:
         """q, k, v of W and k, v of R (size d each), then the rates of W and of R, per gate and head."""
@@ -98,7 +89,7 @@ class _DeltaFastNet(FastWeightLayer):
         G, H, d = self.num_gates, self.num_heads, self.head_dim
         q, k, v, kr, vr, b, br = self.proj(x).split(self._split_sizes, dim=-1)
         q, k, v, kr, vr = (t.unflatten(-1, (G, H, d)) for t in (q, k, v, kr, vr))
-        q, k = (feature_map(t, self.feature_map, self.dpfp_nu, self.sum_norm) for t in (q, k))
+        q, k = self._phi(q), self._phi(k)
         beta, beta_r = (self.beta_max * torch.sigmoid(t.unflatten(-1, (G, H))) for t in (b, br))
         return [q, k, v, torch.softmax(kr, dim=-1), vr, beta, beta_r]
 

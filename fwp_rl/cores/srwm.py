@@ -24,39 +24,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fwp_rl.cores.base import MemoryCore, State, check_size, head_size
-from fwp_rl.ops.feature_maps import check_feature_map, feature_dim, feature_map
+from fwp_rl.cores.base import State
+from fwp_rl.cores.fast_weights import MultiHeadCore
 from fwp_rl.ops.srwm import srwm_step
 
 
-class SRWMCore(MemoryCore):
+class SRWMCore(MultiHeadCore):
     """Self-referential weight matrix per head. State: (S [B, H, dk, 3d + 1],) with S = W_t^T, columns
     y | k | q | b; dk is the size of phi's output (d unless phi is DPFP). phi is softmax by default."""
 
     def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, head_dim: int | None = None,
                  feature_map: str = "softmax", dpfp_nu: int = 1, sum_norm: bool = False):
-        super().__init__()
-        self.input_size = check_size("input_size", input_size)
-        self.output_size = check_size("hidden_size", hidden_size)
-        self.num_heads = check_size("num_heads", num_heads)
-        self.head_dim = head_dim = head_size(hidden_size, num_heads, head_dim)
-        check_feature_map(feature_map, dpfp_nu, sum_norm)
-        self.feature_map, self.dpfp_nu, self.sum_norm = feature_map, dpfp_nu, sum_norm
-        self.key_dim = feature_dim(feature_map, head_dim, dpfp_nu)
-        H, d = num_heads, head_dim
+        super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm)
+        H, d = num_heads, self.head_dim
         self.in_proj = nn.Linear(input_size, H * d)
         self.initial_weights = nn.Parameter(torch.empty(H, self.key_dim, 3 * d + 1))
         nn.init.normal_(self.initial_weights, std=self.key_dim ** -0.5)
         with torch.no_grad():  # learning rates start near sigmoid(-1) ~ 0.27, as in the published agents
             self.initial_weights[..., -1] -= 1.0
         self.out_proj = nn.Linear(H * d, hidden_size)
-
-    def extra_repr(self) -> str:
-        return (f"{super().extra_repr()}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
-                f"feature_map={self.feature_map!r}, sum_norm={self.sum_norm}")
-
-    def _phi(self, t: Tensor) -> Tensor:
-        return feature_map(t, self.feature_map, self.dpfp_nu, self.sum_norm)
 
     def initial_state(self, batch_size: int, device=None) -> State:
         """(W_0^T broadcast to [batch_size, H, dk, 3d + 1],): a view of the parameter; write no state in place."""
