@@ -33,7 +33,7 @@ from evotorch.operators import GaussianMutation, SimulatedBinaryCrossOver
 from rich.console import Console
 from torch import Tensor
 
-from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, dump_yaml, to_dict
+from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_seed, dump_yaml, to_dict
 from fwp_rl.envs import double_pole
 from fwp_rl.policy import RecurrentPolicy
 from fwp_rl.progress import StopOnInterrupt, run_progress
@@ -131,6 +131,7 @@ class NeuroevolutionConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self, prefix: str) -> None:
+        check_seed(self.seed)
         if self.search.compile and self.env.id != DOUBLE_POLE:
             raise ConfigError(f"search.compile=true is allowed for env.id={DOUBLE_POLE!r} only (its rollouts are "
                               f"torch programs), got env.id={self.env.id!r}")

@@ -27,7 +27,7 @@ import torch
 from rich.console import Console
 from torch import Tensor, nn
 
-from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, dump_yaml, to_dict
+from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_seed, dump_yaml, to_dict
 from fwp_rl.cores import State
 from fwp_rl.envs.vector import VectorEnvConfig, make_vector_env
 from fwp_rl.policy import RecurrentPolicy
@@ -111,6 +111,7 @@ class PPOConfig(RolloutCounts):
     run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self, prefix: str) -> None:
+        check_seed(self.seed)
         batch_size = self.env.options.get("batch_size") if self.env.atari else None
         if batch_size is not None and batch_size != self.env.num_envs:
             raise ConfigError(f"env.options.batch_size={batch_size} is not allowed for PPO: its rollouts step all "

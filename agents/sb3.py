@@ -103,7 +103,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
 from fwp_rl.agents.ppo import PPOHyperparameters, RolloutCounts, resolve_device
-from fwp_rl.config import ConfigError, RunConfig, dump_yaml, to_dict
+from fwp_rl.config import ConfigError, RunConfig, check_seed, dump_yaml, to_dict
 from fwp_rl.envs.vector import Envs, Episode, Step, VectorEnvConfig
 from fwp_rl.progress import StopOnInterrupt, run_progress
 from fwp_rl.runs import CheckpointError, MetricsLog, load_checkpoint, save_checkpoint, start_wandb, unique_run_dir
@@ -132,6 +132,7 @@ class SB3Config(RolloutCounts):
     run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self, prefix: str) -> None:
+        check_seed(self.seed)
         if self.ppo.sequence_length is not None:
             raise ConfigError(f"ppo.sequence_length={self.ppo.sequence_length} is not allowed for {LEARNER}: "
                               "RecurrentPPO cuts its own sequences (at episode starts and minibatch edges); "

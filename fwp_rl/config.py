@@ -22,6 +22,18 @@ class ConfigError(ValueError):
     """A user mistake in a config: reported as one line, without a traceback."""
 
 
+MAX_SEED = 2**30 - 1
+"""The largest run seed. ale-py takes 32-bit signed seeds, env i of a vector env gets seed + i and PPO restarts
+its envs from seed + update: 2**30 leaves room for both."""
+
+
+def check_seed(seed: int, name: str = "seed") -> int:
+    """``seed`` if it is a run seed (0 to MAX_SEED), else a ConfigError naming ``name``."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{name}={seed} is not allowed: it must be an integer from 0 to {MAX_SEED}")
+    return seed
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():

@@ -27,7 +27,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from fwp_rl.config import ConfigError, from_dict
+from fwp_rl.config import ConfigError, check_seed, from_dict
 from fwp_rl.runs import CheckpointError, atomic_write_bytes, load_checkpoint
 
 
@@ -211,6 +211,7 @@ def evaluate_checkpoint(path: str, episodes: int = 10, deterministic: bool = Fal
     console = console or Console()
     if episodes < 1:
         raise ConfigError(f"--episodes={episodes} is not allowed: it must be >= 1")
+    check_seed(seed, "--seed")
     payload = load_checkpoint(path)
     checkpoint = Path(path) / "checkpoints" / "latest.pt" if Path(path).is_dir() else Path(path)
     learner = payload.get("learner")

@@ -30,7 +30,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fwp_rl.config import ConfigError
+from fwp_rl.config import MAX_SEED, ConfigError
 from fwp_rl.progress import StopOnInterrupt
 from fwp_rl.runs import load_checkpoint, unique_run_dir
 
@@ -45,14 +45,14 @@ class SeedRun:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """The seeds of ``--seeds``: distinct integers >= 0, comma-separated ("0,1,2")."""
+    """The seeds of ``--seeds``: distinct integers from 0 to MAX_SEED, comma-separated ("0,1,2")."""
     try:
         seeds = [int(part) for part in text.split(",")]
     except ValueError:
         seeds = []
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds {text!r} is not allowed: give distinct integers >= 0 separated by commas, "
-                          "e.g. --seeds 0,1,2")
+    if not seeds or any(not 0 <= s <= MAX_SEED for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text!r} is not allowed: give distinct integers from 0 to {MAX_SEED} separated "
+                          "by commas, e.g. --seeds 0,1,2")
     return seeds
 
 

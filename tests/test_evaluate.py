@@ -65,6 +65,10 @@ def test_evaluate_errors(recall_run, tmp_path, capsys):
     assert "not a run directory" in capsys.readouterr().err
     assert main(["evaluate", str(recall_run), "--memory-view"]) == 2
     assert "--video" in capsys.readouterr().err
+    assert main(["evaluate", str(recall_run), "--episodes", "0"]) == 2
+    assert "--episodes=0 is not allowed: it must be >= 1" in capsys.readouterr().err
+    assert main(["evaluate", str(recall_run), "--seed", "-1"]) == 2
+    assert "--seed=-1 is not allowed: it must be an integer from 0 to 1073741823" in capsys.readouterr().err
     payload = load_checkpoint(recall_run)
     payload["config"]["env"]["id"] = "NotHere-v0"
     save_checkpoint(tmp_path / "foreign.pt", payload)

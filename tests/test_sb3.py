@@ -132,6 +132,7 @@ def test_atari_runs_through_sb3_wrappers_and_logs_whole_games_with_raw_scores():
     ('env={id: "atari:pong", num_envs: 2, options: {img_width: 64}}', "img_width=64"),
     ("policy_kwargs.bogus=1", "policy_kwargs={'lstm_hidden_size': 16, 'bogus': 1}"),
     ("policy=CnnLstmPolicy", "policy='CnnLstmPolicy'"),
+    ("seed=1073741824", "seed=1073741824 is not allowed: it must be an integer from 0 to 1073741823"),
     ("learner=sb3", "learner='sb3' is not allowed; choose one of: neuroevolution, ppo, sb3_recurrent_ppo"),
 ])
 def test_config_errors_name_the_key(tmp_path, capsys, override, message):

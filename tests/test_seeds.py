@@ -115,9 +115,11 @@ def test_a_stopped_seed_starts_no_other(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--seeds", "a,b"], "--seeds 'a,b' is not allowed: give distinct integers >= 0"),
+    (["--seeds", "a,b"], "--seeds 'a,b' is not allowed: give distinct integers from 0 to 1073741823"),
     (["--seeds", "0,0"], "--seeds '0,0' is not allowed"),
     (["--seeds", "-1"], "--seeds '-1' is not allowed"),
+    (["--seeds", "0,1073741824"], "--seeds '0,1073741824' is not allowed"),
+    (["--set", "seed=-1"], "seed=-1 is not allowed: it must be an integer from 0 to 1073741823"),
     (["--seeds", ""], "--seeds '' is not allowed"),
     (["--parallel", "2"], "--parallel N trains N of the --seeds at a time: give --seeds too"),
     (["--seeds", "0,1", "--parallel", "0"], "--parallel 0 is not allowed: it must be >= 1"),
