@@ -1,8 +1,11 @@
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pytest
 
+from fwp_rl.agents import neuroevolution as ne
+from fwp_rl.cli import load_config
 from fwp_rl.config import ConfigError, apply_overrides, from_dict, load_yaml
 
 
@@ -66,3 +69,18 @@ def test_bad_override_and_bad_file(tmp_path):
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_yaml(bad)
+
+
+SHIPPED_CONFIGS = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_config_loads_and_is_named_after_its_file(path):
+    config = load_config(str(path), [])
+    assert config.name == path.stem  # its run directory is runs/<file name>
+    if config.learner == "neuroevolution":
+        assert ne.make_policy(config).num_flat_parameters > 0  # its core options fit the core
+
+
+def test_configs_are_shipped():
+    assert {p.parent.name for p in SHIPPED_CONFIGS} == {"atari", "double_pole", "memory"}
