@@ -27,11 +27,10 @@ MAX_SEED = 2**30 - 1
 its envs from seed + update: 2**30 leaves room for both."""
 
 
-def check_seed(seed: int, name: str = "seed") -> int:
-    """``seed`` if it is a run seed (0 to MAX_SEED), else a ConfigError naming ``name``."""
+def check_seed(seed: int, name: str = "seed") -> None:
+    """A ConfigError naming ``name`` unless ``seed`` is a run seed (0 to MAX_SEED)."""
     if not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"{name}={seed} is not allowed: it must be an integer from 0 to {MAX_SEED}")
-    return seed
 
 
 def load_yaml(path: str | Path) -> dict:
