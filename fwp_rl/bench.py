@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch import Tensor, nn
 
-from fwp_rl.config import ConfigError
+from fwp_rl.config import ConfigError, to_dict
 from fwp_rl.cores import CORES, core_options, make_core
+from fwp_rl.runs import atomic_write_bytes
 
 CHUNKWISE_CORES = ("linear", "delta", "gated_delta")
 
@@ -296,11 +299,18 @@ def load_double_pole_config(path: str, task: str, seed: int, max_evaluations: in
         raise ConfigError(f"--configs {path!r}: {e}") from None
 
 
+def run_settings(config) -> str:
+    """A digest of everything a bench run's config sets (the file's values, task, seed, budget, compile): two runs
+    with the same digest ran the same search."""
+    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
 @dataclass
 class DoublePoleRun:
     """One seed of one (config, task) of ``bench_double_pole``: how its ``evolve`` ended."""
 
     config: str  # the config file
+    settings: str  # run_settings of its config
     algorithm: str
     controller: str  # the core and the number of evolved weights
     task: str
@@ -314,6 +324,37 @@ class DoublePoleRun:
     seconds: float  # wall time of the whole run (policy, problem, search and tests)
     flat_params: Tensor  # the kept controller: the solution when solved
 
+    def to_json(self) -> dict:
+        return {**asdict(self), "flat_params": self.flat_params.tolist()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> DoublePoleRun:
+        missing = [f.name for f in fields(cls) if f.name not in data]
+        if missing:
+            raise ValueError(f"a run lacks {', '.join(missing)}")
+        return cls(**{**data, "flat_params": torch.tensor(data["flat_params"], dtype=torch.float32)})
+
+
+class DoublePoleBenchInterrupted(Exception):
+    """Ctrl-C stopped ``bench_double_pole``; ``runs`` are those that had finished, in the runs' order."""
+
+    def __init__(self, runs: list[DoublePoleRun]):
+        super().__init__(f"interrupted after {len(runs)} finished runs")
+        self.runs = runs
+
+
+def read_double_pole_bench(path: str) -> tuple[dict, list[DoublePoleRun]]:
+    """The figures in a JSON file that ``fwp-rl bench double-pole --json`` wrote, and its runs; nothing if there is
+    no file."""
+    if not Path(path).exists():
+        return {}, []
+    try:
+        figures = json.loads(Path(path).read_text())
+        return figures, [DoublePoleRun.from_json(run) for run in figures.get("runs", [])]
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise ConfigError(f"--json {path!r} exists but is not a file of fwp-rl bench double-pole ({e}); give a new "
+                          "file, or the file of a bench to continue") from None
+
 
 def _run_double_pole_seed(path: str, config) -> DoublePoleRun:
     from fwp_rl.agents.neuroevolution import evolve
@@ -324,10 +365,10 @@ def _run_double_pole_seed(path: str, config) -> DoublePoleRun:
     seconds = time.perf_counter() - start
     controller = f"{config.policy.core}, {result.flat_params.numel()} weights"
     test = result.test
-    return DoublePoleRun(path, config.search.algorithm, controller, make_config(**config.env.options).task,
-                         config.seed, config.search.max_evaluations, result.solved, result.evaluations,
-                         None if test is None else test.generalization, None if test is None else test.balanced,
-                         seconds, result.flat_params)
+    return DoublePoleRun(path, run_settings(config), config.search.algorithm, controller,
+                         make_config(**config.env.options).task, config.seed, config.search.max_evaluations,
+                         result.solved, result.evaluations, None if test is None else test.generalization,
+                         None if test is None else test.balanced, seconds, result.flat_params)
 
 
 def _start_double_pole_worker() -> None:
@@ -335,33 +376,36 @@ def _start_double_pole_worker() -> None:
     _quiet_evotorch()
 
 
-def _run_in_workers(jobs: list[tuple], parallel: int, advance) -> list[DoublePoleRun]:
-    runs: list[DoublePoleRun | None] = [None] * len(jobs)
+def _run_in_workers(jobs: dict[int, tuple], parallel: int, finish) -> None:
+    """Runs ``jobs`` (index: arguments of _run_double_pole_seed), calling ``finish(index, run)`` as each ends."""
     # spawn, not fork: a forked copy of a process that has started torch's threads can deadlock.
     with ProcessPoolExecutor(min(parallel, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_double_pole_worker) as pool:
-        futures = {pool.submit(_run_double_pole_seed, *job): i for i, job in enumerate(jobs)}
+        futures = {pool.submit(_run_double_pole_seed, *job): i for i, job in jobs.items()}
         try:
             for future in as_completed(futures):
-                runs[futures[future]] = future.result()
-                advance()
+                finish(futures[future], future.result())
         except BaseException:
             # Ctrl-C stops the runs under way in the workers too; without this the pool would still start
             # every run not yet begun before the process could end.
             for future in futures:
                 future.cancel()
             raise
-    return runs
 
 
 def bench_double_pole(config_paths: list[str], tasks=("markov", "nonmarkov"), seeds: int = 50,
                       max_evaluations: int | None = None, parallel: int = 1, console: Console | None = None,
-                      compile: bool = False) -> list[DoublePoleRun]:
+                      compile: bool = False, finished: list[DoublePoleRun] = (),
+                      on_run: Callable[[list[DoublePoleRun]], None] | None = None) -> list[DoublePoleRun]:
     """Seeds 0 .. seeds - 1 of every config at ``config_paths`` on every task, each one ``evolve`` that stops when
-    solved or at search.max_evaluations (``max_evaluations`` overrides it; ``compile`` sets search.compile);
-    ``parallel`` runs at a time in worker processes of one torch thread each. Every config is loaded and checked
-    before the first run starts.
-    Returns the runs in the order config, task, seed."""
+    solved or at search.max_evaluations (``max_evaluations`` overrides it; ``compile`` sets search.compile), with one
+    torch thread each: ``parallel`` at a time in worker processes, or one after the other in this process. Every
+    config is loaded and checked before the first run starts.
+
+    ``finished`` are runs of an earlier bench to keep instead of running them again (ConfigError if one is not a
+    run of this bench: another config, task, seed or setting). After each run, ``on_run`` gets every finished run so
+    far. Returns the runs in the order config, task, seed; Ctrl-C raises DoublePoleBenchInterrupted with the
+    finished ones."""
     from fwp_rl.envs.double_pole import TASKS
 
     unknown = [t for t in tasks if t not in TASKS]
@@ -374,17 +418,39 @@ def bench_double_pole(config_paths: list[str], tasks=("markov", "nonmarkov"), se
         _check_positive("--max-evaluations", max_evaluations)
     jobs = [(str(path), load_double_pole_config(str(path), task, seed, max_evaluations, compile))
             for path in config_paths for task in dict.fromkeys(tasks) for seed in range(seeds)]
+    slots = {(path, config.seed, run_settings(config)): i for i, (path, config) in enumerate(jobs)}
+    runs: list[DoublePoleRun | None] = [None] * len(jobs)
+    for run in finished:
+        if (run.config, run.seed, run.settings) not in slots:
+            raise ConfigError(f"the kept run of {run.config} ({run.task}, seed {run.seed}) is not one of this bench's "
+                              "runs: its config file, task, seed, budget or compile setting differ; give the same "
+                              "options as the bench that wrote it, or a new --json file")
+        runs[slots[run.config, run.seed, run.settings]] = run
+    todo = {i: job for i, job in enumerate(jobs) if runs[i] is None}
     _quiet_evotorch()
     columns = [TextColumn("[bold]double pole runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console or Console(), transient=True) as progress:
-        bar = progress.add_task("runs", total=len(jobs))
-        if parallel == 1:
-            runs = []
-            for job in jobs:
-                runs.append(_run_double_pole_seed(*job))
-                progress.advance(bar)
-        else:
-            runs = _run_in_workers(jobs, parallel, lambda: progress.advance(bar))
+        bar = progress.add_task("runs", total=len(jobs), completed=len(jobs) - len(todo))
+
+        def finish(i: int, run: DoublePoleRun) -> None:
+            runs[i] = run
+            progress.advance(bar)
+            if on_run is not None:
+                on_run([r for r in runs if r is not None])
+
+        try:
+            if parallel == 1:
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)  # as in the workers: a run's sums do not depend on --parallel
+                try:
+                    for i, job in todo.items():
+                        finish(i, _run_double_pole_seed(*job))
+                finally:
+                    torch.set_num_threads(threads)
+            elif todo:
+                _run_in_workers(todo, parallel, finish)
+        except KeyboardInterrupt:
+            raise DoublePoleBenchInterrupted([r for r in runs if r is not None]) from None
     return runs
 
 
@@ -648,9 +714,12 @@ def print_throughput_table(rows: list[dict], title: str, console: Console | None
         console.print(f"{r['side']}: {r['evaluation']}; controller {r['network']}, {r['weights']} weights.")
 
 
-def run_double_pole_bench(args, console: Console | None = None) -> None:
+def run_double_pole_bench(args, console: Console | None = None) -> int:
     """``fwp-rl bench double-pole``: the success table over seeds beside the published one, then the speed
-    comparison with VecGymNE (``args.only`` picks one of them); ``args.json`` keeps every figure."""
+    comparison with VecGymNE (``args.only`` picks one of them). ``args.json`` keeps every figure, and every run as
+    soon as it finishes: a bench given the file of an earlier one with the same options keeps its runs and makes
+    only the others. Returns the exit status: 130 when Ctrl-C stopped the runs (after printing the table of those
+    that finished)."""
     console = console or Console()
     _check_positive("--popsize", args.popsize)  # checked before hours of runs, not after them
     _check_positive("--repeats", args.repeats)
@@ -660,22 +729,43 @@ def run_double_pole_bench(args, console: Console | None = None) -> None:
         unavailable = compile_unavailable("cpu")
         if unavailable:
             raise ConfigError(f"--compile is not possible here: {unavailable}")
-    figures = {}
+    figures, finished = read_double_pole_bench(args.json) if args.json else ({}, [])
+
+    def save() -> None:
+        if args.json:
+            atomic_write_bytes(Path(args.json), lambda f: f.write(json.dumps(figures).encode()))
+
     if args.only != "throughput":
-        runs = bench_double_pole(double_pole_config_paths(args.configs), args.tasks, args.seeds,
-                                 args.max_evaluations, args.parallel, console, args.compile)
-        rows = summarize_double_pole(runs)
+        if finished:
+            console.print(f"keeping the {len(finished)} finished runs in {args.json}")
+
+        def keep(runs: list[DoublePoleRun]) -> None:
+            figures.update(runs=[r.to_json() for r in runs], rows=summarize_double_pole(runs))
+            save()
+
+        interrupted = False
+        try:
+            runs = bench_double_pole(double_pole_config_paths(args.configs), args.tasks, args.seeds,
+                                     args.max_evaluations, args.parallel, console, args.compile, finished, keep)
+        except DoublePoleBenchInterrupted as e:
+            runs, interrupted = e.runs, True
+        keep(runs)
         workers = "" if args.parallel == 1 else f"; {args.parallel} worker processes of 1 thread"
         workers += "; search.compile" if args.compile else ""
-        print_double_pole_table(rows, f"fwp-rl bench double-pole: seeds 0 to {args.seeds - 1} of each config and "
-                                      f"task{workers}; {machine_description(torch.device('cpu'))}", console)
-        print_published_comparison(rows, console)
-        figures.update(runs=[{k: v for k, v in asdict(r).items() if k != "flat_params"} for r in runs], rows=rows)
+        title = f"fwp-rl bench double-pole: seeds 0 to {args.seeds - 1} of each config and task{workers}"
+        if interrupted:
+            title += f"; interrupted: the {len(runs)} runs that finished"
+        print_double_pole_table(figures["rows"], f"{title}; {machine_description(torch.device('cpu'))}", console)
+        print_published_comparison(figures["rows"], console)
+        if interrupted:
+            again = f"; the same command continues it from {args.json}" if args.json else ""
+            console.print(f"[yellow]stopped by Ctrl-C: the runs under way are lost{again}[/yellow]")
+            return 130
     if args.only != "success":
         rows = bench_double_pole_throughput(args.popsize, args.repeats, compile=args.compile)
         machines = "; ".join(dict.fromkeys(machine_description(torch.device(r["device"])) for r in rows))
         print_throughput_table(rows, f"Simulated steps per second of one population evaluation ({args.popsize} "
                                      f"candidates), median of {args.repeats}; {machines}", console)
         figures.update(throughput=rows)
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2))
+        save()
+    return 0

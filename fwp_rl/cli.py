@@ -81,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     double_pole.add_argument("--compile", action="store_true",
                              help="set search.compile in every run (torch.compile fuses each control step), and "
                                   "time our evaluation compiled too in the steps/s comparison")
-    double_pole.add_argument("--json", default=None, help="also write the runs, rows and speeds to this JSON file")
+    double_pole.add_argument("--json", default=None,
+                             help="also write the runs, rows and speeds to this JSON file, each run as it finishes; "
+                                  "given the file of an interrupted bench with the same options, keep its runs and "
+                                  "make the others")
 
     train = commands.add_parser("train", help="train from a YAML config")
     train.add_argument("config", nargs="?", help="YAML config file (configs/...); with --resume, the run's own")
@@ -227,7 +230,7 @@ def _run(args) -> int:
     if args.command == "bench" and args.bench == "double-pole":
         from fwp_rl.bench import run_double_pole_bench
 
-        run_double_pole_bench(args)
+        return run_double_pole_bench(args)
     return 0
 
 

@@ -123,6 +123,64 @@ def test_cli_prints_ours_beside_the_published_table(tmp_path, capsys):
     assert figures["rows"][0]["runs"] == 1 and figures["runs"][0]["evaluations"] == 16
 
 
+def test_each_run_is_kept_as_it_finishes_and_the_same_command_continues(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the second run: the first is in the JSON file and in the table printed; the same command then
+    makes only the runs that did not finish, and they equal those of a bench that was never stopped."""
+    monkeypatch.setenv("COLUMNS", "400")  # lines that rich does not wrap
+    path = write_config(tmp_path, "tiny_elman", TINY)
+    out = tmp_path / "bench.json"
+    command = ["bench", "double-pole", "--only", "success", "--configs", path, "--tasks", "nonmarkov", "--seeds", "3",
+               "--max-evaluations", "16", "--json", str(out)]
+    run_seed, made = bench._run_double_pole_seed, []
+
+    def interrupted_at_the_second(path, config):
+        if made:
+            raise KeyboardInterrupt
+        made.append(config.seed)
+        return run_seed(path, config)
+
+    monkeypatch.setattr(bench, "_run_double_pole_seed", interrupted_at_the_second)
+    assert main(command) == 130
+    printed = capsys.readouterr().out
+    assert "interrupted: the 1 runs that finished" in printed and "0/1 solved" in printed
+    assert "stopped by Ctrl-C" in printed and "continues it from" in printed
+    (first,) = json.loads(out.read_text())["runs"]
+    assert first["seed"] == 0 and first["evaluations"] == 16
+
+    def counted(path, config):
+        made.append(config.seed)
+        return run_seed(path, config)
+
+    monkeypatch.setattr(bench, "_run_double_pole_seed", counted)
+    assert main(command) == 0
+    assert "keeping the 1 finished runs" in capsys.readouterr().out and made == [0, 1, 2]
+    figures = json.loads(out.read_text())
+    assert figures["runs"][0] == first and figures["rows"][0]["runs"] == 3
+    kept = [bench.DoublePoleRun.from_json(r) for r in figures["runs"]]
+    fresh = bench.bench_double_pole([path], tasks=["nonmarkov"], seeds=3, max_evaluations=16)
+    for a, b in zip(kept, fresh, strict=True):
+        assert (a.seed, a.settings, a.evaluations, a.generalization) == (b.seed, b.settings, b.evaluations,
+                                                                         b.generalization)
+        assert a.flat_params.equal(b.flat_params)
+
+
+def test_kept_runs_of_other_settings_or_another_file_are_refused(tmp_path, capsys):
+    path = write_config(tmp_path, "tiny_elman", TINY)
+    out = tmp_path / "bench.json"
+    command = ["bench", "double-pole", "--only", "success", "--configs", path, "--tasks", "nonmarkov", "--seeds", "1",
+               "--json", str(out)]
+    assert main([*command, "--max-evaluations", "16"]) == 0
+    capsys.readouterr()
+    assert main([*command, "--max-evaluations", "24"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the kept run of {path} (nonmarkov, seed 0) is not one of this bench's runs" in err
+    out.write_text(json.dumps({"runs": [{"seed": 0}]}))
+    assert main([*command, "--max-evaluations", "16"]) == 2
+    err = capsys.readouterr().err
+    message = f"--json {str(out)!r} exists but is not a file of fwp-rl bench double-pole (a run lacks config, settings"
+    assert err.count("\n") == 1 and message in err
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--tasks", "markov,hard"], "--tasks 'markov,hard' is not allowed; choose from: markov, nonmarkov"),
     (["--seeds", "0"], "--seeds 0 is not allowed: it must be >= 1"),
