@@ -323,7 +323,7 @@ def long_balance(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.
 
     with torch.no_grad():
         for t in range(1, steps + 1):
-            obs, alive = double_pole.closed_loop_step(sim, controller, obs, compile and t > 1)
+            obs, alive = double_pole.closed_loop_step(sim, controller, obs, compile=compile and t > 1)
             if not bool(alive[0]):
                 return int(sim.steps[0])
             closed_loop = torch.cat([sim.state.flatten(), *(s.flatten().to(sim.state.dtype) for s in state)])

@@ -404,8 +404,37 @@ from a fresh (reset) memory."""
 _EARLY_EXIT_EVERY = 10  # control steps between checks whether any simulation still runs (one host sync each)
 
 
-def _closed_loop_step(sim: DoublePole, controller: Controller, obs: Tensor) -> tuple[Tensor, Tensor]:
-    return sim.step(controller(obs))
+class JiggleWindow:
+    """The jiggle of the last ``size`` balanced states of each of N simulations.
+
+    Slot k % size holds the jiggle of the state after control step k (k = 0: the start state) of every
+    simulation still balanced after step k; so once a simulation has failed, its slots keep its last
+    ``size`` balanced states. ``record`` must be called after every control step, in order. The slot counter
+    is a tensor, so that a compiled step that records into the window is the same program at every step.
+    """
+
+    def __init__(self, start_states: Tensor, size: int):
+        self.values = torch.zeros(size, len(start_states), device=start_states.device, dtype=start_states.dtype)
+        self.values[0] = jiggle(start_states)
+        self.slot = torch.zeros((), device=start_states.device, dtype=torch.int64)  # of the last state recorded
+
+    def record(self, states: Tensor, alive: Tensor) -> None:
+        """states [N, 6] after the next control step; alive [N] bool: balanced up to and including it."""
+        self.slot = (self.slot + 1) % len(self.values)
+        slot = self.slot[None]  # index_select and index_copy_: indexing with a tensor would read it on the host
+        self.values.index_copy_(0, slot, torch.where(alive, jiggle(states), self.values.index_select(0, slot)))
+
+    def total(self) -> Tensor:
+        """[N]: the jiggle summed over the window (complete once a simulation balanced size - 1 steps)."""
+        return self.values.sum(0)
+
+
+def _closed_loop_step(sim: DoublePole, controller: Controller, obs: Tensor, window: JiggleWindow | None
+                      ) -> tuple[Tensor, Tensor]:
+    obs, alive = sim.step(controller(obs))
+    if window is not None:
+        window.record(sim.state, alive)
+    return obs, alive
 
 
 @functools.cache
@@ -431,44 +460,20 @@ def compile_unavailable(device: str | torch.device) -> str | None:
     return None
 
 
-def closed_loop_step(sim: DoublePole, controller: Controller, obs: Tensor, compile: bool = False
-                     ) -> tuple[Tensor, Tensor]:
-    """One control step of the closed loop: ``sim.step(controller(obs))`` -> (observations [N, D], alive [N]).
+def closed_loop_step(sim: DoublePole, controller: Controller, obs: Tensor, window: JiggleWindow | None = None,
+                     compile: bool = False) -> tuple[Tensor, Tensor]:
+    """One control step of the closed loop, ``sim.step(controller(obs))`` and then, when given, ``window.record``
+    -> (observations [N, D], alive [N]).
 
-    compile=True runs the controller's step and the simulation's as one program made by torch.compile,
-    for each shape the first time it is seen (tens of seconds on a CPU, a few from torch's compile cache
-    once this machine has made it before). The step then costs a fraction of the eager one, whose time is
-    the Python dispatch of a few hundred operations on tiny tensors. Its numbers differ from eager ones in
-    the last bits (operations are fused and reordered), so a trajectory that is chaotic can end elsewhere.
-    A controller that builds something on its first call (the policy's traced graph) must make that call
-    eagerly: the helpers below run their first step without compile.
+    compile=True runs it as one program made by torch.compile, for each shape the first time it is seen (tens of
+    seconds on a CPU, a few from torch's compile cache once this machine has made it before). The step then costs
+    a fraction of the eager one, whose time is the Python dispatch of a few hundred operations on tiny tensors.
+    Its numbers differ from eager ones in the last bits (operations are fused and reordered), so a trajectory that
+    is chaotic can end elsewhere. A controller that builds something on its first call (the policy's traced
+    graph) must make that call eagerly: the helpers below run their first step without compile.
     """
     step = _compiled_closed_loop_step() if compile else _closed_loop_step
-    return step(sim, controller, obs)
-
-
-class JiggleWindow:
-    """The jiggle of the last ``size`` balanced states of each of N simulations.
-
-    Slot k % size holds the jiggle of the state after control step k (k = 0: the start state) of every
-    simulation still balanced after step k; so once a simulation has failed, its slots keep its last
-    ``size`` balanced states. ``record`` must be called after every control step, in order.
-    """
-
-    def __init__(self, start_states: Tensor, size: int):
-        self.values = torch.zeros(size, len(start_states), device=start_states.device, dtype=start_states.dtype)
-        self.values[0] = jiggle(start_states)
-        self.step_count = 0
-
-    def record(self, states: Tensor, alive: Tensor) -> None:
-        """states [N, 6] after the next control step; alive [N] bool: balanced up to and including it."""
-        self.step_count += 1
-        slot = self.values[self.step_count % len(self.values)]
-        slot.copy_(torch.where(alive, jiggle(states), slot))
-
-    def total(self) -> Tensor:
-        """[N]: the jiggle summed over the window (complete once a simulation balanced size - 1 steps)."""
-        return self.values.sum(0)
+    return step(sim, controller, obs, window)
 
 
 def _run(sim: DoublePole, controller: Controller, max_steps: int, window: JiggleWindow | None = None,
@@ -476,9 +481,7 @@ def _run(sim: DoublePole, controller: Controller, max_steps: int, window: Jiggle
     """Step ``sim`` (already reset) with ``controller`` up to max_steps times; stops early once all failed."""
     obs = sim.observe()
     for k in range(1, check_size("max_steps", max_steps) + 1):
-        obs, alive = closed_loop_step(sim, controller, obs, compile and k > 1)
-        if window is not None:
-            window.record(sim.state, alive)
+        obs, alive = closed_loop_step(sim, controller, obs, window, compile and k > 1)
         if k % _EARLY_EXIT_EVERY == 0 and not bool(alive.any()):
             break
     return sim.steps
