@@ -6,6 +6,7 @@ import hashlib
 import json
 import multiprocessing
 import platform
+import signal
 import statistics
 import time
 from collections.abc import Callable
@@ -360,6 +361,8 @@ def _run_double_pole_seed(path: str, config) -> DoublePoleRun:
     from fwp_rl.agents.neuroevolution import evolve
     from fwp_rl.envs.double_pole import make_config
 
+    if _worker_interrupted:
+        raise KeyboardInterrupt
     start = time.perf_counter()
     result = evolve(config)
     seconds = time.perf_counter() - start
@@ -371,9 +374,21 @@ def _run_double_pole_seed(path: str, config) -> DoublePoleRun:
                          None if test is None else test.balanced, seconds, result.flat_params)
 
 
+# Set in a worker process by Ctrl-C. The pool hands each worker the next run before the one under way ends, and
+# cancelling cannot take those back: a worker that Ctrl-C reached starts none of them.
+_worker_interrupted = False
+
+
+def _interrupt_worker(signum, frame) -> None:
+    global _worker_interrupted
+    _worker_interrupted = True
+    raise KeyboardInterrupt
+
+
 def _start_double_pole_worker() -> None:
     torch.set_num_threads(1)  # tiny controllers: more threads per run would only contend with the other workers
     _quiet_evotorch()
+    signal.signal(signal.SIGINT, _interrupt_worker)
 
 
 def _run_in_workers(jobs: dict[int, tuple], parallel: int, finish) -> None:

@@ -4,6 +4,7 @@ worker processes equal to runs in this one, the steps/s comparison with EvoTorch
 from __future__ import annotations
 
 import json
+import signal
 import statistics
 
 import pytest
@@ -162,6 +163,17 @@ def test_each_run_is_kept_as_it_finishes_and_the_same_command_continues(tmp_path
         assert (a.seed, a.settings, a.evaluations, a.generalization) == (b.seed, b.settings, b.evaluations,
                                                                          b.generalization)
         assert a.flat_params.equal(b.flat_params)
+
+
+def test_a_worker_that_ctrl_c_reached_starts_no_other_run(tmp_path, monkeypatch):
+    """The pool has already handed a worker its next run when Ctrl-C comes; the worker must not start it."""
+    monkeypatch.setattr(bench, "_worker_interrupted", False)
+    path = write_config(tmp_path, "tiny_elman", TINY)
+    config = bench.load_double_pole_config(path, "nonmarkov", 0, max_evaluations=16)
+    with pytest.raises(KeyboardInterrupt):
+        bench._interrupt_worker(signal.SIGINT, None)
+    with pytest.raises(KeyboardInterrupt):
+        bench._run_double_pole_seed(path, config)
 
 
 def test_kept_runs_of_other_settings_or_another_file_are_refused(tmp_path, capsys):
