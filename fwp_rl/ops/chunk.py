@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 
 @dataclass
@@ -30,22 +31,6 @@ class ChunkDecays:
     from_start: Tensor  # D(t, 0): how much of the incoming state step t sees  [B, h, N, C]
     to_end: Tensor  # D(C, i): how much of step i's write survives the chunk  [B, h, N, C]
     start_to_end: Tensor  # D(C, 0): how much of the incoming state survives   [B, h, N]
-
-
-def to_chunks(x: Tensor, chunk_size: int) -> Tensor:
-    """[T, B, H, d] -> [B, H, N, C, d] (T must be a multiple of chunk_size), contiguous.
-
-    Copied once here: a permuted view would be copied again by every batched product that reads it,
-    forward and backward.
-    """
-    T, B, H, d = x.shape
-    return x.permute(1, 2, 0, 3).reshape(B, H, T // chunk_size, chunk_size, d).contiguous()
-
-
-def from_chunks(x: Tensor) -> Tensor:
-    """[B, H, N, C, d] -> [T, B, H, d]."""
-    B, H, N, C, d = x.shape
-    return x.reshape(B, H, N * C, d).permute(2, 0, 1, 3)
 
 
 def pad_time(x: Tensor, length: int, value: float | bool = 0) -> Tensor:
@@ -95,34 +80,152 @@ def chunk_decays(starts: Tensor | None, log_alpha: Tensor | None, shape: tuple[i
     )
 
 
-def scan_chunks(q: Tensor, k: Tensor, u: Tensor, w: Tensor | None, decays: ChunkDecays, S0: Tensor
-                ) -> tuple[Tensor, Tensor]:
-    """Carry the state across chunks and produce the outputs.
+def chunkwise_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None, decays: ChunkDecays, S0: Tensor
+                   ) -> tuple[Tensor, Tensor]:
+    """The linear rule (``beta`` None) or the delta rule over chunks: (outputs [T, B, H, dv], final state).
 
-    Within a chunk the state after step t is S_t = D(t, 0) S0 + sum_{i <= t} D(t, i) k_i x_i^T with
-    x = u - w S0 (w is None for the linear rule, whose writes do not read the state). Inputs are
-    [B, H, N, C, d]; S0 [B, H, dk, dv]. Returns the outputs [B, H, N, C, dv] and the final state.
+    Inputs [T, B, H, d] with T a multiple of the decays' chunk size, beta [T, B, H], S0 [B, H, dk, dv].
+    Within a chunk the state after step t is S_t = D(t, 0) S0 + sum_{i <= t} D(t, i) k_i x_i^T, where x_i
+    is what step i writes: v_i for the linear rule. For the delta rule the writes solve a unit
+    lower-triangular system (the WY representation of the product of Householder-like transitions),
 
-    Each chunk reads its incoming state inside the loop, for its writes (w S) and for its outputs
-    (D(t, 0) q S): stacking every chunk's incoming state for one batched product afterwards made an
-    [N, dk, dv] copy of the states, larger than q, k and v together at small chunks, whose gradient
-    was the slowest product of the backward.
+        (I + diag(beta) tril(D * K K^T, -1)) X = diag(beta) (V - diag(D(., 0)) K S0),
+
+    so X = U - W S0 with U = Inv V, W = Inv diag(D(., 0)) K, Inv = (I + ...)^-1 diag(beta).
     """
-    k_end = (k * decays.to_end.unsqueeze(-1)).transpose(-1, -2)  # [B, H, N, dk, C]
-    keep = decays.start_to_end[..., None, None]  # [B, h, N, 1, 1]
-    scores = (q @ k.transpose(-1, -2)) * decays.within  # [B, H, N, C, C]
-    q = q * decays.from_start.unsqueeze(-1)  # what the outputs read from the incoming state
-    # unbind once: indexing chunk n inside the loop would make backward allocate a zero gradient of
-    # the whole tensor for every chunk.
-    chunks = zip(k_end.unbind(2), u.unbind(2), (u if w is None else w).unbind(2), q.unbind(2), keep.unbind(2),
-                 scores.unbind(2))
-    S = S0
-    outs = []
-    for k_n, u_n, w_n, q_n, keep_n, scores_n in chunks:
-        x = u_n if w is None else u_n - w_n @ S
-        outs.append(q_n @ S + scores_n @ x)
-        S = keep_n * S + k_n @ x
-    return torch.stack(outs, dim=2), S
+    B, H = q.shape[1:3]
+
+    def flat(t: Tensor) -> Tensor:  # [B, H or 1, N, ...] -> [B * H, N, ...]
+        return t.expand(B, H, *t.shape[2:]).reshape(B * H, *t.shape[2:])
+
+    decays = (decays.within, decays.from_start, decays.to_end, decays.start_to_end[..., None, None])
+    out, S = _ChunkwiseRule.apply(q, k, v, beta, *map(flat, decays), S0.reshape(B * H, *S0.shape[2:]))
+    return out, S.reshape(S0.shape)
+
+
+def _chunk(x: Tensor, n: int, size: int) -> Tensor:
+    """Chunk n of x [T, B, H, ...] as a contiguous [B * H, C, ...]: the layout of batched products."""
+    x = x[n * size:(n + 1) * size]
+    return x.permute(1, 2, 0, *range(3, x.dim())).reshape(-1, size, *x.shape[3:]).contiguous()
+
+
+def _unchunk(dest: Tensor, n: int, x: Tensor) -> None:
+    """Write x [B * H, C, ...] into chunk n of dest [T, B, H, ...]."""
+    C, B, H = x.shape[1], *dest.shape[1:3]
+    dest[n * C:(n + 1) * C] = x.view(B, H, C, *x.shape[2:]).permute(2, 0, 1, *range(3, x.dim() + 1))
+
+
+class _ChunkwiseRule(torch.autograd.Function):
+    """``chunkwise_rule``, one chunk after the other, forward and backward; decays [B * H, N, ...].
+
+    The backward is written by hand. Autograd's, through batched products over all chunks and then a
+    Python loop over them, copied every chunk's gradients back together, summed gradients with
+    separate additions and differentiated the inverse through its chain of products. Here each
+    chunk's work, forward and backward, runs on that chunk's slices while they are in cache (the C x C
+    products of all chunks at once took 1.7x as long as chunk by chunk), each product adds into its
+    sum (baddbmm), the inverse's gradient is -Inv^T dInv Inv^T, and the inputs and outputs keep their
+    [T, B, H, d] layout, each chunk copied to and from the layout of batched products as it is used.
+    On a 2-core CPU (T = 128, batch 64, 4 heads of 64) the delta rule's forward and backward take
+    0.75x the time they took through autograd.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, beta, within, from_start, to_end, keep, S0):
+        BH, N, C = within.shape[:3]
+        delta = beta is not None
+        states = S0.new_empty(N + 1, *S0.shape)  # the state entering each chunk, and the final one
+        states[0] = S0
+        out, scores = v.new_empty(v.shape), v.new_empty(N, BH, C, C)
+        xs, inverses, ws = (v.new_empty(N, BH, C, v.shape[-1]), v.new_empty(N, BH, C, C),
+                            k.new_empty(N, BH, C, k.shape[-1])) if delta else (None, None, None)
+        for n in range(N):
+            S, q_n, k_n, v_n = states[n], _chunk(q, n, C), _chunk(k, n, C), _chunk(v, n, C)
+            torch.mul(q_n @ k_n.transpose(-1, -2), within[:, n], out=scores[n])
+            if delta:
+                b = _chunk(beta, n, C)
+                system = ((k_n @ k_n.transpose(-1, -2)) * within[:, n]).tril_(-1) * b.unsqueeze(-1)
+                inverses[n] = unit_lower_inverse(system)
+                inverse = inverses[n] * b.unsqueeze(-2)
+                w = torch.bmm(inverse * from_start[:, n].unsqueeze(-2), k_n, out=ws[n])
+                x = torch.baddbmm(inverse @ v_n, w, S, alpha=-1, out=xs[n])
+            else:
+                x = v_n
+            _unchunk(out, n, torch.baddbmm(scores[n] @ x, q_n * from_start[:, n].unsqueeze(-1), S))
+            k_end = (k_n * to_end[:, n].unsqueeze(-1)).transpose(-1, -2)
+            torch.mul(S, keep[:, n], out=states[n + 1]).baddbmm_(k_end, x)
+        ctx.save_for_backward(q, k, v, beta, within, from_start, to_end, keep, states, scores, xs, inverses, ws)
+        return out, states[N].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out, d_S):
+        q, k, v, beta, within, from_start, to_end, keep, states, scores, xs, inverses, ws = ctx.saved_tensors
+        N, C = scores.shape[0], scores.shape[-1]
+        delta = beta is not None
+        # batched products take a fast path only for contiguous (or transposed) matrices, which an
+        # incoming gradient need not have (a sum's is expanded, all strides 0)
+        d_S = d_S.contiguous()
+
+        def per_chunk(t: Tensor, needed: bool) -> Tensor | None:  # gradient buffer [N, B * H, ...]
+            return t.new_empty(N, *t.shape[:1], *t.shape[2:]) if needed else None
+
+        d_q, d_k, d_v = (torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
+        d_beta = torch.empty_like(beta, memory_format=torch.contiguous_format) if delta else None
+        d_within, d_from_start, d_to_end, d_keep = (per_chunk(t, needed) for t, needed in
+                                                    zip((within, from_start, to_end, keep), ctx.needs_input_grad[4:8]))
+        for n in reversed(range(N)):
+            S, d_o, q_n, k_n, v_n = states[n], _chunk(d_out, n, C), _chunk(q, n, C), _chunk(k, n, C), _chunk(v, n, C)
+            within_n = within[:, n]
+            from_start_n, to_end_n = from_start[:, n].unsqueeze(-1), to_end[:, n].unsqueeze(-1)
+            x = xs[n] if delta else v_n
+            # out = scores x + (from_start q) S,  S' = keep S + (to_end k)^T x
+            d_x = torch.bmm(scores[n].transpose(-1, -2), d_o).baddbmm_(k_n * to_end_n, d_S)
+            d_q_read = d_o @ S.transpose(-1, -2)  # the gradient of from_start q
+            d_scores = d_o @ x.transpose(-1, -2)
+            d_k_end = x @ d_S.transpose(-1, -2)  # the gradient of to_end k
+            if d_from_start is not None:
+                torch.sum(d_q_read * q_n, dim=-1, out=d_from_start[n])
+            if d_to_end is not None:
+                torch.sum(d_k_end * k_n, dim=-1, out=d_to_end[n])
+            if d_keep is not None:
+                torch.sum(d_S * S, dim=(-2, -1), keepdim=True, out=d_keep[n])
+            d_S_in = (keep[:, n] * d_S).baddbmm_((q_n * from_start_n).transpose(-1, -2), d_o)
+            # scores = (q k^T) * within
+            d_qk = d_scores * within_n
+            if d_within is not None:
+                torch.mul(d_scores, q_n @ k_n.transpose(-1, -2), out=d_within[n])
+            _unchunk(d_q, n, torch.bmm(d_qk, k_n).addcmul_(d_q_read, from_start_n))
+            d_k_n = torch.bmm(d_qk.transpose(-1, -2), q_n).addcmul_(d_k_end, to_end_n)
+            if delta:
+                # x = inverse v - w S,  w = inverse diag(from_start) k,  inverse = unit_inverse diag(beta)
+                unit_inverse, b, from_start_row = inverses[n], _chunk(beta, n, C), from_start[:, n].unsqueeze(-2)
+                inverse = unit_inverse * b.unsqueeze(-2)
+                d_w = -(d_x @ S.transpose(-1, -2))
+                d_S_in.baddbmm_(ws[n].transpose(-1, -2), d_x, alpha=-1)
+                _unchunk(d_v, n, inverse.transpose(-1, -2) @ d_x)
+                d_k_n.baddbmm_((inverse * from_start_row).transpose(-1, -2), d_w)
+                d_inverse_read = d_w @ k_n.transpose(-1, -2)  # the gradient of inverse diag(from_start)
+                if d_from_start is not None:
+                    d_from_start[n] += (d_inverse_read * inverse).sum(dim=-2)
+                d_inverse = (d_x @ v_n.transpose(-1, -2)).addcmul_(d_inverse_read, from_start_row)
+                d_b = (d_inverse * unit_inverse).sum(dim=-2)
+                # unit_inverse = (I + system)^-1,  system = diag(beta) tril(k k^T * within, -1)
+                unit_inverse_t = unit_inverse.transpose(-1, -2)
+                d_system = -(unit_inverse_t @ (d_inverse * b.unsqueeze(-2)) @ unit_inverse_t).tril_(-1)
+                kk = k_n @ k_n.transpose(-1, -2)
+                d_b += (d_system * (kk * within_n).tril_(-1)).sum(dim=-1)
+                _unchunk(d_beta, n, d_b)
+                d_masked_kk = d_system * b.unsqueeze(-1)
+                if d_within is not None:
+                    d_within[n].addcmul_(d_masked_kk, kk)
+                d_kk = d_masked_kk * within_n
+                d_k_n.baddbmm_(d_kk + d_kk.transpose(-1, -2), k_n)
+            else:
+                _unchunk(d_v, n, d_x)
+            _unchunk(d_k, n, d_k_n)
+            d_S = d_S_in
+        decay_grads = (d_within, d_from_start, d_to_end, d_keep)
+        return d_q, d_k, d_v, d_beta, *(None if g is None else g.transpose(0, 1) for g in decay_grads), d_S
 
 
 def unit_lower_inverse(strict: Tensor) -> Tensor:
@@ -132,8 +235,7 @@ def unit_lower_inverse(strict: Tensor) -> Tensor:
     = (I + N)(I + N^2)(I + N^4)...(I + N^(2^j)) with N = -strict and 2^(j+1) >= C: about 2 log2 C
     batched C x C products. torch.linalg.solve_triangular computes the same, but on the CPU its time
     for many small batched systems is erratic (from 30 ms to several seconds for the same call,
-    measured with C = 16 and 2,048 systems), while batched products are steady and differentiate
-    cheaply.
+    measured with C = 16 and 2,048 systems), while batched products are steady.
     """
     power = -strict
     inverse = torch.eye(strict.shape[-1], dtype=strict.dtype, device=strict.device) + power

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fwp_rl.ops.chunk import chunk_decays, from_chunks, pad_time, scan_chunks, to_chunks, unit_lower_inverse
+from fwp_rl.ops.chunk import chunk_decays, chunkwise_rule, pad_time
 
 
 def delta_rule_step(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, S: Tensor, log_alpha: Tensor | None = None
@@ -41,29 +41,16 @@ def delta_rule_recurrent(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, S0: Tens
 
 def delta_rule_chunkwise(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, S0: Tensor, starts: Tensor | None = None,
                          log_alpha: Tensor | None = None, chunk_size: int = 16) -> tuple[Tensor, Tensor]:
-    """The same as ``delta_rule_recurrent``, computed in parallel within chunks of ``chunk_size`` steps.
-
-    Within a chunk, the writes x_i = (what step i adds, per key k_i) solve a unit lower-triangular
-    system (the WY representation of the product of Householder-like transitions):
-
-        (I + diag(beta) tril(D * K K^T, -1)) X = diag(beta) (V - diag(D(., 0)) K S0)
-
-    so X = U - W S0 with U, W from the inverse of that system (``unit_lower_inverse``); ``scan_chunks``
-    then carries S across chunks.
-    """
+    """The same as ``delta_rule_recurrent``, computed in parallel within chunks of ``chunk_size`` steps
+    (``chunkwise_rule``)."""
     T, B, H, dk = k.shape
     C = min(chunk_size, T)
     Tp = -(-T // C) * C
     # Padded steps have k = 0 and beta = 0 and no decay: they leave the state as it is.
-    q, k, v = (to_chunks(pad_time(x, Tp), C) for x in (q, k, v))
-    beta = to_chunks(pad_time(beta, Tp).unsqueeze(-1), C).squeeze(-1)  # [B, H, N, C]
+    q, k, v, beta = (pad_time(x, Tp) for x in (q, k, v, beta))
     starts = None if starts is None else pad_time(starts, Tp, False)
     log_alpha = None if log_alpha is None else pad_time(log_alpha, Tp)
     decays = chunk_decays(starts, log_alpha, (Tp, B, H), C, q.device, q.dtype)
 
-    strict = torch.ones(C, C, dtype=torch.bool, device=q.device).tril(-1)
-    system = beta.unsqueeze(-1) * ((k @ k.transpose(-1, -2)) * decays.within * strict)
-    inverse = unit_lower_inverse(system) * beta.unsqueeze(-2)  # (I + ...)^-1 diag(beta)
-    u, w = inverse @ v, inverse @ (k * decays.from_start.unsqueeze(-1))
-    out, S = scan_chunks(q, k, u, w, decays, S0)
-    return from_chunks(out)[:T], S
+    out, S = chunkwise_rule(q, k, v, beta, decays, S0)
+    return out[:T], S

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fwp_rl.ops.chunk import chunk_decays, from_chunks, pad_time, scan_chunks, to_chunks
+from fwp_rl.ops.chunk import chunk_decays, chunkwise_rule, pad_time
 
 
 def _with_ones(v: Tensor) -> Tensor:
@@ -54,9 +54,9 @@ def linear_attention_chunkwise(q: Tensor, k: Tensor, v: Tensor, S0: Tensor, star
         v = _with_ones(v)
     C = min(chunk_size, T)
     Tp = -(-T // C) * C
-    q, k, v = (to_chunks(pad_time(x, Tp), C) for x in (q, k, v))
+    q, k, v = (pad_time(x, Tp) for x in (q, k, v))
     starts = None if starts is None else pad_time(starts, Tp, False)
     decays = chunk_decays(starts, None, (Tp, B, H), C, q.device, q.dtype)
-    out, S = scan_chunks(q, k, v, None, decays, S0)
-    out = from_chunks(out)[:T]
+    out, S = chunkwise_rule(q, k, v, None, decays, S0)
+    out = out[:T]
     return (_normalized(out, eps) if normalize else out), S
