@@ -46,10 +46,13 @@ def median_time(fn, repeats: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
-def machine_description(device: torch.device) -> str:
+def machine_description(device: torch.device, threads: int | None = None) -> str:
+    """The device, torch's version and, on the CPU, its thread count (default: this process's)."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    threads = torch.get_num_threads() if threads is None else threads
+    return (f"{platform.processor() or platform.machine()}, {threads} thread{'s' * (threads != 1)}, "
+            f"torch {torch.__version__}")
 
 
 # Peak memory of a forward+backward, as a multiple of the bytes autograd saves for backward. The rest is
@@ -765,12 +768,14 @@ def run_double_pole_bench(args, console: Console | None = None) -> int:
         except DoublePoleBenchInterrupted as e:
             runs, interrupted = e.runs, True
         keep(runs)
-        workers = "" if args.parallel == 1 else f"; {args.parallel} worker processes of 1 thread"
+        workers = "" if args.parallel == 1 else f"; {args.parallel} worker processes"
         workers += "; search.compile" if args.compile else ""
         title = f"fwp-rl bench double-pole: seeds 0 to {args.seeds - 1} of each config and task{workers}"
         if interrupted:
             title += f"; interrupted: the {len(runs)} runs that finished"
-        print_double_pole_table(figures["rows"], f"{title}; {machine_description(torch.device('cpu'))}", console)
+        # every run uses one thread (bench_double_pole sees to it), whatever this process has
+        machine = machine_description(torch.device("cpu"), threads=1)
+        print_double_pole_table(figures["rows"], f"{title}; {machine}", console)
         print_published_comparison(figures["rows"], console)
         if interrupted:
             again = f"; the same command continues it from {args.json}" if args.json else ""

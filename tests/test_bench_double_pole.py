@@ -120,6 +120,7 @@ def test_cli_prints_ours_beside_the_published_table(tmp_path, capsys):
                  "--seeds", "1", "--max-evaluations", "16", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "CoSyNE" in printed and "3,416" in printed and "tiny_elman" in printed and "0/1 solved" in printed
+    assert ", 1 thread, torch" in " ".join(printed.split())  # what each run had, not what this process has
     figures = json.loads(out.read_text())
     assert figures["rows"][0]["runs"] == 1 and figures["runs"][0]["evaluations"] == 16
 
