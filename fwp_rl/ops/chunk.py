@@ -80,27 +80,35 @@ def chunk_decays(starts: Tensor | None, log_alpha: Tensor | None, shape: tuple[i
     )
 
 
-def chunkwise_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None, decays: ChunkDecays, S0: Tensor
-                   ) -> tuple[Tensor, Tensor]:
-    """The linear rule (``beta`` None) or the delta rule over chunks: (outputs [T, B, H, dv], final state).
+def chunkwise_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None, S0: Tensor, starts: Tensor | None,
+                   log_alpha: Tensor | None, chunk_size: int) -> tuple[Tensor, Tensor]:
+    """The linear rule (``beta`` None) or the (gated) delta rule in chunks: (outputs [T, B, H, dv], final state).
 
-    Inputs [T, B, H, d] with T a multiple of the decays' chunk size, beta [T, B, H], S0 [B, H, dk, dv].
-    Within a chunk the state after step t is S_t = D(t, 0) S0 + sum_{i <= t} D(t, i) k_i x_i^T, where x_i
-    is what step i writes: v_i for the linear rule. For the delta rule the writes solve a unit
-    lower-triangular system (the WY representation of the product of Householder-like transitions),
+    Inputs [T, B, H, d], beta and log_alpha [T, B, H] (log_alpha None: no decay), starts [T, B] (or None),
+    S0 [B, H, dk, dv]. Within a chunk the state after step t is S_t = D(t, 0) S0 + sum_{i <= t} D(t, i)
+    k_i x_i^T, where x_i is what step i writes: v_i for the linear rule. For the delta rule the writes
+    solve a unit lower-triangular system (the WY representation of the product of Householder-like
+    transitions),
 
         (I + diag(beta) tril(D * K K^T, -1)) X = diag(beta) (V - diag(D(., 0)) K S0),
 
     so X = U - W S0 with U = Inv V, W = Inv diag(D(., 0)) K, Inv = (I + ...)^-1 diag(beta).
     """
-    B, H = q.shape[1:3]
+    T, B, H = k.shape[:3]
+    C = min(chunk_size, T)
+    Tp = -(-T // C) * C
+    # Padded steps have k = 0, beta = 0 and no decay: they leave the state as it is.
+    q, k, v = (pad_time(x, Tp) for x in (q, k, v))
+    beta, log_alpha = (None if x is None else pad_time(x, Tp) for x in (beta, log_alpha))
+    starts = None if starts is None else pad_time(starts, Tp, False)
+    decays = chunk_decays(starts, log_alpha, (Tp, B, H), C, q.device, q.dtype)
 
     def flat(t: Tensor) -> Tensor:  # [B, H or 1, N, ...] -> [B * H, N, ...]
         return t.expand(B, H, *t.shape[2:]).reshape(B * H, *t.shape[2:])
 
     decays = (decays.within, decays.from_start, decays.to_end, decays.start_to_end[..., None, None])
     out, S = _ChunkwiseRule.apply(q, k, v, beta, *map(flat, decays), S0.reshape(B * H, *S0.shape[2:]))
-    return out, S.reshape(S0.shape)
+    return out[:T], S.reshape(S0.shape)
 
 
 def _chunk(x: Tensor, n: int, size: int) -> Tensor:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fwp_rl.ops.chunk import chunk_decays, chunkwise_rule, pad_time
+from fwp_rl.ops.chunk import chunkwise_rule
 
 
 def delta_rule_step(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, S: Tensor, log_alpha: Tensor | None = None
@@ -43,14 +43,4 @@ def delta_rule_chunkwise(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, S0: Tens
                          log_alpha: Tensor | None = None, chunk_size: int = 16) -> tuple[Tensor, Tensor]:
     """The same as ``delta_rule_recurrent``, computed in parallel within chunks of ``chunk_size`` steps
     (``chunkwise_rule``)."""
-    T, B, H, dk = k.shape
-    C = min(chunk_size, T)
-    Tp = -(-T // C) * C
-    # Padded steps have k = 0 and beta = 0 and no decay: they leave the state as it is.
-    q, k, v, beta = (pad_time(x, Tp) for x in (q, k, v, beta))
-    starts = None if starts is None else pad_time(starts, Tp, False)
-    log_alpha = None if log_alpha is None else pad_time(log_alpha, Tp)
-    decays = chunk_decays(starts, log_alpha, (Tp, B, H), C, q.device, q.dtype)
-
-    out, S = chunkwise_rule(q, k, v, beta, decays, S0)
-    return out[:T], S
+    return chunkwise_rule(q, k, v, beta, S0, starts, log_alpha, chunk_size)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fwp_rl.ops.chunk import chunk_decays, chunkwise_rule, pad_time
+from fwp_rl.ops.chunk import chunkwise_rule
 
 
 def _with_ones(v: Tensor) -> Tensor:
@@ -49,14 +49,7 @@ def linear_attention_chunkwise(q: Tensor, k: Tensor, v: Tensor, S0: Tensor, star
                                normalize: bool = False, eps: float = 1e-5, chunk_size: int = 64
                                ) -> tuple[Tensor, Tensor]:
     """The same as ``linear_attention_recurrent``, in parallel within chunks of ``chunk_size`` steps."""
-    T, B, H, _ = k.shape
     if normalize:
         v = _with_ones(v)
-    C = min(chunk_size, T)
-    Tp = -(-T // C) * C
-    q, k, v = (pad_time(x, Tp) for x in (q, k, v))
-    starts = None if starts is None else pad_time(starts, Tp, False)
-    decays = chunk_decays(starts, None, (Tp, B, H), C, q.device, q.dtype)
-    out, S = chunkwise_rule(q, k, v, None, decays, S0)
-    out = out[:T]
+    out, S = chunkwise_rule(q, k, v, None, S0, starts, None, chunk_size)
     return (_normalized(out, eps) if normalize else out), S
