@@ -106,8 +106,8 @@ def chunkwise_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None, S0: Ten
     def flat(t: Tensor) -> Tensor:  # [B, H or 1, N, ...] -> [B * H, N, ...]
         return t.expand(B, H, *t.shape[2:]).reshape(B * H, *t.shape[2:])
 
-    decays = (decays.within, decays.from_start, decays.to_end, decays.start_to_end[..., None, None])
-    out, S = _ChunkwiseRule.apply(q, k, v, beta, *map(flat, decays), S0.reshape(B * H, *S0.shape[2:]))
+    per_row = (decays.within, decays.from_start, decays.to_end, decays.start_to_end[..., None, None])
+    out, S = _ChunkwiseRule.apply(q, k, v, beta, *map(flat, per_row), S0.reshape(B * H, *S0.shape[2:]))
     return out[:T], S.reshape(S0.shape)
 
 
