@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fwp_rl.cores import CORES
-
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -19,6 +17,8 @@ def _int_list(text: str) -> list[int]:
 
 
 def _core_list(text: str) -> list[str]:
+    from fwp_rl.cores import CORES  # here, not at the top: it imports torch, which takes seconds
+
     names = text.split(",")
     unknown = [n for n in names if n not in CORES]
     if unknown:
@@ -235,6 +235,16 @@ def _run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # what stops at once (a second Ctrl-C in training, any Ctrl-C elsewhere): what was saved is kept, and
+        # where the interrupted code was is no news to the user
+        print("fwp-rl: stopped by Ctrl-C", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     from fwp_rl.config import ConfigError
     from fwp_rl.runs import CheckpointError
 
