@@ -6,11 +6,9 @@ import hashlib
 import json
 import multiprocessing
 import platform
-import signal
 import statistics
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from torch import Tensor, nn
 
 from fwp_rl.config import ConfigError, to_dict
 from fwp_rl.cores import CORES, core_options, make_core
+from fwp_rl.progress import ctrl_c_ignored
 from fwp_rl.runs import atomic_write_bytes
 
 CHUNKWISE_CORES = ("linear", "delta", "gated_delta")
@@ -364,8 +363,6 @@ def _run_double_pole_seed(path: str, config) -> DoublePoleRun:
     from fwp_rl.agents.neuroevolution import evolve
     from fwp_rl.envs.double_pole import make_config
 
-    if _worker_interrupted:
-        raise KeyboardInterrupt
     start = time.perf_counter()
     result = evolve(config)
     seconds = time.perf_counter() - start
@@ -377,38 +374,30 @@ def _run_double_pole_seed(path: str, config) -> DoublePoleRun:
                          None if test is None else test.balanced, seconds, result.flat_params)
 
 
-# Set in a worker process by Ctrl-C. The pool hands each worker the next run before the one under way ends, and
-# cancelling cannot take those back: a worker that Ctrl-C reached starts none of them.
-_worker_interrupted = False
-
-
-def _interrupt_worker(signum, frame) -> None:
-    global _worker_interrupted
-    _worker_interrupted = True
-    raise KeyboardInterrupt
-
-
 def _start_double_pole_worker() -> None:
     torch.set_num_threads(1)  # tiny controllers: more threads per run would only contend with the other workers
     _quiet_evotorch()
-    signal.signal(signal.SIGINT, _interrupt_worker)
+
+
+def _run_job(job: tuple[int, tuple]) -> tuple[int, DoublePoleRun]:
+    i, arguments = job
+    return i, _run_double_pole_seed(*arguments)
 
 
 def _run_in_workers(jobs: dict[int, tuple], parallel: int, finish) -> None:
-    """Runs ``jobs`` (index: arguments of _run_double_pole_seed), calling ``finish(index, run)`` as each ends."""
+    """Runs ``jobs`` (index: arguments of _run_double_pole_seed), calling ``finish(index, run)`` as each ends.
+
+    The workers ignore Ctrl-C from their start; Ctrl-C stops this process, and leaving the pool terminates them
+    wherever they are. The runs under way are lost either way; waiting for the workers to stop by themselves let a
+    Ctrl-C that came while they started print their tracebacks and fail the pool, and once (not reproduced) a worker
+    that went on running kept the bench from ending.
+    """
     # spawn, not fork: a forked copy of a process that has started torch's threads can deadlock.
-    with ProcessPoolExecutor(min(parallel, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start_double_pole_worker) as pool:
-        futures = {pool.submit(_run_double_pole_seed, *job): i for i, job in jobs.items()}
-        try:
-            for future in as_completed(futures):
-                finish(futures[future], future.result())
-        except BaseException:
-            # Ctrl-C stops the runs under way in the workers too; without this the pool would still start
-            # every run not yet begun before the process could end.
-            for future in futures:
-                future.cancel()
-            raise
+    with ctrl_c_ignored():  # the pool starts its workers here
+        pool = multiprocessing.get_context("spawn").Pool(min(parallel, len(jobs)), _start_double_pole_worker)
+    with pool:  # leaving it terminates the workers
+        for i, run in pool.imap_unordered(_run_job, jobs.items()):
+            finish(i, run)
 
 
 def bench_double_pole(config_paths: list[str], tasks=("markov", "nonmarkov"), seeds: int = 50,

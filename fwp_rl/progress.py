@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -13,6 +14,35 @@ def run_progress(console: Console, unit: str) -> Progress:
     """A live line per task: its name, a bar, how many ``unit`` are done, a status text, the time elapsed."""
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn(f"{{task.completed:,.0f}} {unit}"),
                     TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console)
+
+
+@contextlib.contextmanager
+def ctrl_c_ignored() -> Iterator[None]:
+    """Ctrl-C is ignored inside the block, and by every process started inside it from that process's very start (a
+    signal's disposition to be ignored survives exec, and Python then installs no KeyboardInterrupt handler; a
+    blocked signal would not do: the spawned interpreter starts with none blocked). Start worker processes inside
+    it, and nothing else: a Ctrl-C in the milliseconds that takes is lost."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# In a worker process that trains one seed of a group after another (fwp_rl.seeds): whether the group was asked to
+# stop. The worker ignores Ctrl-C until its learner's handler is in place, so its own handler can miss the Ctrl-C
+# that the group's process took.
+_group_stop: Callable[[], bool] | None = None
+
+
+def stop_with_group(requested: Callable[[], bool]) -> None:
+    """Makes every StopOnInterrupt of this process also stop once ``requested()`` is true."""
+    global _group_stop
+    _group_stop = requested
+
+
+def group_stop_requested() -> bool:
+    return _group_stop is not None and _group_stop()
 
 
 class StopOnInterrupt:
@@ -26,7 +56,12 @@ class StopOnInterrupt:
 
     def __init__(self, console: Console, when: str, on_request: Callable[[], None] | None = None):
         self.console, self.when, self.on_request = console, when, on_request
-        self.requested = False
+        self._requested = False
+
+    @property
+    def requested(self) -> bool:
+        """Whether Ctrl-C asked this run to stop, or (in a worker process of a seed group) the group was asked."""
+        return self._requested or group_stop_requested()
 
     def __enter__(self) -> StopOnInterrupt:
         self._previous = signal.signal(signal.SIGINT, self._handle)
@@ -36,9 +71,9 @@ class StopOnInterrupt:
         signal.signal(signal.SIGINT, self._previous)
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
+        if self._requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self._requested = True
         if self.on_request is not None:
             self.on_request()
         self.console.print(f"[yellow]stopping {self.when} (Ctrl-C again to stop at once)[/yellow]")

@@ -22,8 +22,8 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
-import signal
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fwp_rl.config import MAX_SEED, ConfigError
-from fwp_rl.progress import StopOnInterrupt
+from fwp_rl.progress import StopOnInterrupt, ctrl_c_ignored, group_stop_requested, stop_with_group
 from fwp_rl.runs import load_checkpoint, unique_run_dir
 
 
@@ -95,6 +95,10 @@ def train_seeds(config, seeds: list[int], parallel: int = 1, console: Console | 
         with contextlib.suppress(OSError):
             group_dir.rmdir()  # only when empty: the first seed failed before it made its run directory
         raise
+    if not runs:  # Ctrl-C came while the workers started
+        group_dir.rmdir()
+        console.print("stopped by Ctrl-C before any seed started: nothing was trained")
+        return []
     table = Table("seed", "run directory", "status", title=f"group {group_dir}")
     trained = {r.seed: r for r in runs}
     for seed in seeds:
@@ -121,16 +125,16 @@ def _available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _start_worker(threads: int) -> None:
+def _start_worker(threads: int, group_stop) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    # Ctrl-C reaches every process of the terminal: an idle worker ignores it; a training one stops
-    # after its update with the learner's own handler.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop_with_group(group_stop.is_set)
 
 
-def _train_quietly(config) -> SeedRun:
+def _train_quietly(config) -> SeedRun | None:
+    if group_stop_requested():
+        return None  # Ctrl-C came while this worker started
     run_dir, finished = train_run(config, Console(quiet=True))
     return SeedRun(config.seed, run_dir, finished)
 
@@ -140,22 +144,43 @@ def _train_in_workers(configs: list, parallel: int, console: Console) -> list[Se
     threads = max(1, _available_cpus() // workers)
     console.print(f"training seeds {', '.join(str(c.seed) for c in configs)} in {workers} worker processes "
                   f"({threads} CPU threads each); each seed is reported when it ends")
-    runs = []
+
+    def report(r: SeedRun) -> None:
+        console.print(f"seed {r.seed}: {'finished' if r.finished else 'stopped early'}, {r.run_dir}")
+
     # spawn, not fork: a forked copy of a process that has started torch's threads can deadlock.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                             initargs=(threads,)) as pool:
-        futures = [pool.submit(_train_quietly, config) for config in configs]
+    context = multiprocessing.get_context("spawn")
+    group_stop = context.Event()
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                             initargs=(threads, group_stop)) as pool:
+        return run_in_turns(pool, _train_quietly, configs, workers, report, console, group_stop.set)
 
-        def cancel_waiting() -> None:
-            for future in futures:
-                future.cancel()
 
-        with StopOnInterrupt(console, "the seeds under way after their update; no other seed starts",
-                             on_request=cancel_waiting):
-            for future in as_completed(futures):
-                if future.cancelled():
-                    continue
-                r = future.result()
-                runs.append(r)
-                console.print(f"seed {r.seed}: {'finished' if r.finished else 'stopped early'}, {r.run_dir}")
+def run_in_turns(pool: Executor, train: Callable, configs: list, workers: int, report: Callable[[SeedRun], None],
+                 console: Console, on_stop: Callable[[], None]) -> list[SeedRun]:
+    """``train(config)`` on ``pool`` for each config, ``workers`` at a time, calling ``report`` as each ends;
+    ``train`` returns a SeedRun, or None for a seed it did not start.
+
+    A seed is handed to the pool only when a worker is free: the pool would start whatever it holds, and after
+    Ctrl-C none may start. Ctrl-C reaches every process of the terminal. The workers, started with Ctrl-C ignored,
+    do not die of it while idle, and their learners stop after the update under way, by their own handler or
+    because ``on_stop`` (called at the first Ctrl-C here) told the workers the group stops.
+    """
+    waiting, running, runs = list(configs), set(), []
+
+    def submit_next() -> None:
+        running.add(pool.submit(train, waiting.pop(0)))
+
+    with StopOnInterrupt(console, "the seeds under way after their update; no other seed starts", on_stop) as stop:
+        with ctrl_c_ignored():  # the pool starts a worker process at each of these first submissions
+            for _ in range(min(workers, len(waiting))):
+                submit_next()
+        while running:
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for run in (future.result() for future in done):
+                if run is not None:
+                    runs.append(run)
+                    report(run)
+            while waiting and len(running) < workers and not stop.requested:
+                submit_next()
     return runs

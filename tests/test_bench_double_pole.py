@@ -3,9 +3,15 @@ worker processes equal to runs in this one, the steps/s comparison with EvoTorch
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -166,15 +172,46 @@ def test_each_run_is_kept_as_it_finishes_and_the_same_command_continues(tmp_path
         assert a.flat_params.equal(b.flat_params)
 
 
-def test_a_worker_that_ctrl_c_reached_starts_no_other_run(tmp_path, monkeypatch):
-    """The pool has already handed a worker its next run when Ctrl-C comes; the worker must not start it."""
-    monkeypatch.setattr(bench, "_worker_interrupted", False)
-    path = write_config(tmp_path, "tiny_elman", TINY)
-    config = bench.load_double_pole_config(path, "nonmarkov", 0, max_evaluations=16)
-    with pytest.raises(KeyboardInterrupt):
-        bench._interrupt_worker(signal.SIGINT, None)
-    with pytest.raises(KeyboardInterrupt):
-        bench._run_double_pole_seed(path, config)
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes in /proc")
+@pytest.mark.parametrize("after", [0.5, 5.0], ids=["workers-starting", "runs-under-way"])
+def test_ctrl_c_stops_the_workers_and_the_bench_at_once(tmp_path, after):
+    """Ctrl-C from a terminal reaches every process of its group: the bench, with worker processes still importing
+    or in runs that would take minutes, stops within seconds, with its message, no traceback, exit status 130 and
+    no process left behind."""
+    path = write_config(tmp_path, "tiny_elman", {**TINY, "search": {**TINY["search"], "max_evaluations": 10**7}})
+    command = [sys.executable, "-m", "fwp_rl.cli", "bench", "double-pole", "--only", "success", "--configs", path,
+               "--tasks", "nonmarkov", "--seeds", "4", "--parallel", "2", "--json", str(tmp_path / "bench.json")]
+    bench_process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True,  # its own group, as a terminal's foreground job has
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+    def workers() -> list[int]:
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):  # a process that ended while we looked
+                fields = stat.read_text().rpartition(")")[2].split()
+                if int(fields[1]) == bench_process.pid:  # its parent
+                    children.append(int(stat.parent.name))
+        return children
+
+    deadline = time.monotonic() + 60
+    while len(workers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(after)
+    started = workers()
+    os.killpg(bench_process.pid, signal.SIGINT)
+    try:
+        printed, _ = bench_process.communicate(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(bench_process.pid, signal.SIGKILL)
+    assert len(started) >= 2  # the pool's workers (and the resource tracker of multiprocessing)
+    assert bench_process.returncode == 130 and "Traceback" not in printed
+    assert "stopped by Ctrl-C" in printed
+    deadline = time.monotonic() + 10  # multiprocessing's resource tracker ends once it sees the bench gone
+    while any(Path(f"/proc/{pid}").exists() for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in started if Path(f"/proc/{pid}").exists()]
 
 
 def test_kept_runs_of_other_settings_or_another_file_are_refused(tmp_path, capsys):

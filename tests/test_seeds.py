@@ -3,11 +3,17 @@ processes; the group in every config and in W&B; the errors a user sees."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+from types import SimpleNamespace
+
 import pytest
 import torch
 import yaml
 
-from fwp_rl import seeds
+from fwp_rl import progress, seeds
 from fwp_rl.cli import main
 from fwp_rl.runs import find_run_dirs, load_checkpoint, read_metrics
 
@@ -112,6 +118,38 @@ def test_a_stopped_seed_starts_no_other(tmp_path, monkeypatch, capsys):
     assert trained == [0]
     out = capsys.readouterr().out
     assert "stopped early" in out and out.count("not started") == 2
+
+
+def test_ctrl_c_among_seeds_in_workers_starts_no_other():
+    """Two workers, three seeds: Ctrl-C while the first two train (seed 0 stops early, seed 1 ends after it) starts
+    no third one, where a pool handed every seed at once would have started it."""
+    from concurrent.futures import ThreadPoolExecutor
+    from rich.console import Console
+
+    interrupted, trained = threading.Event(), []
+
+    def train(config):
+        trained.append(config.seed)
+        if config.seed == 0:
+            while signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # the pool is starting its workers
+                time.sleep(0.001)
+            os.kill(os.getpid(), signal.SIGINT)  # as from the terminal; StopOnInterrupt's handler takes it
+            interrupted.set()
+        assert interrupted.wait(10)
+        return seeds.SeedRun(config.seed, None, config.seed != 0)
+
+    configs = [SimpleNamespace(seed=k) for k in range(3)]
+    with ThreadPoolExecutor(2) as pool:
+        runs = seeds.run_in_turns(pool, train, configs, 2, lambda r: None, Console(quiet=True), lambda: None)
+    assert sorted(trained) == [0, 1] and sorted((r.seed, r.finished) for r in runs) == [(0, False), (1, True)]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_worker_starts_no_seed_once_the_group_stopped(tmp_path, monkeypatch):
+    """A worker that takes a seed after the group's Ctrl-C (which it ignored while it started) does not train it."""
+    monkeypatch.setattr(seeds, "train_run", lambda config, console=None: pytest.fail("a seed was trained"))
+    monkeypatch.setattr(progress, "_group_stop", lambda: True)
+    assert seeds._train_quietly(SimpleNamespace(seed=0)) is None
 
 
 @pytest.mark.parametrize("argv, message", [
