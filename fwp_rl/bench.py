@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from fwp_rl.config import ConfigError, to_dict
 from fwp_rl.cores import CORES, core_options, make_core
 from fwp_rl.progress import ctrl_c_ignored
-from fwp_rl.runs import atomic_write_bytes
+from fwp_rl.files import atomic_write_text
 
 CHUNKWISE_CORES = ("linear", "delta", "gated_delta")
 
@@ -180,7 +180,7 @@ def run_cores_bench(args) -> None:
              f"median of {args.repeats}; {machine_description(torch.device(args.device))}")
     print_core_table(rows, title)
     if args.json:
-        Path(args.json).write_text(json.dumps(dict(title=title, rows=rows), indent=2))
+        atomic_write_text(args.json, json.dumps(dict(title=title, rows=rows), indent=2))
 
 
 PPO_BENCH_CONFIGS = tuple(f"configs/atari/pong_{core}.yaml" for core in ("lstm", "delta", "rdn"))
@@ -231,7 +231,7 @@ def run_ppo_bench(args) -> None:
              f"{machine_description(device)}")
     print_ppo_table(rows, title)
     if args.json:
-        Path(args.json).write_text(json.dumps(dict(title=title, rows=rows), indent=2))
+        atomic_write_text(args.json, json.dumps(dict(title=title, rows=rows), indent=2))
 
 
 # ---------------------------------------------------------------------------------------------- double pole
@@ -740,7 +740,7 @@ def run_double_pole_bench(args, console: Console | None = None) -> int:
 
     def save() -> None:
         if args.json:
-            atomic_write_bytes(Path(args.json), lambda f: f.write(json.dumps(figures).encode()))
+            atomic_write_text(args.json, json.dumps(figures))
 
     if args.only != "throughput":
         if finished:

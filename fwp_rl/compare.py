@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import itertools
 import json
 import re
@@ -51,6 +52,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fwp_rl.config import ConfigError, load_yaml
+from fwp_rl.files import atomic_write_text, replacing
 from fwp_rl.runs import find_run_dirs, read_metrics, start_wandb, unique_run_dir
 
 REPORT_FILES = ("curves.png", "table.csv", "table.json", "table.md")
@@ -309,7 +311,8 @@ def plot_curves(comparison: Comparison, path: Path) -> None:
     ax.set_ylabel(comparison.metric)
     ax.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path)
+    with replacing(path) as tmp:
+        figure.savefig(tmp)
 
 
 def _fmt(value: float | None) -> str:
@@ -348,11 +351,12 @@ def write_report(comparison: Comparison, out: Path) -> None:
     """curves.png, table.csv, table.json and table.md into the directory ``out``."""
     plot_curves(comparison, out / "curves.png")
     fields = [f.name for f in dataclasses.fields(CoreRow)]
-    with open(out / "table.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(fields)
-        for row in comparison.rows:
-            writer.writerow(["" if getattr(row, k) is None else getattr(row, k) for k in fields])
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(fields)
+    for row in comparison.rows:
+        writer.writerow(["" if getattr(row, k) is None else getattr(row, k) for k in fields])
+    atomic_write_text(out / "table.csv", table.getvalue())
     runs = []
     for r in comparison.runs:
         scores = run_scores(r.y, comparison.window)
@@ -362,13 +366,13 @@ def write_report(comparison: Comparison, out: Path) -> None:
     report = {"env_id": comparison.env_id, "learners": comparison.learners, "metric": comparison.metric,
               "window": comparison.window, "x": comparison.x_label, "reference": comparison.reference,
               "cores": [dataclasses.asdict(row) for row in comparison.rows], "runs": runs}
-    (out / "table.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "table.json", json.dumps(report, indent=2) + "\n")
     headers, cells = table_cells(comparison)
     lines = [f"# {comparison.env_id}: {comparison.metric}", "", _caption(comparison), "",
              "| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     lines += ["", "![learning curves](curves.png)", ""]
-    (out / "table.md").write_text("\n".join(lines))
+    atomic_write_text(out / "table.md", "\n".join(lines))
 
 
 def _report_dir(out: str | Path | None, force: bool, env_id: str) -> Path:

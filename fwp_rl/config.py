@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from fwp_rl.files import atomic_write_text
+
 T = TypeVar("T")
 
 
@@ -151,7 +153,7 @@ def to_dict(obj) -> dict:
 
 
 def dump_yaml(obj, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 
 # ---------------------------------------------------------------------------------------------- shared sections

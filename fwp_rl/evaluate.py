@@ -28,7 +28,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fwp_rl.config import ConfigError, check_seed, from_dict
-from fwp_rl.runs import CheckpointError, atomic_write_bytes, load_checkpoint
+from fwp_rl.files import atomic_write_text, replacing
+from fwp_rl.runs import CheckpointError, load_checkpoint
 
 
 def _neuroevolution_policy(payload: dict):
@@ -199,8 +200,8 @@ def _write_video(out: Path, frames: list, fps: int) -> None:
     height, width = frames[0].shape[:2]
     # H.264 in yuv420p needs even sizes: an odd one gets its last row or column repeated.
     frames = [np.pad(f, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge") for f in frames]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    imageio.mimwrite(out, frames, fps=fps, macro_block_size=1)
+    with replacing(out) as tmp:  # encoding takes seconds: a Ctrl-C in them leaves no broken video
+        imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)
 
 
 def evaluate_checkpoint(path: str, episodes: int = 10, deterministic: bool = False, video_dir: str | None = None,
@@ -264,7 +265,7 @@ def _save_figures(checkpoint: Path, figures: dict, console: Console) -> None:
     out = checkpoint.with_name(checkpoint.name + ".eval.json")
     text = json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in figures.items()},
                       indent=2)
-    atomic_write_bytes(out, lambda f: f.write(text.encode()))
+    atomic_write_text(out, text)
     console.print(f"figures: {out}")
 
 

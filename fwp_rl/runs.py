@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from fwp_rl.files import atomic_write_bytes
 
 CHECKPOINT_FORMAT = 1
 
@@ -56,21 +57,6 @@ def find_run_dirs(path: str | Path) -> list[Path]:
             found.append(Path(folder))
             subfolders.clear()
     return sorted(found)
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call write(file) on a temporary file beside ``path``, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

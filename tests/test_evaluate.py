@@ -137,3 +137,20 @@ def test_videos_of_odd_sized_frames_are_padded_to_even_sizes(tmp_path):
     frames = [np.full((5, 7, 3), v, dtype=np.uint8) for v in (0, 255)]
     _write_video(tmp_path / "odd.mp4", frames, fps=4)  # H.264 in yuv420p refuses odd sizes
     assert [f.shape for f in imageio.mimread(tmp_path / "odd.mp4")] == [(6, 8, 3)] * 2
+
+
+def test_an_interrupted_video_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    """Ctrl-C while ffmpeg encodes (seconds for a long episode): the video written before is still there, whole."""
+    out = tmp_path / "run.mp4"
+    _write_video(out, [np.full((8, 8, 3), 50, dtype=np.uint8)] * 3, fps=4)
+    before = out.read_bytes()
+
+    def interrupted(path, frames, **options):
+        with open(path, "wb") as f:
+            f.write(b"\x00\x00\x00\x18ftypisom")  # the start of an mp4 that was never finished
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(imageio, "mimwrite", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _write_video(out, [np.full((8, 8, 3), 200, dtype=np.uint8)] * 3, fps=4)
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["run.mp4"]

@@ -1,0 +1,39 @@
+"""Files written so that an interruption (Ctrl-C, a crash, a full disk) leaves the old file or the new one whole,
+never a part of either: each is written to a temporary file beside it and then renamed over it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write; it replaces ``path`` when the block ends, and is removed if the block
+    raises. It keeps ``path``'s suffix, for writers that choose the format by it (ffmpeg, matplotlib)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call write(file) on a temporary file beside ``path``, on disk before it is renamed to ``path``."""
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
