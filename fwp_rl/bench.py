@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import platform
 import statistics
 import time
@@ -339,11 +340,12 @@ class DoublePoleRun:
 
 
 class DoublePoleBenchInterrupted(Exception):
-    """Ctrl-C stopped ``bench_double_pole``; ``runs`` are those that had finished, in the runs' order."""
+    """Ctrl-C, or a worker process that died, stopped ``bench_double_pole``: ``by`` says which; ``runs`` are those
+    that had finished, in the runs' order."""
 
-    def __init__(self, runs: list[DoublePoleRun]):
-        super().__init__(f"interrupted after {len(runs)} finished runs")
-        self.runs = runs
+    def __init__(self, runs: list[DoublePoleRun], by: str = "Ctrl-C"):
+        super().__init__(f"stopped by {by} after {len(runs)} finished runs")
+        self.runs, self.by = runs, by
 
 
 def read_double_pole_bench(path: str) -> tuple[dict, list[DoublePoleRun]]:
@@ -374,7 +376,8 @@ def _run_double_pole_seed(path: str, config) -> DoublePoleRun:
                          None if test is None else test.balanced, seconds, result.flat_params)
 
 
-def _start_double_pole_worker() -> None:
+def _start_double_pole_worker(pids) -> None:
+    pids.put(os.getpid())
     torch.set_num_threads(1)  # tiny controllers: more threads per run would only contend with the other workers
     _quiet_evotorch()
 
@@ -384,19 +387,49 @@ def _run_job(job: tuple[int, tuple]) -> tuple[int, DoublePoleRun]:
     return i, _run_double_pole_seed(*arguments)
 
 
+class WorkerDied(Exception):
+    """A worker process of the double pole bench ended during a run (killed by the system, out of memory, ...)."""
+
+
+def _alive(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) would end the process there: assume it lives
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _run_in_workers(jobs: dict[int, tuple], parallel: int, finish) -> None:
     """Runs ``jobs`` (index: arguments of _run_double_pole_seed), calling ``finish(index, run)`` as each ends.
 
     The workers ignore Ctrl-C from their start; Ctrl-C stops this process, and leaving the pool terminates them
     wherever they are. The runs under way are lost either way; waiting for the workers to stop by themselves let a
     Ctrl-C that came while they started print their tracebacks and fail the pool, and once (not reproduced) a worker
-    that went on running kept the bench from ending.
+    that went on running kept the bench from ending. A multiprocessing Pool replaces a worker that died and waits
+    for its run forever, so every second without a result this checks that the workers it knows are alive, and
+    raises WorkerDied otherwise.
     """
     # spawn, not fork: a forked copy of a process that has started torch's threads can deadlock.
+    context = multiprocessing.get_context("spawn")
+    pids, workers = context.SimpleQueue(), []  # each worker's process id, sent by its initializer
     with ctrl_c_ignored():  # the pool starts its workers here
-        pool = multiprocessing.get_context("spawn").Pool(min(parallel, len(jobs)), _start_double_pole_worker)
+        pool = context.Pool(min(parallel, len(jobs)), _start_double_pole_worker, (pids,))
     with pool:  # leaving it terminates the workers
-        for i, run in pool.imap_unordered(_run_job, jobs.items()):
+        results = pool.imap_unordered(_run_job, jobs.items())
+        for _ in jobs:
+            while True:
+                try:
+                    i, run = results.next(timeout=1.0)
+                    break
+                except multiprocessing.TimeoutError:
+                    while not pids.empty():
+                        workers.append(pids.get())
+                    dead = [pid for pid in workers if not _alive(pid)]
+                    if dead:
+                        raise WorkerDied(f"worker process {dead[0]} ended during a run (killed by the system? out "
+                                         "of memory?)") from None
             finish(i, run)
 
 
@@ -411,8 +444,8 @@ def bench_double_pole(config_paths: list[str], tasks=("markov", "nonmarkov"), se
 
     ``finished`` are runs of an earlier bench to keep instead of running them again (ConfigError if one is not a
     run of this bench: another config, task, seed or setting). After each run, ``on_run`` gets every finished run so
-    far. Returns the runs in the order config, task, seed; Ctrl-C raises DoublePoleBenchInterrupted with the
-    finished ones."""
+    far. Returns the runs in the order config, task, seed; Ctrl-C, or a worker process that died, raises
+    DoublePoleBenchInterrupted with the finished ones."""
     from fwp_rl.envs.double_pole import TASKS
 
     unknown = [t for t in tasks if t not in TASKS]
@@ -458,6 +491,8 @@ def bench_double_pole(config_paths: list[str], tasks=("markov", "nonmarkov"), se
                 _run_in_workers(todo, parallel, finish)
         except KeyboardInterrupt:
             raise DoublePoleBenchInterrupted([r for r in runs if r is not None]) from None
+        except WorkerDied as e:
+            raise DoublePoleBenchInterrupted([r for r in runs if r is not None], f"an error: {e}") from None
     return runs
 
 
@@ -725,8 +760,8 @@ def run_double_pole_bench(args, console: Console | None = None) -> int:
     """``fwp-rl bench double-pole``: the success table over seeds beside the published one, then the speed
     comparison with VecGymNE (``args.only`` picks one of them). ``args.json`` keeps every figure, and every run as
     soon as it finishes: a bench given the file of an earlier one with the same options keeps its runs and makes
-    only the others. Returns the exit status: 130 when Ctrl-C stopped the runs (after printing the table of those
-    that finished)."""
+    only the others. Returns the exit status: 130 when Ctrl-C stopped the runs, 1 when a worker process died (after
+    printing the table of those that finished)."""
     console = console or Console()
     _check_positive("--popsize", args.popsize)  # checked before hours of runs, not after them
     _check_positive("--repeats", args.repeats)
@@ -750,26 +785,26 @@ def run_double_pole_bench(args, console: Console | None = None) -> int:
             figures.update(runs=[r.to_json() for r in runs], rows=summarize_double_pole(runs))
             save()
 
-        interrupted = False
+        stopped_by = None
         try:
             runs = bench_double_pole(double_pole_config_paths(args.configs), args.tasks, args.seeds,
                                      args.max_evaluations, args.parallel, console, args.compile, finished, keep)
         except DoublePoleBenchInterrupted as e:
-            runs, interrupted = e.runs, True
+            runs, stopped_by = e.runs, e.by
         keep(runs)
         workers = "" if args.parallel == 1 else f"; {args.parallel} worker processes"
         workers += "; search.compile" if args.compile else ""
         title = f"fwp-rl bench double-pole: seeds 0 to {args.seeds - 1} of each config and task{workers}"
-        if interrupted:
+        if stopped_by:
             title += f"; interrupted: the {len(runs)} runs that finished"
         # every run uses one thread (bench_double_pole sees to it), whatever this process has
         machine = machine_description(torch.device("cpu"), threads=1)
         print_double_pole_table(figures["rows"], f"{title}; {machine}", console)
         print_published_comparison(figures["rows"], console)
-        if interrupted:
+        if stopped_by:
             again = f"; the same command continues it from {args.json}" if args.json else ""
-            console.print(f"[yellow]stopped by Ctrl-C: the runs under way are lost{again}[/yellow]")
-            return 130
+            console.print(f"[yellow]stopped by {stopped_by}: the runs under way are lost{again}[/yellow]")
+            return 130 if stopped_by == "Ctrl-C" else 1
     if args.only != "success":
         rows = bench_double_pole_throughput(args.popsize, args.repeats, compile=args.compile)
         machines = "; ".join(dict.fromkeys(machine_description(torch.device(r["device"])) for r in rows))

@@ -172,46 +172,86 @@ def test_each_run_is_kept_as_it_finishes_and_the_same_command_continues(tmp_path
         assert a.flat_params.equal(b.flat_params)
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes in /proc")
-@pytest.mark.parametrize("after", [0.5, 5.0], ids=["workers-starting", "runs-under-way"])
-def test_ctrl_c_stops_the_workers_and_the_bench_at_once(tmp_path, after):
-    """Ctrl-C from a terminal reaches every process of its group: the bench, with worker processes still importing
-    or in runs that would take minutes, stops within seconds, with its message, no traceback, exit status 130 and
-    no process left behind."""
+def start_endless_bench(tmp_path) -> subprocess.Popen:
+    """fwp-rl bench double-pole in 2 worker processes, with runs that would take hours, started as a terminal starts
+    a command: in a process group of its own, Ctrl-C not ignored."""
     path = write_config(tmp_path, "tiny_elman", {**TINY, "search": {**TINY["search"], "max_evaluations": 10**7}})
     command = [sys.executable, "-m", "fwp_rl.cli", "bench", "double-pole", "--only", "success", "--configs", path,
                "--tasks", "nonmarkov", "--seeds", "4", "--parallel", "2", "--json", str(tmp_path / "bench.json")]
-    bench_process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True,  # its own group, as a terminal's foreground job has
-                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
-    def workers() -> list[int]:
-        children = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError):  # a process that ended while we looked
-                fields = stat.read_text().rpartition(")")[2].split()
-                if int(fields[1]) == bench_process.pid:  # its parent
-                    children.append(int(stat.parent.name))
-        return children
 
-    deadline = time.monotonic() + 60
-    while len(workers()) < 2 and time.monotonic() < deadline:
+def children(pid: int, marker: bytes = b"") -> list[int]:
+    """The processes whose parent is ``pid`` and whose command line holds ``marker``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):  # a process that ended while we looked
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid and marker in (
+                    stat.parent / "cmdline").read_bytes():
+                found.append(int(stat.parent.name))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # user and system time
+
+
+def started_workers(bench_process: subprocess.Popen, cpu: float) -> list[int]:
+    """The bench's two worker processes, once each has used ``cpu`` seconds of CPU time (their imports take about
+    4: 0.5 catches them importing, 8 in a run)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        workers = children(bench_process.pid, b"spawn_main")
+        with contextlib.suppress(OSError):
+            if len(workers) == 2 and min(map(cpu_seconds, workers)) >= cpu:
+                return workers
         time.sleep(0.1)
-    time.sleep(after)
-    started = workers()
-    os.killpg(bench_process.pid, signal.SIGINT)
+    raise AssertionError(f"the bench's workers did not start: {children(bench_process.pid)}")
+
+
+def finish(bench_process: subprocess.Popen) -> str:
     try:
-        printed, _ = bench_process.communicate(timeout=30)
+        return bench_process.communicate(timeout=30)[0]
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(bench_process.pid, signal.SIGKILL)
-    assert len(started) >= 2  # the pool's workers (and the resource tracker of multiprocessing)
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes in /proc")
+
+
+@needs_proc
+@pytest.mark.parametrize("cpu", [0.5, 8.0], ids=["workers-starting", "runs-under-way"])
+def test_ctrl_c_stops_the_workers_and_the_bench_at_once(tmp_path, cpu):
+    """Ctrl-C from a terminal reaches every process of its group: the bench, with worker processes still importing
+    or in runs that would take minutes, stops within seconds, with its message, no traceback, exit status 130 and
+    no process left behind."""
+    bench_process = start_endless_bench(tmp_path)
+    started = started_workers(bench_process, cpu) + children(bench_process.pid)
+    os.killpg(bench_process.pid, signal.SIGINT)
+    printed = finish(bench_process)
     assert bench_process.returncode == 130 and "Traceback" not in printed
     assert "stopped by Ctrl-C" in printed
     deadline = time.monotonic() + 10  # multiprocessing's resource tracker ends once it sees the bench gone
     while any(Path(f"/proc/{pid}").exists() for pid in started) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in started if Path(f"/proc/{pid}").exists()]
+
+
+@needs_proc
+def test_a_worker_that_dies_stops_the_bench_with_a_message(tmp_path):
+    """A worker process killed during a run (by the system, for memory): the bench does not wait for that run
+    forever; it stops within seconds with the table of the finished runs, a message naming the worker and exit
+    status 1."""
+    bench_process = start_endless_bench(tmp_path)
+    dead = started_workers(bench_process, 8.0)[0]
+    os.kill(dead, signal.SIGKILL)
+    printed = " ".join(finish(bench_process).split())
+    assert bench_process.returncode == 1 and "Traceback" not in printed
+    assert f"stopped by an error: worker process {dead} ended during a run" in printed
+    assert "the same command continues it" in printed
 
 
 def test_kept_runs_of_other_settings_or_another_file_are_refused(tmp_path, capsys):
