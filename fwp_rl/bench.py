@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 from fwp_rl.config import ConfigError, to_dict
 from fwp_rl.cores import CORES, core_options, make_core
-from fwp_rl.progress import ctrl_c_ignored
 from fwp_rl.files import atomic_write_text
+from fwp_rl.progress import ctrl_c_ignored
 
 CHUNKWISE_CORES = ("linear", "delta", "gated_delta")
 
