@@ -55,7 +55,7 @@ def test_usable_is_false_on_cpu():
 
 def test_usable_decides_by_dtype_key_dimension_and_variable(monkeypatch):
     monkeypatch.setattr(fla_backend, "AVAILABLE", True)
-    monkeypatch.delenv("FWP_RL_DISABLE_FLA", raising=False)
+    monkeypatch.setenv("FWP_RL_FLA", "1")
 
     def on_cuda(dtype=torch.float32, dk=256):  # what usable reads of a CUDA tensor
         return SimpleNamespace(is_cuda=True, dtype=dtype, shape=(4, 2, 2, dk))
@@ -63,8 +63,8 @@ def test_usable_decides_by_dtype_key_dimension_and_variable(monkeypatch):
     assert all(fla_backend.usable(on_cuda(d)) for d in (torch.float32, torch.bfloat16, torch.float16))
     assert not fla_backend.usable(on_cuda(torch.float64))
     assert not fla_backend.usable(on_cuda(dk=257))
-    monkeypatch.setenv("FWP_RL_DISABLE_FLA", "1")
-    assert not fla_backend.usable(on_cuda())
+    monkeypatch.delenv("FWP_RL_FLA")
+    assert not fla_backend.usable(on_cuda())  # opt-in: see the module's docstring
 
 
 def test_delta_rule_rejects_what_the_kernels_cannot_take():
@@ -124,6 +124,16 @@ def compare_with_step_loop(T, B, H, dk, dv, gated, device, tol):
         assert error < tol, f"{name}: relative error {error:.2e}"
 
 
+def test_route_names_the_form_and_why(monkeypatch):
+    monkeypatch.setenv("FWP_RL_FLA", "1")
+    monkeypatch.setattr(fla_backend, "AVAILABLE", False)
+    assert fla_backend.route() == "the PyTorch chunkwise form (fla is not installed)"
+    monkeypatch.setattr(fla_backend, "AVAILABLE", True)
+    assert fla_backend.route().startswith("the fla kernels (")
+    monkeypatch.delenv("FWP_RL_FLA")
+    assert fla_backend.route() == "the PyTorch chunkwise form (FWP_RL_FLA=1 would use the fla kernels)"
+
+
 # ---------------------------------------------------------------- the adapter against fla's contract
 def step_loop_as_fla(q, k, v, *g_beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel,
                      cu_seqlens):
@@ -165,7 +175,7 @@ def test_adapter_against_fla_contract(fla_contract, gated):
 @pytest.mark.skipif(not HAS_FLA_CUDA, reason="needs CUDA and flash-linear-attention")
 @pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated_delta"])
 def test_fla_kernels_against_step_loop(gated, monkeypatch):
-    monkeypatch.delenv("FWP_RL_DISABLE_FLA", raising=False)
+    monkeypatch.setenv("FWP_RL_FLA", "1")
     q = torch.zeros(1, 1, 1, 32, device="cuda")
     assert fla_backend.usable(q)
     # 80 steps cross fla's 64-step chunks; the keys are not a power of two wide

@@ -1,4 +1,12 @@
-"""The flash-linear-attention (fla) Triton kernels for the delta rules, used on CUDA when installed.
+"""The flash-linear-attention (fla) Triton kernels for the delta rules, on CUDA, when installed and asked for
+with FWP_RL_FLA=1.
+
+Opt-in, not the default: on an NVIDIA H200 with fla-core 0.6.0, Triton 3.6.0 and torch 2.11.0, both kernel tests
+of tests/test_fla_backend.py (against the float64 step loop, values and gradients) failed, and a CUDA test that
+ran after them in the same process met an illegal memory access, left by a kernel before it. fla itself refuses
+the gated rule's backward on Hopper with Triton 3.4 to 3.7.0 (its issue #640: wrong results). CUDA runs the
+PyTorch chunkwise form by default: the same tensor operations on every device, tested against the step loop.
+Run the kernel tests on your GPU before trusting the kernels there.
 
 Targets the public API of fla 0.3 to 0.5 (``fla.ops.delta_rule.chunk_delta_rule`` and
 ``fla.ops.gated_delta_rule.chunk_gated_delta_rule``): inputs [B, T, H, K] (not head-first), the
@@ -15,8 +23,7 @@ Precision, by the dtype of q:
 
 - bfloat16 / float16: q, k, v, beta go to the kernels as they are.
 - float32: q, k, v, beta are rounded to bfloat16 for the kernels (fla's chunk_delta_rule refuses
-  float32), and the output comes back as float32: about three significant digits. Set
-  FWP_RL_DISABLE_FLA=1 to keep full float32 through the chunkwise PyTorch path.
+  float32), and the output comes back as float32: about three significant digits.
 - float64: not used (``usable`` is False), the PyTorch path runs.
 
 Log decays and initial states always go in as float32; the kernels accumulate the state in float32
@@ -25,6 +32,7 @@ and return the final states in float32, which are cast back to S0's dtype.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 from typing import NamedTuple
@@ -33,7 +41,7 @@ import torch
 from torch import Tensor
 
 AVAILABLE = importlib.util.find_spec("fla") is not None
-DISABLE_VARIABLE = "FWP_RL_DISABLE_FLA"
+ENABLE_VARIABLE = "FWP_RL_FLA"
 KERNEL_DTYPE = {torch.bfloat16: torch.bfloat16, torch.float16: torch.float16, torch.float32: torch.bfloat16}
 MAX_KEY_DIM = 256  # fla's state kernels hold at most four 64-wide blocks of keys
 
@@ -47,10 +55,26 @@ def unsupported(q: Tensor) -> str | None:
     return None
 
 
+def route() -> str:
+    """Which form the chunkwise delta rules take on CUDA (for float32 to bfloat16 inputs with keys of at most
+    ``MAX_KEY_DIM``), in words: the fla kernels and their version, or the PyTorch form and why."""
+    if not AVAILABLE:
+        return "the PyTorch chunkwise form (fla is not installed)"
+    if os.environ.get(ENABLE_VARIABLE) != "1":
+        return f"the PyTorch chunkwise form ({ENABLE_VARIABLE}=1 would use the fla kernels)"
+    for distribution in ("fla-core", "flash-linear-attention"):
+        try:
+            version = importlib.metadata.version(distribution)
+            break
+        except importlib.metadata.PackageNotFoundError:
+            version = "of unknown version"
+    return f"the fla kernels ({distribution} {version}; float32 inputs rounded to bfloat16)"
+
+
 def usable(q: Tensor) -> bool:
-    """Whether the fla kernels run this call: fla installed, q on CUDA, FWP_RL_DISABLE_FLA not 1,
-    and a dtype and key dimension the kernels take."""
-    return (AVAILABLE and q.is_cuda and os.environ.get(DISABLE_VARIABLE) != "1"
+    """Whether the fla kernels run this call: fla installed, FWP_RL_FLA=1, q on CUDA, and a dtype and key
+    dimension the kernels take."""
+    return (AVAILABLE and q.is_cuda and os.environ.get(ENABLE_VARIABLE) == "1"
             and unsupported(q) is None)
 
 
