@@ -33,7 +33,7 @@ from evotorch.operators import GaussianMutation, SimulatedBinaryCrossOver
 from rich.console import Console
 from torch import Tensor
 
-from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_seed, dump_yaml, to_dict
+from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_seed, dump_yaml, parse_device, to_dict
 from fwp_rl.envs import double_pole
 from fwp_rl.policy import RecurrentPolicy
 from fwp_rl.progress import StopOnInterrupt, run_progress
@@ -112,6 +112,7 @@ class SearchConfig:
                 raise ConfigError(f"{prefix}.{key}={getattr(self, key)!r} is not allowed: it must be > 0")
         if self.num_actors < 0:
             raise ConfigError(f"{prefix}.num_actors={self.num_actors} is not allowed: 0 (this process) or more")
+        parse_device(f"{prefix}.device={self.device!r}", self.device)
         unavailable = self.compile and double_pole.compile_unavailable(self.device)
         if unavailable:
             raise ConfigError(f"{prefix}.compile=true is not possible here: {unavailable}; install one or set "

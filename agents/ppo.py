@@ -27,7 +27,7 @@ import torch
 from rich.console import Console
 from torch import Tensor, nn
 
-from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_seed, dump_yaml, to_dict
+from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_seed, dump_yaml, parse_device, to_dict
 from fwp_rl.cores import State
 from fwp_rl.envs.vector import VectorEnvConfig, make_vector_env
 from fwp_rl.policy import RecurrentPolicy
@@ -77,12 +77,7 @@ class PPOHyperparameters:
         if length is not None and (length < 1 or self.num_steps % length):
             raise ConfigError(f"{prefix}.sequence_length={length} is not allowed: it must divide "
                               f"num_steps={self.num_steps} (or be null for whole rollouts)")
-        if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except RuntimeError:
-                raise ConfigError(f"{prefix}.device={self.device!r} is not allowed: 'auto', 'cpu', 'cuda', "
-                                  "'cuda:1', ...") from None
+        parse_device(f"{prefix}.device={self.device!r}", self.device, auto=True, here=False)  # checked where it runs
 
 
 class RolloutCounts:
@@ -124,12 +119,7 @@ class PPOConfig(RolloutCounts):
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"ppo.device={name!r} but CUDA is not available here; use 'cpu' or 'auto'")
-    return device
+    return parse_device(f"ppo.device={name!r}", name, auto=True)
 
 
 def make_policy(config: PPOConfig, observation_space, action_space, device: torch.device) -> RecurrentPolicy:

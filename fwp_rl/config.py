@@ -24,6 +24,32 @@ class ConfigError(ValueError):
     """A user mistake in a config: reported as one line, without a traceback."""
 
 
+def parse_device(what: str, name: str, auto: bool = False, here: bool = True):
+    """The torch.device ``name`` names ('auto' too where ``auto``: CUDA when there is one, else the CPU), or a
+    ConfigError that starts with ``what`` (say "search.device='gpu'"): not a CPU or CUDA device, or (where
+    ``here``) a CUDA device this machine does not have."""
+    import torch  # here, not at the top: the CLI reads configs before it needs torch
+
+    if auto and name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    allowed = "'auto', 'cpu', 'cuda', 'cuda:1', ..." if auto else "'cpu', 'cuda', 'cuda:1', ..."
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{what} is not allowed: {allowed}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"{what} is not allowed: {allowed}")
+    if not here or device.type == "cpu":
+        return device
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise ConfigError(f"{what} but CUDA is not available here; use 'cpu'" + " or 'auto'" * auto)
+    if (device.index or 0) >= count:
+        raise ConfigError(f"{what} but this machine has {count} CUDA device{'s' * (count > 1)}: "
+                          f"{', '.join(f'cuda:{i}' for i in range(count))}")
+    return device
+
+
 MAX_SEED = 2**30 - 1
 """The largest run seed. ale-py takes 32-bit signed seeds, env i of a vector env gets seed + i and PPO restarts
 its envs from seed + update: 2**30 leaves room for both."""

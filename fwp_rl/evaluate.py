@@ -36,8 +36,11 @@ def _neuroevolution_policy(payload: dict):
     from fwp_rl.agents.neuroevolution import NeuroevolutionConfig, make_policy
 
     try:
-        config = from_dict(NeuroevolutionConfig, payload["config"])
-    except (ConfigError, KeyError) as e:
+        saved = payload["config"]
+        if str(saved.get("search", {}).get("device", "cpu")).startswith("cuda") and not torch.cuda.is_available():
+            saved = dict(saved, search=dict(saved["search"], device="cpu"))  # a run evolved on a GPU replays here
+        config = from_dict(NeuroevolutionConfig, saved)
+    except (ConfigError, KeyError, AttributeError) as e:
         raise CheckpointError(f"the checkpoint's config cannot be used here: {e}") from None
     policy = make_policy(config)
     policy.load_state_dict(payload["policy"])

@@ -3,10 +3,11 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+import torch
 
 from fwp_rl.agents import neuroevolution as ne
 from fwp_rl.cli import load_config
-from fwp_rl.config import ConfigError, apply_overrides, from_dict, load_yaml
+from fwp_rl.config import ConfigError, apply_overrides, from_dict, load_yaml, parse_device
 
 
 @dataclass
@@ -84,3 +85,31 @@ def test_every_shipped_config_loads_and_is_named_after_its_file(path):
 
 def test_configs_are_shipped():
     assert {p.parent.name for p in SHIPPED_CONFIGS} == {"atari", "double_pole", "memory"}
+
+
+@pytest.mark.parametrize("name, auto, here, message", [
+    ("gpu", False, True, "--device gpu is not allowed: 'cpu', 'cuda', 'cuda:1', ..."),
+    ("meta", True, True, "--device meta is not allowed: 'auto', 'cpu', 'cuda', 'cuda:1', ..."),
+    ("auto", False, True, "--device auto is not allowed: 'cpu', 'cuda', 'cuda:1', ..."),
+    ("cuda:a", False, False, "--device cuda:a is not allowed: 'cpu', 'cuda', 'cuda:1', ..."),
+])
+def test_parse_device_names_what_is_allowed(name, auto, here, message):
+    with pytest.raises(ConfigError) as e:
+        parse_device(f"--device {name}", name, auto=auto, here=here)
+    assert str(e.value) == message
+
+
+def test_parse_device_checks_the_cuda_devices_of_this_machine(monkeypatch):
+    assert parse_device("d", "cpu") == torch.device("cpu")
+    assert parse_device("d", "cuda:3", here=False) == torch.device("cuda:3")  # a config read where it will not run
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert parse_device("d", "auto", auto=True) == torch.device("cpu")
+    with pytest.raises(ConfigError, match=r"^d but CUDA is not available here; use 'cpu' or 'auto'$"):
+        parse_device("d", "cuda", auto=True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert parse_device("d", "auto", auto=True) == torch.device("cuda")
+    assert parse_device("d", "cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ConfigError, match=r"^d but this machine has 2 CUDA devices: cuda:0, cuda:1$"):
+        parse_device("d", "cuda:2")

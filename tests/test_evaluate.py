@@ -90,6 +90,15 @@ def double_pole_run(tmp_path_factory):
     return root / "runs" / "tiny"
 
 
+def test_a_run_evolved_on_a_gpu_replays_on_the_cpu(double_pole_run, tmp_path, monkeypatch, capsys):
+    payload = torch.load(double_pole_run / "checkpoints" / "latest.pt", weights_only=False)
+    payload["config"]["search"]["device"] = "cuda"
+    torch.save(payload, tmp_path / "gpu.pt")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["evaluate", str(tmp_path / "gpu.pt")]) == 0
+    assert "generalization" in capsys.readouterr().out
+
+
 def test_double_pole_video_with_the_memory_view(double_pole_run, tmp_path):
     assert main(["evaluate", str(double_pole_run), "--video", str(tmp_path)]) == 0
     plain = imageio.mimread(tmp_path / "tiny.mp4")

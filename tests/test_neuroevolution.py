@@ -142,6 +142,7 @@ def test_cartpole_target_stops_the_search():
     ({"env": {"options": {"gravity": 1}}}, r"env.options: 'gravity' is not a field of DoublePoleConfig"),
     ({"learner": "sgd"}, r"learner"),
     ({"seed": -1}, r"seed=-1 is not allowed: it must be an integer from 0 to 1073741823"),
+    ({"search": {"device": "gpu"}}, r"search.device='gpu' is not allowed: 'cpu', 'cuda', 'cuda:1', \.\.\.$"),
     ({"env": {"id": "CartPole-v1"}, "search": {"compile": True}},
      r"search.compile=true is allowed for env.id='double_pole' only .* got env.id='CartPole-v1'"),
 ])
