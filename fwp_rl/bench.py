@@ -20,9 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch import Tensor, nn
 
-from fwp_rl.config import ConfigError, to_dict
+from fwp_rl.config import ConfigError, parse_device, to_dict
 from fwp_rl.cores import CORES, core_options, make_core
 from fwp_rl.files import atomic_write_text
+from fwp_rl.ops import fla_backend
 from fwp_rl.progress import ctrl_c_ignored
 
 CHUNKWISE_CORES = ("linear", "delta", "gated_delta")
@@ -110,7 +111,7 @@ def bench_cores(seq_lens=(32, 128, 512), batch: int = 64, width: int = 256, head
     if width % heads:
         raise ConfigError(f"--width {width} is not allowed with --heads {heads}: the heads split the width, "
                           f"so it must be a multiple of {heads}")
-    dev = torch.device(device)
+    dev = parse_device(f"--device {device}", device)
     names = list(cores or CORES)
     memory = available_memory(dev) if memory is None else memory
     rows = []
@@ -132,7 +133,11 @@ def bench_cores(seq_lens=(32, 128, 512), batch: int = 64, width: int = 256, head
                 y = forward(x, starts)
                 y.sum().backward()
 
-            return median_time(run, repeats, dev), None
+            try:
+                return median_time(run, repeats, dev), None
+            except torch.cuda.OutOfMemoryError:  # the estimate let through a run the GPU cannot hold
+                torch.cuda.empty_cache()
+                return None, f"out of GPU memory (estimated {needs / 2**30:.1f} GiB)"
 
         t_lstm, skipped = timed(lambda x, starts: lstm(x)[0])
         rows.append(dict(core="nn.LSTM", T=T, ms=_ms(t_lstm), vs_lstm=None if t_lstm is None else 1.0, vs_loop=None,
@@ -177,8 +182,11 @@ def print_core_table(rows: list[dict], title: str, console: Console | None = Non
 
 def run_cores_bench(args) -> None:
     rows = bench_cores(args.seq_lens, args.batch, args.width, args.heads, args.repeats, args.device, args.cores)
+    device = torch.device(args.device)
     title = (f"fwp-rl bench cores: batch {args.batch}, width {args.width}, {args.heads} heads, "
-             f"median of {args.repeats}; {machine_description(torch.device(args.device))}")
+             f"median of {args.repeats}; {machine_description(device)}")
+    if device.type == "cuda" and {"delta", "gated_delta"} & set(args.cores or CORES):
+        title += f"; chunkwise delta and gated_delta: {fla_backend.route()}"
     print_core_table(rows, title)
     if args.json:
         atomic_write_text(args.json, json.dumps(dict(title=title, rows=rows), indent=2))
@@ -693,34 +701,44 @@ def _vecgymne_evaluation(popsize: int):
     return evaluate, values.shape[1]
 
 
+def _check_throughput_options(popsize: int, repeats: int, larger_popsizes, devices: list[str] | None) -> None:
+    for option, value in (("--popsize", popsize), ("--repeats", repeats),
+                          *(("--larger-popsizes", p) for p in larger_popsizes)):
+        _check_positive(option, value)
+    for device in devices or ():
+        parse_device(f"--devices {','.join(devices)}: {device!r}", device)
+
+
 def bench_double_pole_throughput(popsize: int = 64, repeats: int = 3, devices: list[str] | None = None,
-                                 compile: bool = False) -> list[dict]:
+                                 compile: bool = False, larger_popsizes: tuple[int, ...] = ()) -> list[dict]:
     """Simulated control steps per second of one population evaluation on the non-Markov task: ours
     (DoublePoleProblem) on each of ``devices`` (default: the CPU, and CUDA when there is one; with ``compile``,
     eager and compiled, ``SearchConfig.compile``) against EvoTorch's VecGymNE on the CPU, all on ``popsize``
-    copies of ``balancing_controller`` (see the comment above it).
+    copies of ``balancing_controller`` (see the comment above it). Ours is timed at each of ``larger_popsizes``
+    too, against VecGymNE's figure at ``popsize``: VecGymNE steps one Gymnasium env per candidate in a Python
+    loop, so its steps per second hardly change with the population, while an evaluation at 65,536 candidates
+    would keep it busy for hours.
 
     Each side counts the steps it simulated (VecGymNE: its interaction count; ours: the steps balanced, plus
     the failing one of a candidate that fell). After one warm-up evaluation each, the ``repeats`` evaluations
     of the sides take turns, so that the load of a shared machine falls on all alike; a row has the medians."""
-    _check_positive("--popsize", popsize)
-    _check_positive("--repeats", repeats)
-    _quiet_evotorch()
+    _check_throughput_options(popsize, repeats, larger_popsizes, devices)
     if devices is None:
         devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+    _quiet_evotorch()
     sides = []  # (row, evaluate)
     variants = (False, True) if compile else (False,)  # eager, then compiled
-    for device, compiled in ((d, c) for d in devices for c in variants):
-        evaluate, weights = _our_evaluation(popsize, device, compiled)
+    for size, device, compiled in ((p, d, c) for p in (popsize, *larger_popsizes) for d in devices for c in variants):
+        evaluate, weights = _our_evaluation(size, device, compiled)
         sides.append((dict(side="fwp-rl DoublePoleProblem" + (", compiled" if compiled else ""), device=device,
-                           weights=weights,
+                           popsize=size, weights=weights,
                            evaluation="one batched rollout of the torch simulator for the whole population"
                                       + (", each control step one torch.compile program (search.compile)"
                                          if compiled else ""),
                            network="RecurrentPolicy: identity torso, elman core (6 units), linear actor, "
                                    "action_squash"), evaluate))
     evaluate, weights = _vecgymne_evaluation(popsize)
-    sides.append((dict(side="EvoTorch VecGymNE", device="cpu", weights=weights,
+    sides.append((dict(side="EvoTorch VecGymNE", device="cpu", popsize=popsize, weights=weights,
                        evaluation=f"{THROUGHPUT_ENV_ID!r}, one Gymnasium env per candidate in EvoTorch's "
                                   "SyncVectorEnv",
                        network="MultiLayered(RNN(4, 6), Linear(6, 1), (tanh + 1) / 2)"), evaluate))
@@ -730,7 +748,7 @@ def bench_double_pole_throughput(popsize: int = 64, repeats: int = 3, devices: l
     for _ in range(repeats):
         for (_, evaluate), times in zip(sides, measured):
             times.append(evaluate())
-    rows = [dict(row, popsize=popsize, steps=times[-1][0], seconds=statistics.median(s for _, s in times),
+    rows = [dict(row, steps=times[-1][0], seconds=statistics.median(s for _, s in times),
                  steps_per_second=statistics.median(n / s for n, s in times))
             for (row, _), times in zip(sides, measured)]
     reference = rows[-1]["steps_per_second"]
@@ -741,17 +759,18 @@ def bench_double_pole_throughput(popsize: int = 64, repeats: int = 3, devices: l
 
 def print_throughput_table(rows: list[dict], title: str, console: Console | None = None) -> None:
     console = console or Console()
-    numbers = ("steps / candidate", "median s", "steps/s", "x VecGymNE (CPU)")
+    numbers = ("candidates", "steps / candidate", "median s", "steps/s", "x VecGymNE (CPU)")
     table = Table(title=title)
     for column in ("evaluation", "device", *numbers):
         table.add_column(column, justify="right" if column in numbers else "left")
     for r in rows:
-        table.add_row(r["side"], r["device"], f"{r['steps'] / r['popsize']:,.0f}", f"{r['seconds']:.3f}",
-                      f"{r['steps_per_second']:,.0f}", f"{r['vs_vecgymne']:.1f}")
+        table.add_row(r["side"], r["device"], f"{r['popsize']:,}", f"{r['steps'] / r['popsize']:,.0f}",
+                      f"{r['seconds']:.3f}", f"{r['steps_per_second']:,.0f}", f"{r['vs_vecgymne']:.1f}")
     console.print(table)
     console.print("Every candidate is the same hand-made controller (bench.balancing_controller: a linear-quadratic "
                   "regulator on one-step differences) that balances the whole 1,000-step non-Markov episode; "
-                  "steps / candidate: the steps each side simulated, divided by the population.")
+                  "steps / candidate: the steps each side simulated, divided by the population; "
+                  f"x VecGymNE: against VecGymNE's steps/s with {rows[-1]['popsize']:,} candidates.")
     for r in {r["side"]: r for r in rows}.values():
         console.print(f"{r['side']}: {r['evaluation']}; controller {r['network']}, {r['weights']} weights.")
 
@@ -763,8 +782,8 @@ def run_double_pole_bench(args, console: Console | None = None) -> int:
     only the others. Returns the exit status: 130 when Ctrl-C stopped the runs, 1 when a worker process died (after
     printing the table of those that finished)."""
     console = console or Console()
-    _check_positive("--popsize", args.popsize)  # checked before hours of runs, not after them
-    _check_positive("--repeats", args.repeats)
+    # checked before hours of runs, not after them
+    _check_throughput_options(args.popsize, args.repeats, args.larger_popsizes, args.devices)
     if args.compile:  # checked before any run
         from fwp_rl.envs.double_pole import compile_unavailable
 
@@ -806,10 +825,11 @@ def run_double_pole_bench(args, console: Console | None = None) -> int:
             console.print(f"[yellow]stopped by {stopped_by}: the runs under way are lost{again}[/yellow]")
             return 130 if stopped_by == "Ctrl-C" else 1
     if args.only != "success":
-        rows = bench_double_pole_throughput(args.popsize, args.repeats, compile=args.compile)
+        rows = bench_double_pole_throughput(args.popsize, args.repeats, args.devices, args.compile,
+                                            tuple(args.larger_popsizes))
         machines = "; ".join(dict.fromkeys(machine_description(torch.device(r["device"])) for r in rows))
-        print_throughput_table(rows, f"Simulated steps per second of one population evaluation ({args.popsize} "
-                                     f"candidates), median of {args.repeats}; {machines}", console)
+        print_throughput_table(rows, f"Simulated steps per second of one population evaluation, median of "
+                                     f"{args.repeats}; {machines}", console)
         figures.update(throughput=rows)
         save()
     return 0

@@ -3,7 +3,9 @@ available is skipped with the estimate in its row instead of running out of memo
 bad --updates of bench ppo) stop with one line naming them."""
 
 import pytest
+import torch
 
+from fwp_rl import bench
 from fwp_rl.bench import bench_cores, print_core_table
 from fwp_rl.cli import main
 
@@ -24,6 +26,22 @@ def test_bench_cores_skips_what_does_not_fit(capsys):
     assert capsys.readouterr().out.count("skipped: needs about") == 3
 
 
+def test_a_run_out_of_gpu_memory_is_skipped_and_the_bench_goes_on(monkeypatch):
+    timed = []
+
+    def median_time(fn, repeats, device):  # the srwm run is let through by its estimate, then fails to allocate
+        timed.append(fn)
+        if len(timed) == 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return 0.01
+
+    monkeypatch.setattr(bench, "median_time", median_time)
+    rows = bench_cores(**SIZES, memory=2**40)
+    assert len(timed) == 4  # nn.LSTM, delta, delta's loop, srwm
+    assert [r["skipped"] for r in rows[:2]] == [None, None] and rows[1]["vs_loop"] == 1.0
+    assert rows[2]["ms"] is None and rows[2]["skipped"].startswith("out of GPU memory (estimated ")
+
+
 def test_core_table_shows_a_skipped_step_loop(capsys):
     row = dict(core="delta", T=512, ms=250.0, vs_lstm=0.5, vs_loop=None, skipped=None,
                loop_skipped="needs about 30.0 GiB")
@@ -34,6 +52,7 @@ def test_core_table_shows_a_skipped_step_loop(capsys):
 
 @pytest.mark.parametrize("arguments, message", [
     (["cores", "--repeats", "0"], "--repeats 0 is not allowed: it must be >= 1"),
+    (["cores", "--device", "gpu"], "--device gpu is not allowed: 'cpu', 'cuda', 'cuda:1', ..."),
     (["cores", "--batch", "-1"], "--batch -1 is not allowed: it must be >= 1"),
     (["cores", "--width", "10", "--heads", "4"], "--width 10 is not allowed with --heads 4: the heads split the "
                                                  "width, so it must be a multiple of 4"),

@@ -106,14 +106,17 @@ def test_runs_in_worker_processes_equal_runs_in_this_one(tmp_path):
 @pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.skipif(
     double_pole.compile_unavailable("cpu") is not None, reason="torch.compile cannot run here"))])
 def test_steps_per_second_against_vecgymne(compile):
-    rows = bench.bench_double_pole_throughput(popsize=1, repeats=1, devices=["cpu"], compile=compile)
+    rows = bench.bench_double_pole_throughput(popsize=1, repeats=1, devices=["cpu"], compile=compile,
+                                              larger_popsizes=(3,))
     ours = ["fwp-rl DoublePoleProblem"] + ["fwp-rl DoublePoleProblem, compiled"] * compile
-    assert [r["side"] for r in rows] == [*ours, "EvoTorch VecGymNE"]
+    assert [(r["side"], r["popsize"]) for r in rows] == [*((side, p) for p in (1, 3) for side in ours),
+                                                         ("EvoTorch VecGymNE", 1)]
     *ours, theirs = rows
     # all evaluate the same controller with the same 79 weights, which balances every one of the 1,000 steps
     for row in ours:
         assert row["weights"] == theirs["weights"] == 79
-        assert row["steps"] == theirs["steps"] == double_pole.NONMARKOV_STEPS
+        assert row["steps"] == row["popsize"] * double_pole.NONMARKOV_STEPS
+        assert theirs["steps"] == double_pole.NONMARKOV_STEPS
         assert row["steps_per_second"] > 0 and row["vs_vecgymne"] == pytest.approx(
             row["steps_per_second"] / theirs["steps_per_second"])
     assert theirs["steps_per_second"] > 0 and theirs["vs_vecgymne"] == 1.0
@@ -276,6 +279,7 @@ def test_kept_runs_of_other_settings_or_another_file_are_refused(tmp_path, capsy
     (["--seeds", "0"], "--seeds 0 is not allowed: it must be >= 1"),
     (["--parallel", "0"], "--parallel 0 is not allowed: it must be >= 1"),
     (["--popsize", "0"], "--popsize 0 is not allowed: it must be >= 1"),
+    (["--devices", "cpu,gpu"], "--devices cpu,gpu: 'gpu' is not allowed: 'cpu', 'cuda', 'cuda:1', ..."),
     (["--configs", "missing.yaml"], "--configs: config file 'missing.yaml' does not exist; give files of a "
                                     "neuroevolution double pole config (learner: neuroevolution, env.id: double_pole)"),
     (["--configs", "{ppo}"], "(learner: 'ppo', env.id: 'fwp_rl/Recall-v0') is not a neuroevolution double pole "
