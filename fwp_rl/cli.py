@@ -154,7 +154,7 @@ def load_config(path: str, overrides: list[str]):
     return from_dict(NeuroevolutionConfig, data)
 
 
-def _train(args) -> None:
+def _train(args) -> int:
     from fwp_rl.config import ConfigError
     from fwp_rl.seeds import parse_seeds, train_run, train_seeds
 
@@ -186,7 +186,7 @@ def _train(args) -> None:
         else:
             raise ConfigError(f"--resume works for 'ppo' and 'sb3_recurrent_ppo' runs; {args.resume!r} is a "
                               f"{config.learner!r} run")
-        return
+        return 0
     if args.config is None:
         raise ConfigError("train needs a CONFIG file (or --resume RUN_DIR)")
     seeds = None if args.seeds is None else parse_seeds(args.seeds)
@@ -195,14 +195,14 @@ def _train(args) -> None:
     config = load_config(args.config, args.overrides)
     if seeds is None:
         train_run(config)
-    else:
-        train_seeds(config, seeds, args.parallel or 1)
+        return 0
+    runs = train_seeds(config, seeds, args.parallel or 1)
+    return 1 if any(r.lost for r in runs) else 0
 
 
 def _run(args) -> int:
     if args.command == "train":
-        _train(args)
-        return 0
+        return _train(args)
     if args.command == "compare":
         from fwp_rl.compare import compare
 

@@ -23,7 +23,7 @@ import dataclasses
 import multiprocessing
 import os
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +37,13 @@ from fwp_rl.runs import load_checkpoint, unique_run_dir
 
 @dataclass
 class SeedRun:
-    """One seed's run: its run directory, and whether it trained to its end (False: stopped by Ctrl-C)."""
+    """One seed's run: its run directory, and whether it trained to its end (False: stopped by Ctrl-C, or
+    ``lost``: its worker process ended in the middle, say killed by the system for memory)."""
 
     seed: int
-    run_dir: Path
+    run_dir: Path | None
     finished: bool
+    lost: bool = False
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -103,9 +105,14 @@ def train_seeds(config, seeds: list[int], parallel: int = 1, console: Console | 
     trained = {r.seed: r for r in runs}
     for seed in seeds:
         r = trained.get(seed)
-        status = "not started" if r is None else "finished" if r.finished else "stopped early"
-        table.add_row(str(seed), "" if r is None else str(r.run_dir), status)
+        status = ("not started" if r is None else "lost: its worker process ended" if r.lost else
+                  "finished" if r.finished else "stopped early")
+        table.add_row(str(seed), "" if r is None or r.run_dir is None else str(r.run_dir), status)
     console.print(table)
+    if any(r.lost for r in runs):
+        console.print("[yellow]a worker process ended in the middle of a seed (killed by the system, say for "
+                      "memory): the seeds under way stopped there, each run directory keeps what it saved, and no "
+                      "other seed started[/yellow]")
     console.print(f"compare the seeds: fwp-rl compare {group_dir}")
     return sorted(runs, key=lambda r: r.seed)
 
@@ -146,14 +153,22 @@ def _train_in_workers(configs: list, parallel: int, console: Console) -> list[Se
                   f"({threads} CPU threads each); each seed is reported when it ends")
 
     def report(r: SeedRun) -> None:
-        console.print(f"seed {r.seed}: {'finished' if r.finished else 'stopped early'}, {r.run_dir}")
+        if r.lost:
+            console.print(f"seed {r.seed}: lost, its worker process ended")
+        else:
+            console.print(f"seed {r.seed}: {'finished' if r.finished else 'stopped early'}, {r.run_dir}")
 
     # spawn, not fork: a forked copy of a process that has started torch's threads can deadlock.
     context = multiprocessing.get_context("spawn")
     group_stop = context.Event()
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                              initargs=(threads, group_stop)) as pool:
-        return run_in_turns(pool, _train_quietly, configs, workers, report, console, group_stop.set)
+        runs = run_in_turns(pool, _train_quietly, configs, workers, report, console, group_stop.set)
+    for run in runs:
+        if run.lost:  # what the worker made before it ended, if anything
+            made = Path(configs[0].run.root) / f"seed_{run.seed}"
+            run.run_dir = made if made.is_dir() else None
+    return runs
 
 
 def run_in_turns(pool: Executor, train: Callable, configs: list, workers: int, report: Callable[[SeedRun], None],
@@ -165,22 +180,32 @@ def run_in_turns(pool: Executor, train: Callable, configs: list, workers: int, r
     Ctrl-C none may start. Ctrl-C reaches every process of the terminal. The workers, started with Ctrl-C ignored,
     do not die of it while idle, and their learners stop after the update under way, by their own handler or
     because ``on_stop`` (called at the first Ctrl-C here) told the workers the group stops.
+
+    A worker process that ends abruptly breaks the pool: the seeds under way come back as SeedRuns marked
+    ``lost`` (run directory unknown here: None), and no other seed starts.
     """
-    waiting, running, runs = list(configs), set(), []
+    waiting, running, runs = list(configs), {}, []  # running: future -> its config
 
     def submit_next() -> None:
-        running.add(pool.submit(train, waiting.pop(0)))
+        config = waiting.pop(0)
+        running[pool.submit(train, config)] = config
 
     with StopOnInterrupt(console, "the seeds under way after their update; no other seed starts", on_stop) as stop:
         with ctrl_c_ignored():  # the pool starts a worker process at each of these first submissions
             for _ in range(min(workers, len(waiting))):
                 submit_next()
+        broken = False
         while running:
-            done, running = wait(running, return_when=FIRST_COMPLETED)
-            for run in (future.result() for future in done):
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                config = running.pop(future)
+                try:
+                    run = future.result()
+                except BrokenExecutor:
+                    run, broken = SeedRun(config.seed, None, finished=False, lost=True), True
                 if run is not None:
                     runs.append(run)
                     report(run)
-            while waiting and len(running) < workers and not stop.requested:
+            while waiting and len(running) < workers and not stop.requested and not broken:
                 submit_next()
     return runs

@@ -145,6 +145,41 @@ def test_ctrl_c_among_seeds_in_workers_starts_no_other():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_worker_that_dies_loses_the_seeds_under_way_and_starts_no_other():
+    """Three seeds, two workers: seed 1's worker process ends abruptly, which breaks the pool and fails seed 0 too
+    (played by threads raising what a broken process pool raises); seed 2 does not start."""
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from rich.console import Console
+
+    both_started, trained = threading.Barrier(2, timeout=10), []
+
+    def train(config):
+        trained.append(config.seed)
+        both_started.wait()
+        raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+
+    configs = [SimpleNamespace(seed=k) for k in range(3)]
+    with ThreadPoolExecutor(2) as pool:
+        runs = seeds.run_in_turns(pool, train, configs, 2, lambda r: None, Console(quiet=True), lambda: None)
+    assert sorted(trained) == [0, 1]
+    assert sorted((r.seed, r.finished, r.lost, r.run_dir) for r in runs) == [(0, False, True, None),
+                                                                             (1, False, True, None)]
+
+
+def test_train_reports_lost_seeds_and_exits_1(tmp_path, monkeypatch, capsys):
+    def lost_in_workers(configs, parallel, console):
+        finished = seeds.SeedRun(configs[0].seed, tmp_path / "seed_0", finished=True)
+        return [finished, seeds.SeedRun(configs[1].seed, None, finished=False, lost=True)]
+
+    monkeypatch.setattr(seeds, "_train_in_workers", lost_in_workers)
+    assert main(["train", str(write_recall_config(tmp_path)), "--seeds", "0,1,2", "--parallel", "2"]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "lost: its worker process ended" in out and "not started" in out and "finished" in out
+    assert "a worker process ended in the middle of a seed" in out
+
+
 def test_a_worker_starts_no_seed_once_the_group_stopped(tmp_path, monkeypatch):
     """A worker that takes a seed after the group's Ctrl-C (which it ignored while it started) does not train it."""
     monkeypatch.setattr(seeds, "train_run", lambda config, console=None: pytest.fail("a seed was trained"))
