@@ -245,10 +245,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)  # first: --help and argument errors need no torch
     from fwp_rl.config import ConfigError
     from fwp_rl.runs import CheckpointError
 
-    args = build_parser().parse_args(argv)
     try:
         return _run(args)
     except (ConfigError, CheckpointError) as e:
