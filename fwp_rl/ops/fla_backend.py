@@ -57,8 +57,8 @@ def unsupported(q: Tensor) -> str | None:
 
 
 def route() -> str:
-    """Which form the chunkwise delta rules take on CUDA (for float32 to bfloat16 inputs with keys of at most
-    ``MAX_KEY_DIM``), in words: the fla kernels and their version, or the PyTorch form and why."""
+    """Which form the chunkwise delta rules take on CUDA (for float32, bfloat16 and float16 inputs with keys of at
+    most ``MAX_KEY_DIM``), in words: the fla kernels and their version, or the PyTorch form and why."""
     if not AVAILABLE:
         return "the PyTorch chunkwise form (fla is not installed)"
     if os.environ.get(ENABLE_VARIABLE) != "1":
