@@ -174,9 +174,12 @@ def test_adapter_against_fla_contract(fla_contract, gated):
 # ---------------------------------------------------------------- the real kernels
 @pytest.mark.skipif(not HAS_FLA_CUDA, reason="needs CUDA and flash-linear-attention")
 @pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated_delta"])
-def test_fla_kernels_against_step_loop(gated, monkeypatch):
+@pytest.mark.parametrize("dk", [64, 48], ids=["keys64", "keys48"])
+def test_fla_kernels_against_step_loop(gated, dk, monkeypatch):
     monkeypatch.setenv("FWP_RL_FLA", "1")
     q = torch.zeros(1, 1, 1, 32, device="cuda")
     assert fla_backend.usable(q)
-    # 80 steps cross fla's 64-step chunks; the keys are not a power of two wide
-    compare_with_step_loop(80, 3, 2, 48, 32, gated, "cuda", tol=2e-2)
+    # 80 steps cross fla's 64-step chunks; keys as wide as the delta core's default heads (64), and not a power of
+    # two wide (48). On an H200 both keys48 tests failed (fla_backend's docstring): the keys64 ones tell whether
+    # the width was the cause.
+    compare_with_step_loop(80, 3, 2, dk, 32, gated, "cuda", tol=2e-2)
