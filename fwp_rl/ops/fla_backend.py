@@ -2,12 +2,12 @@
 with FWP_RL_FLA=1.
 
 Opt-in, not the default: on an NVIDIA H200 with fla-core 0.6.0, Triton 3.6.0 and torch 2.11.0, both kernel tests
-of tests/test_fla_backend.py (against the float64 step loop, values and gradients) failed, and a CUDA test that
-ran after them in the same process met an illegal memory access (CUDA reports a kernel's bad access at a later
-call, so most likely one of theirs; the log kept no more than that). fla itself refuses
-the gated rule's backward on Hopper with Triton 3.4 to 3.7.0 (its issue #640: wrong results). CUDA runs the
-PyTorch chunkwise form by default: the same tensor operations on every device, tested against the step loop.
-Run the kernel tests on your GPU before trusting the kernels there.
+then in tests/test_fla_backend.py (delta and gated_delta, keys 48 wide, against the float64 step loop, values and
+gradients) failed, and a CUDA test that ran after them in the same process met an illegal memory access (CUDA
+reports a kernel's bad access at a later call, so most likely one of theirs; the log kept no more than that). fla
+itself refuses the gated rule's backward on Hopper with Triton 3.4 to 3.7.0 (its issue #640: wrong results). CUDA
+runs the PyTorch chunkwise form by default: the same tensor operations on every device, tested against the step
+loop. Run the kernel tests on your GPU before trusting the kernels there.
 
 Targets the public API of fla 0.3 to 0.6 (``fla.ops.delta_rule.chunk_delta_rule`` and
 ``fla.ops.gated_delta_rule.chunk_gated_delta_rule``): inputs [B, T, H, K] (not head-first), the
