@@ -164,9 +164,10 @@ def _train_in_workers(configs: list, parallel: int, console: Console) -> list[Se
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                              initargs=(threads, group_stop)) as pool:
         runs = run_in_turns(pool, _train_quietly, configs, workers, report, console, group_stop.set)
+    by_seed = {c.seed: c for c in configs}
     for run in runs:
         if run.lost:  # what the worker made before it ended, if anything
-            made = Path(configs[0].run.root) / f"seed_{run.seed}"
+            made = Path(by_seed[run.seed].run.root) / by_seed[run.seed].name
             run.run_dir = made if made.is_dir() else None
     return runs
 
