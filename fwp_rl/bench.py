@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from fwp_rl.config import ConfigError, parse_device, to_dict
 from fwp_rl.cores import CORES, core_options, make_core
+from fwp_rl.cores.fast_weights import DeltaCore
 from fwp_rl.files import atomic_write_text
 from fwp_rl.ops import fla_backend
 from fwp_rl.progress import ctrl_c_ignored
@@ -141,7 +142,7 @@ def bench_cores(seq_lens=(32, 128, 512), batch: int = 64, width: int = 256, head
 
         t_lstm, skipped = timed(lambda x, starts: lstm(x)[0])
         rows.append(dict(core="nn.LSTM", T=T, ms=_ms(t_lstm), vs_lstm=None if t_lstm is None else 1.0, vs_loop=None,
-                         skipped=skipped, loop_skipped=None))
+                         skipped=skipped, loop_skipped=None, form=None))
         for name in names:
             options = {k: v for k, v in dict(hidden_size=width, num_heads=heads).items() if k in core_options(name)}
             core = make_core(name, width, **options).to(dev)
@@ -150,8 +151,10 @@ def bench_cores(seq_lens=(32, 128, 512), batch: int = 64, width: int = 256, head
             t_loop, loop_skipped = None, None
             if name in CHUNKWISE_CORES:
                 t_loop, loop_skipped = timed(lambda x, starts: core.forward_loop(x, state, starts)[0])
+            form = (fla_backend.route(dev, core.key_dim, core.head_dim, core.uses_gate)
+                    if dev.type == "cuda" and isinstance(core, DeltaCore) else None)
             rows.append(dict(core=name, T=T, ms=_ms(t), vs_lstm=_ratio(t, t_lstm), vs_loop=_ratio(t_loop, t),
-                             skipped=skipped, loop_skipped=loop_skipped))
+                             skipped=skipped, loop_skipped=loop_skipped, form=form))
     return rows
 
 
@@ -185,8 +188,8 @@ def run_cores_bench(args) -> None:
     device = torch.device(args.device)
     title = (f"fwp-rl bench cores: batch {args.batch}, width {args.width}, {args.heads} heads, "
              f"median of {args.repeats}; {machine_description(device)}")
-    if device.type == "cuda" and {"delta", "gated_delta"} & set(args.cores or CORES):
-        title += f"; chunkwise delta and gated_delta: {fla_backend.route()}"
+    forms = {r["core"]: r["form"] for r in rows if r["form"]}
+    title += "".join(f"; chunkwise {core}: {form}" for core, form in forms.items())
     print_core_table(rows, title)
     if args.json:
         atomic_write_text(args.json, json.dumps(dict(title=title, rows=rows), indent=2))

@@ -17,6 +17,21 @@ def test_bench_cores_times_every_core_and_the_chunkwise_loop():
     assert [r["core"] for r in rows] == ["nn.LSTM", "delta", "srwm"]
     assert all(r["ms"] > 0 and r["vs_lstm"] > 0 and r["skipped"] is None for r in rows)
     assert rows[1]["vs_loop"] > 0 and rows[2]["vs_loop"] is None
+    assert [r["form"] for r in rows] == [None, None, None]  # the fla route is named on CUDA only
+
+
+def test_the_title_names_the_form_of_each_delta_core_on_cuda(monkeypatch, capsys):
+    def bench_cores(*args):
+        return [dict(core=core, T=8, ms=1.0, vs_lstm=1.0, vs_loop=None, skipped=None, loop_skipped=None, form=form)
+                for core, form in [("nn.LSTM", None), ("delta", "the fla kernels (fla-core 0.6.0; ...)"),
+                                   ("gated_delta", "the PyTorch chunkwise form (FWP_RL_FLA=0)"), ("srwm", None)]]
+
+    monkeypatch.setattr(bench, "bench_cores", bench_cores)
+    monkeypatch.setattr(bench, "machine_description", lambda device: "a GPU")
+    assert main(["bench", "cores", "--device", "cpu"]) == 0
+    title = " ".join(capsys.readouterr().out.split())  # rich wraps the title to the table's width
+    assert ("a GPU; chunkwise delta: the fla kernels (fla-core 0.6.0; ...); chunkwise gated_delta: the PyTorch "
+            "chunkwise form (FWP_RL_FLA=0)") in title
 
 
 def test_bench_cores_skips_what_does_not_fit(capsys):

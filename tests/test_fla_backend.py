@@ -4,7 +4,6 @@ step loop in values and gradients (only with CUDA and fla)."""
 
 import sys
 import types
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -50,21 +49,65 @@ def test_segments_with_a_reset_at_every_step():
 
 # ---------------------------------------------------------------- when the kernels are used
 def test_usable_is_false_on_cpu():
-    assert not fla_backend.usable(torch.randn(4, 2, 2, 8))
+    x = torch.randn(4, 2, 2, 64)
+    assert not fla_backend.usable(x, x, gated=False)
+    assert fla_backend.refusal(x.device, x.dtype, 64, 64, False) in ("not on CUDA", "fla is not installed")
 
 
-def test_usable_decides_by_dtype_key_dimension_and_variable(monkeypatch):
+CUDA = torch.device("cuda")
+
+
+@pytest.fixture
+def fla_on_a_gpu(monkeypatch):
+    """fla installed, an Ampere GPU (compute capability 8) and Triton 3.6.0; FWP_RL_FLA unset."""
     monkeypatch.setattr(fla_backend, "AVAILABLE", True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    monkeypatch.setattr(fla_backend, "triton_version", lambda: (3, 6, 0))
+    monkeypatch.delenv("FWP_RL_FLA", raising=False)
+
+
+def test_refusal_decides_by_dtype_key_dimension_and_variable(fla_on_a_gpu, monkeypatch):
+    assert all(fla_backend.refusal(CUDA, d, 64, 64, True) is None for d in (torch.float32, torch.bfloat16,
+                                                                             torch.float16))
+    assert fla_backend.refusal(CUDA, torch.float64, 64, 64, False) == (
+        "q.dtype=torch.float64 is not allowed: use float32, bfloat16 or float16")
+    assert "key dimension 257" in fla_backend.refusal(CUDA, torch.float32, 257, 64, False)
+    monkeypatch.setenv("FWP_RL_FLA", "0")
+    assert fla_backend.refusal(CUDA, torch.float32, 64, 64, False) == "FWP_RL_FLA=0"
     monkeypatch.setenv("FWP_RL_FLA", "1")
+    assert fla_backend.refusal(CUDA, torch.float32, 64, 64, False) is None
 
-    def on_cuda(dtype=torch.float32, dk=256):  # what usable reads of a CUDA tensor
-        return SimpleNamespace(is_cuda=True, dtype=dtype, shape=(4, 2, 2, dk))
 
-    assert all(fla_backend.usable(on_cuda(d)) for d in (torch.float32, torch.bfloat16, torch.float16))
-    assert not fla_backend.usable(on_cuda(torch.float64))
-    assert not fla_backend.usable(on_cuda(dk=257))
-    monkeypatch.delenv("FWP_RL_FLA")
-    assert not fla_backend.usable(on_cuda())  # opt-in: see the module's docstring
+@pytest.mark.parametrize("triton, gated, dk, dv, reason", [
+    ((3, 6, 0), True, 64, 64, "fla refuses the gated rule's backward on Hopper with Triton 3.4 to 3.7.0"),
+    ((3, 7, 1), True, 64, 64, None),
+    ((3, 3, 0), True, 32, 32, None),
+    ((3, 6, 0), False, 64, 64, None),
+    ((3, 6, 0), False, 48, 64, None),
+    ((3, 6, 0), False, 32, 64, "heads of 32 keys and 64 values: 32 or fewer met an illegal memory access"),
+    ((3, 7, 1), False, 64, 16, "heads of 64 keys and 16 values: 32 or fewer met an illegal memory access"),
+    ((3, 5, 1), False, 64, 32, None),
+])
+def test_hopper_hazards_route_to_pytorch(fla_on_a_gpu, monkeypatch, triton, gated, dk, dv, reason):
+    monkeypatch.setattr(fla_backend, "triton_version", lambda: triton)
+    assert fla_backend.refusal(CUDA, torch.float32, dk, dv, gated) is None  # not on Hopper
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    got = fla_backend.refusal(CUDA, torch.float32, dk, dv, gated)
+    assert got == reason if reason is None else got.startswith(reason)
+
+
+def test_triton_version_reads_local_builds(monkeypatch):
+    monkeypatch.setattr(fla_backend.importlib.metadata, "version", lambda name: "3.7.1+gitb77f00c0")
+    assert fla_backend.triton_version.__wrapped__() == (3, 7, 1)
+
+
+def test_route_names_the_form_and_why(fla_on_a_gpu, monkeypatch):
+    assert fla_backend.route(CUDA, 64, 64, False).startswith("the fla kernels (")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert fla_backend.route(CUDA, 64, 64, True) == ("the PyTorch chunkwise form (fla refuses the gated rule's "
+                                                     "backward on Hopper with Triton 3.4 to 3.7.0)")
+    monkeypatch.setattr(fla_backend, "AVAILABLE", False)
+    assert fla_backend.route(CUDA, 64, 64, False) == "the PyTorch chunkwise form (fla is not installed)"
 
 
 def test_delta_rule_rejects_what_the_kernels_cannot_take():
@@ -124,16 +167,6 @@ def compare_with_step_loop(T, B, H, dk, dv, gated, device, tol):
         assert error < tol, f"{name}: relative error {error:.2e}"
 
 
-def test_route_names_the_form_and_why(monkeypatch):
-    monkeypatch.setenv("FWP_RL_FLA", "1")
-    monkeypatch.setattr(fla_backend, "AVAILABLE", False)
-    assert fla_backend.route() == "the PyTorch chunkwise form (fla is not installed)"
-    monkeypatch.setattr(fla_backend, "AVAILABLE", True)
-    assert fla_backend.route().startswith("the fla kernels (")
-    monkeypatch.delenv("FWP_RL_FLA")
-    assert fla_backend.route() == "the PyTorch chunkwise form (FWP_RL_FLA=1 would use the fla kernels)"
-
-
 # ---------------------------------------------------------------- the adapter against fla's contract
 def step_loop_as_fla(q, k, v, *g_beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel,
                      cu_seqlens):
@@ -174,12 +207,12 @@ def test_adapter_against_fla_contract(fla_contract, gated):
 # ---------------------------------------------------------------- the real kernels
 @pytest.mark.skipif(not HAS_FLA_CUDA, reason="needs CUDA and flash-linear-attention")
 @pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated_delta"])
-@pytest.mark.parametrize("dk", [64, 48], ids=["keys64", "keys48"])
-def test_fla_kernels_against_step_loop(gated, dk, monkeypatch):
-    monkeypatch.setenv("FWP_RL_FLA", "1")
-    q = torch.zeros(1, 1, 1, 32, device="cuda")
-    assert fla_backend.usable(q)
-    # 80 steps cross fla's 64-step chunks; keys as wide as the delta core's default heads (64), and not a power of
-    # two wide (48). On an H200 both keys48 tests failed (fla_backend's docstring): the keys64 ones tell whether
-    # the width was the cause.
-    compare_with_step_loop(80, 3, 2, dk, 32, gated, "cuda", tol=2e-2)
+@pytest.mark.parametrize("dk, dv", [(64, 64), (48, 64), (64, 128)], ids=["keys64", "keys48", "values128"])
+def test_fla_kernels_against_step_loop(gated, dk, dv):
+    # 80 steps cross fla's 64-step chunks; heads as wide as the delta core's default ones (64), keys not a power of
+    # two wide (48), and values wider than keys
+    x = torch.empty(1, 1, 1, dk, device="cuda")
+    reason = fla_backend.refusal(x.device, x.dtype, dk, dv, gated)
+    if reason is not None:
+        pytest.skip(f"the kernels are not used here: {reason}")
+    compare_with_step_loop(80, 3, 2, dk, dv, gated, "cuda", tol=2e-2)

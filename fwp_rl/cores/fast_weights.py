@@ -144,7 +144,7 @@ class DeltaCore(FastWeightLayer):
         self._check_sequence(x, episode_starts)
         q, k, v, *rest = self._project(x)
         beta, log_alpha = self._rates(rest[0], rest[1] if self.uses_gate else None)
-        if fla_backend.usable(q):
+        if fla_backend.usable(q, v, log_alpha is not None):
             o, S = fla_backend.delta_rule(q, k, v, beta, state[0], episode_starts, log_alpha)
         else:
             o, S = delta_rule_chunkwise(q, k, v, beta, state[0], episode_starts, log_alpha, self.chunk_size)

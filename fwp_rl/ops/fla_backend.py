@@ -1,13 +1,17 @@
-"""The flash-linear-attention (fla) Triton kernels for the delta rules, on CUDA, when installed and asked for
-with FWP_RL_FLA=1.
+"""The flash-linear-attention (fla) Triton kernels for the delta rules, on CUDA, used when fla is installed
+(FWP_RL_FLA=0 turns them off).
 
-Opt-in, not the default: on an NVIDIA H200 with fla-core 0.6.0, Triton 3.6.0 and torch 2.11.0, both kernel tests
-then in tests/test_fla_backend.py (delta and gated_delta, keys 48 wide, against the float64 step loop, values and
-gradients) failed, and a CUDA test that ran after them in the same process met an illegal memory access (CUDA
-reports a kernel's bad access at a later call, so most likely one of theirs; the log kept no more than that). fla
-itself refuses the gated rule's backward on Hopper with Triton 3.4 to 3.7.0 (its issue #640: wrong results). CUDA
-runs the PyTorch chunkwise form by default: the same tensor operations on every device, tested against the step
-loop. Run the kernel tests on your GPU before trusting the kernels there.
+Tested on an NVIDIA H200 (fla-core 0.6.0, Triton 3.6.0, torch 2.11.0) against the float64 step loop, values and
+gradients, with episode starts inside the sequences (tests/test_fla_backend.py, and a diagnostic run for the last
+shape): the delta rule agreed to bfloat16's precision with heads of 64 keys and 64 values, 48 and 64, 64 and 128,
+and 64 and 32 (relative errors 2e-3 to 5e-3 where printed). Two cases on Hopper (compute capability 9) take the
+PyTorch chunkwise form instead (``hazard``):
+
+- the gated rule, with Triton 3.4 to 3.7.0: fla refuses its backward there (its issue #640: wrong results);
+- heads of 32 or fewer keys or values, with Triton 3.6 or later: fla's backward kernels then met an illegal memory
+  access in fla's own autotuning, with keys 32 wide (our adapter) and with values 32 wide (fla called directly,
+  without our adapter), in one of two runs for the values. Triton's issues report such faults on Hopper for
+  kernels of several products over 32-wide blocks (#10486, #11366), in 3.6 and 3.7.1 and not in 3.5.1.
 
 Targets the public API of fla 0.3 to 0.6 (``fla.ops.delta_rule.chunk_delta_rule`` and
 ``fla.ops.gated_delta_rule.chunk_gated_delta_rule``): inputs [B, T, H, K] (not head-first), the
@@ -33,9 +37,11 @@ and return the final states in float32, which are cast back to S0's dtype.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import os
+import re
 from typing import NamedTuple
 
 import torch
@@ -47,22 +53,61 @@ KERNEL_DTYPE = {torch.bfloat16: torch.bfloat16, torch.float16: torch.float16, to
 MAX_KEY_DIM = 256  # fla's state kernels hold at most four 64-wide blocks of keys
 
 
-def unsupported(q: Tensor) -> str | None:
-    """Why the kernels cannot take q [T, B, H, dk] (None if they can)."""
-    if q.dtype not in KERNEL_DTYPE:
-        return f"q.dtype={q.dtype} is not allowed: use float32, bfloat16 or float16"
-    if q.shape[-1] > MAX_KEY_DIM:
-        return f"the key dimension {q.shape[-1]} (q.shape[-1]) is not allowed: at most {MAX_KEY_DIM}"
+def unsupported(dtype: torch.dtype, key_dim: int) -> str | None:
+    """Why the kernels cannot take q of this dtype and key dimension (None if they can)."""
+    if dtype not in KERNEL_DTYPE:
+        return f"q.dtype={dtype} is not allowed: use float32, bfloat16 or float16"
+    if key_dim > MAX_KEY_DIM:
+        return f"the key dimension {key_dim} (q.shape[-1]) is not allowed: at most {MAX_KEY_DIM}"
     return None
 
 
-def route() -> str:
-    """Which form the chunkwise delta rules take on CUDA (for float32, bfloat16 and float16 inputs with keys of at
-    most ``MAX_KEY_DIM``), in words: the fla kernels and their version, or the PyTorch form and why."""
+@functools.cache
+def triton_version() -> tuple[int, ...]:
+    """Triton's version as numbers, (3, 7, 1) for "3.7.1+git..."; (0,) without Triton."""
+    try:
+        text = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
+        return (0,)
+    return tuple(int(part) for part in re.findall(r"\d+", text.split("+")[0])[:3])
+
+
+def hazard(device: torch.device, key_dim: int, value_dim: int, gated: bool) -> str | None:
+    """A known fault of the kernels on this CUDA device and Triton for these heads (the module's docstring), or
+    None."""
+    if torch.cuda.get_device_capability(device)[0] != 9:
+        return None
+    triton = triton_version()
+    if gated and (3, 4) <= triton < (3, 7, 1):
+        return "fla refuses the gated rule's backward on Hopper with Triton 3.4 to 3.7.0"
+    if min(key_dim, value_dim) <= 32 and triton >= (3, 6):
+        return (f"heads of {key_dim} keys and {value_dim} values: 32 or fewer met an illegal memory access on Hopper "
+                "with Triton 3.6")
+    return None
+
+
+def refusal(device: torch.device, dtype: torch.dtype, key_dim: int, value_dim: int, gated: bool) -> str | None:
+    """Why the fla kernels do not run the (gated) delta rule for these inputs, in words (None: they do)."""
     if not AVAILABLE:
-        return "the PyTorch chunkwise form (fla is not installed)"
-    if os.environ.get(ENABLE_VARIABLE) != "1":
-        return f"the PyTorch chunkwise form ({ENABLE_VARIABLE}=1 would use the fla kernels)"
+        return "fla is not installed"
+    if device.type != "cuda":
+        return "not on CUDA"
+    if os.environ.get(ENABLE_VARIABLE) == "0":
+        return f"{ENABLE_VARIABLE}=0"
+    return unsupported(dtype, key_dim) or hazard(device, key_dim, value_dim, gated)
+
+
+def usable(q: Tensor, v: Tensor, gated: bool) -> bool:
+    """Whether the fla kernels run the delta rule on q [T, B, H, dk] and v [T, B, H, dv] (``refusal``)."""
+    return refusal(q.device, q.dtype, q.shape[-1], v.shape[-1], gated) is None
+
+
+def route(device: torch.device, key_dim: int, value_dim: int, gated: bool) -> str:
+    """Which form the chunkwise delta rule takes on CUDA ``device`` for float32 heads of these sizes, in words: the
+    fla kernels and their version, or the PyTorch form and why."""
+    reason = refusal(device, torch.float32, key_dim, value_dim, gated)
+    if reason is not None:
+        return f"the PyTorch chunkwise form ({reason})"
     for distribution in ("fla-core", "flash-linear-attention"):
         try:
             version = importlib.metadata.version(distribution)
@@ -70,13 +115,6 @@ def route() -> str:
         except importlib.metadata.PackageNotFoundError:
             version = "of unknown version"
     return f"the fla kernels ({distribution} {version}; float32 inputs rounded to bfloat16)"
-
-
-def usable(q: Tensor) -> bool:
-    """Whether the fla kernels run this call: fla installed, FWP_RL_FLA=1, q on CUDA, and a dtype and key
-    dimension the kernels take."""
-    return (AVAILABLE and q.is_cuda and os.environ.get(ENABLE_VARIABLE) == "1"
-            and unsupported(q) is None)
 
 
 class Segments(NamedTuple):
@@ -114,7 +152,7 @@ def delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, S0: Tensor, starts
 
     Gated when ``log_alpha`` [T, B, H] is given. Differentiable in q, k, v, beta, log_alpha and S0.
     """
-    reason = unsupported(q)
+    reason = unsupported(q.dtype, q.shape[-1])
     if reason is not None:
         raise ValueError(reason)
     from fla.ops.delta_rule import chunk_delta_rule
