@@ -59,8 +59,9 @@ CUDA = torch.device("cuda")
 
 @pytest.fixture
 def fla_on_a_gpu(monkeypatch):
-    """fla installed, an Ampere GPU (compute capability 8) and Triton 3.6.0; FWP_RL_FLA unset."""
+    """fla installed, an NVIDIA Ampere GPU (compute capability 8) and Triton 3.6.0; FWP_RL_FLA unset."""
     monkeypatch.setattr(fla_backend, "AVAILABLE", True)
+    monkeypatch.setattr(torch.version, "hip", None)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     monkeypatch.setattr(fla_backend, "triton_version", lambda: (3, 6, 0))
     monkeypatch.delenv("FWP_RL_FLA", raising=False)
@@ -94,6 +95,12 @@ def test_hopper_hazards_route_to_pytorch(fla_on_a_gpu, monkeypatch, triton, gate
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     got = fla_backend.refusal(CUDA, torch.float32, dk, dv, gated)
     assert got == reason if reason is None else got.startswith(reason)
+
+
+def test_an_amd_gpu_of_capability_9_is_not_hopper(fla_on_a_gpu, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 4))  # an MI300 under ROCm
+    monkeypatch.setattr(torch.version, "hip", "6.4")
+    assert fla_backend.refusal(CUDA, torch.float32, 64, 64, True) is None
 
 
 def test_triton_version_reads_local_builds(monkeypatch):

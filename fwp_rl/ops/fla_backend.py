@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 AVAILABLE = importlib.util.find_spec("fla") is not None
-ENABLE_VARIABLE = "FWP_RL_FLA"
+SWITCH_VARIABLE = "FWP_RL_FLA"  # set to 0, it keeps the kernels off
 KERNEL_DTYPE = {torch.bfloat16: torch.bfloat16, torch.float16: torch.float16, torch.float32: torch.bfloat16}
 MAX_KEY_DIM = 256  # fla's state kernels hold at most four 64-wide blocks of keys
 
@@ -74,8 +74,8 @@ def triton_version() -> tuple[int, ...]:
 
 def hazard(device: torch.device, key_dim: int, value_dim: int, gated: bool) -> str | None:
     """A known fault of the kernels on this CUDA device and Triton for these heads (the module's docstring), or
-    None."""
-    if torch.cuda.get_device_capability(device)[0] != 9:
+    None. Hopper is an NVIDIA GPU of compute capability 9 (ROCm reports AMD GPUs as CUDA devices too)."""
+    if torch.version.hip is not None or torch.cuda.get_device_capability(device)[0] != 9:
         return None
     triton = triton_version()
     if gated and (3, 4) <= triton < (3, 7, 1):
@@ -92,8 +92,8 @@ def refusal(device: torch.device, dtype: torch.dtype, key_dim: int, value_dim: i
         return "fla is not installed"
     if device.type != "cuda":
         return "not on CUDA"
-    if os.environ.get(ENABLE_VARIABLE) == "0":
-        return f"{ENABLE_VARIABLE}=0"
+    if os.environ.get(SWITCH_VARIABLE) == "0":
+        return f"{SWITCH_VARIABLE}=0"
     return unsupported(dtype, key_dim) or hazard(device, key_dim, value_dim, gated)
 
 
