@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fwp_rl.cores import make_core
 from fwp_rl.ops import fla_backend
 from fwp_rl.ops.delta import delta_rule_recurrent
 
@@ -174,6 +175,27 @@ def compare_with_step_loop(T, B, H, dk, dv, gated, device, tol):
         assert error < tol, f"{name}: relative error {error:.2e}"
 
 
+@pytest.mark.parametrize("core", ["delta", "gated_delta"])
+def test_the_delta_cores_hand_their_rule_to_the_kernels_where_usable(monkeypatch, core):
+    asked = []
+
+    def usable(q, v, gated):
+        asked.append((q.shape[-1], v.shape[-1], gated))
+        return True
+
+    monkeypatch.setattr(fla_backend, "usable", usable)
+    monkeypatch.setattr(fla_backend, "delta_rule", delta_rule_recurrent)  # the kernels' contract, by the step loop
+    torch.manual_seed(0)
+    layer = make_core(core, 6, hidden_size=8, num_heads=2).double()
+    x, starts = torch.randn(5, 3, 6, dtype=F64), resets(5, 3)
+    state = layer.initial_state(3)
+    y, (S,) = layer(x, state, starts)
+    y_loop, (S_loop,) = layer.forward_loop(x, state, starts)
+    assert asked == [(layer.key_dim, layer.head_dim, core == "gated_delta")]
+    torch.testing.assert_close(y, y_loop)
+    torch.testing.assert_close(S, S_loop)
+
+
 # ---------------------------------------------------------------- the adapter against fla's contract
 def step_loop_as_fla(q, k, v, *g_beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel,
                      cu_seqlens):
@@ -218,8 +240,7 @@ def test_adapter_against_fla_contract(fla_contract, gated):
 def test_fla_kernels_against_step_loop(gated, dk, dv):
     # 80 steps cross fla's 64-step chunks; heads as wide as the delta core's default ones (64), keys not a power of
     # two wide (48), and values wider than keys
-    x = torch.empty(1, 1, 1, dk, device="cuda")
-    reason = fla_backend.refusal(x.device, x.dtype, dk, dv, gated)
+    reason = fla_backend.refusal(torch.device("cuda"), torch.float32, dk, dv, gated)
     if reason is not None:
         pytest.skip(f"the kernels are not used here: {reason}")
     compare_with_step_loop(80, 3, 2, dk, dv, gated, "cuda", tol=2e-2)
