@@ -5,10 +5,23 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+
+def _new_file(folder: Path, prefix: str, suffix: str) -> str:
+    """Create an empty file of a new name in ``folder`` with the mode a plain open() gives (0o666 less the umask).
+    Not tempfile.mkstemp: its files are private (0o600), and renamed over ``path`` they would make every file
+    we write readable by its owner only."""
+    while True:
+        name = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}{suffix}")
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return name
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
@@ -17,8 +30,7 @@ def replacing(path: str | Path) -> Iterator[Path]:
     raises. It keeps ``path``'s suffix, for writers that choose the format by it (ffmpeg, matplotlib)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
+    tmp = _new_file(path.parent, f".{path.name}.", f".tmp{path.suffix}")
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -1,6 +1,9 @@
 """Files replaced whole or not at all (fwp_rl.files): what every checkpoint, config, report and video is written
 with."""
 
+import os
+import stat
+
 import pytest
 
 from fwp_rl.files import atomic_write_text, replacing
@@ -23,3 +26,16 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_temporary_one(tmp_path)
             tmp.write_text("se")
             raise KeyboardInterrupt
     assert path.read_text() == "seed: 1\n" and [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask-022", "umask-077"])
+def test_written_files_get_the_mode_of_a_plain_open(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "metrics.json", "{}")
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o666 & ~umask
