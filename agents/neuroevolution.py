@@ -80,7 +80,12 @@ class SearchConfig:
     the controller and the simulation of each control step as one program made by torch.compile
     (``fwp_rl.envs.double_pole.closed_loop_step``): several times faster per step, after a compile of tens of
     seconds per population size (a few seconds once torch's compile cache has it). A run with compile
-    starts by dropping what torch.compile compiled before in this process (``torch._dynamo.reset``)."""
+    starts by dropping what torch.compile compiled before in this process (``torch._dynamo.reset``).
+    restart_after (double pole): when this many evaluations pass without a generation whose champion balanced
+    its fitness episode longer than every earlier champion of the search, a new search of the same algorithm
+    starts from a new random centre (None: never). Once a champion balances the whole episode nothing can
+    improve on it, so the count then runs from there: a search whose champions balance but fail the success
+    test gives way to a fresh one."""
 
     algorithm: str = "cmaes"
     popsize: int | None = None
@@ -93,6 +98,7 @@ class SearchConfig:
     num_actors: int = 0
     device: str = "cpu"
     compile: bool = False
+    restart_after: int | None = None
 
     def validate(self, prefix: str) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -110,6 +116,9 @@ class SearchConfig:
         for key in ("stdev_init", "init_bound", "max_evaluations"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{prefix}.{key}={getattr(self, key)!r} is not allowed: it must be > 0")
+        if self.restart_after is not None and self.restart_after < 1:
+            raise ConfigError(f"{prefix}.restart_after={self.restart_after} is not allowed: a number of "
+                              "evaluations >= 1, or null for no restarts")
         if self.num_actors < 0:
             raise ConfigError(f"{prefix}.num_actors={self.num_actors} is not allowed: 0 (this process) or more")
         parse_device(f"{prefix}.device={self.device!r}", self.device)
@@ -136,6 +145,9 @@ class NeuroevolutionConfig:
         if self.search.compile and self.env.id != DOUBLE_POLE:
             raise ConfigError(f"search.compile=true is allowed for env.id={DOUBLE_POLE!r} only (its rollouts are "
                               f"torch programs), got env.id={self.env.id!r}")
+        if self.search.restart_after is not None and self.env.id != DOUBLE_POLE:
+            raise ConfigError(f"search.restart_after is allowed for env.id={DOUBLE_POLE!r} only (it counts from its "
+                              f"champions' balanced steps), got env.id={self.env.id!r}")
 
 
 # ---------------------------------------------------------------------------------------------- searchers
@@ -405,6 +417,7 @@ class GenerationReport:
     seconds: float
     champion_steps: int | None = None  # double pole: steps the champion balanced in its fitness episode
     test: SolutionTest | None = None  # double pole: the success test, when the champion was tested
+    restarts: int = 0  # searches started again so far (SearchConfig.restart_after)
 
 
 @dataclass
@@ -418,6 +431,7 @@ class EvolutionResult:
     solved: bool
     test: SolutionTest | None
     seconds: float
+    restarts: int = 0
 
 
 def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
@@ -436,6 +450,9 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
     search = config.search
     start = time.perf_counter()
     kept, kept_fitness, test, generation = None, -math.inf, None, 0
+    # Restarts by hand: EvoTorch's restarters (evotorch.algorithms.restarter) end a search on its own
+    # termination criteria or a collapsed fitness spread, and here the fitness never stops improving.
+    restarts, longest, progress_at = 0, 0, 0  # this search's longest champion episode and when it was reached
     while True:
         searcher.step()
         generation += 1
@@ -456,6 +473,9 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
                 if report.test.solved(env):
                     kept, kept_fitness, test = champion_params, best, report.test
                     report.best_ever_params = kept
+        if env is not None and report.champion_steps > longest:
+            longest, progress_at = report.champion_steps, problem.evaluations
+        report.restarts = restarts
         report.seconds = time.perf_counter() - start
         if on_generation is not None:
             on_generation(report)
@@ -465,6 +485,9 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
                 or (should_stop is not None and should_stop()))
         if done:
             break
+        if search.restart_after is not None and problem.evaluations - progress_at >= search.restart_after:
+            searcher = make_searcher(problem, search)
+            restarts, longest, progress_at = restarts + 1, 0, problem.evaluations
     if env is not None and test is None and kept is not None:
         test = champion_test(policy, kept, env, compile=search.compile)
     if env is not None:
@@ -472,7 +495,7 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
     else:
         solved = search.target is not None and kept_fitness >= search.target
     return EvolutionResult(kept, kept_fitness, generation, problem.evaluations, solved, test,
-                           time.perf_counter() - start)
+                           time.perf_counter() - start, restarts)
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -512,6 +535,9 @@ def train(config: NeuroevolutionConfig, console: Console | None = None) -> tuple
         def on_generation(r: GenerationReport) -> None:
             values = dict(generation=r.generation, best=r.best, mean=r.mean, best_ever=r.best_ever, seconds=r.seconds)
             status = f"gen {r.generation}  best {r.best:.4g}  best ever {r.best_ever:.4g}"
+            if config.search.restart_after is not None:
+                values["restarts"] = r.restarts
+                status += f"  restarts {r.restarts}"
             if r.champion_steps is not None:
                 values["champion_steps"] = r.champion_steps
             if r.test is not None:
@@ -534,7 +560,8 @@ def train(config: NeuroevolutionConfig, console: Console | None = None) -> tuple
         solved=result.solved, fitness=result.fitness,
         test=None if test is None else dataclasses.asdict(test)))
     console.print(f"run directory: {run_dir}")
-    console.print(f"evaluations: {result.evaluations:,} in {result.generations} generations, "
+    restarted = f", {result.restarts} restarts" if config.search.restart_after is not None else ""
+    console.print(f"evaluations: {result.evaluations:,} in {result.generations} generations{restarted}, "
                   f"{result.seconds:.1f} s; best fitness {result.fitness:.6g}")
     if test is not None:
         console.print(f"100,000-step test: balanced {test.balanced:,} steps "

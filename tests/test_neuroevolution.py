@@ -125,6 +125,26 @@ def test_every_algorithm_runs_and_counts_evaluations(algorithm):
     assert result.flat_params.shape == (ne.make_policy(config).num_flat_parameters,)
 
 
+def test_restart_after_starts_a_fresh_search_when_the_champions_stop_improving():
+    """Until the first restart the run is the run without restarts; each restart starts when restart_after
+    evaluations brought no champion that balanced longer than every earlier one of its search."""
+    plain, restarting = [], []
+    ne.evolve(make_config("elman", popsize=6, max_generations=12), on_generation=plain.append)
+    result = ne.evolve(make_config("elman", popsize=6, max_generations=12, restart_after=12),
+                       on_generation=restarting.append)
+    assert result.restarts == restarting[-1].restarts >= 1 and plain[-1].restarts == 0
+    first = next(i for i, r in enumerate(restarting) if r.restarts)
+    assert [r.best for r in restarting[:first]] == [r.best for r in plain[:first]]
+    assert restarting[first].best != plain[first].best
+    longest, since = 0, 0  # the rule, replayed from the reports
+    for before, r in zip(restarting, restarting[1:]):
+        if before.champion_steps > longest:
+            longest, since = before.champion_steps, before.evaluations
+        assert r.restarts == before.restarts + (before.evaluations - since >= 12)
+        if r.restarts > before.restarts:
+            longest, since = 0, before.evaluations
+
+
 def test_cartpole_target_stops_the_search():
     config = make_config("elman", env_id="CartPole-v1", options={}, popsize=20, max_generations=40, target=300.0)
     result = ne.evolve(config)
@@ -145,6 +165,9 @@ def test_cartpole_target_stops_the_search():
     ({"search": {"device": "gpu"}}, r"search.device='gpu' is not allowed: 'cpu', 'cuda', 'cuda:1', \.\.\.$"),
     ({"env": {"id": "CartPole-v1"}, "search": {"compile": True}},
      r"search.compile=true is allowed for env.id='double_pole' only .* got env.id='CartPole-v1'"),
+    ({"search": {"restart_after": 0}}, r"search.restart_after=0 is not allowed: a number of evaluations >= 1"),
+    ({"env": {"id": "CartPole-v1"}, "search": {"restart_after": 500}},
+     r"search.restart_after is allowed for env.id='double_pole' only .* got env.id='CartPole-v1'"),
 ])
 def test_config_errors_name_the_key_and_what_is_allowed(data, message):
     with pytest.raises(ConfigError, match=message):
