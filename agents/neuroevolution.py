@@ -463,7 +463,7 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
         if best > kept_fitness:
             kept, kept_fitness = champion_params, best
         report = GenerationReport(generation, problem.evaluations, best, float(population_evals.mean()),
-                                  kept_fitness, kept, 0.0)
+                                  kept_fitness, kept, 0.0, restarts=restarts)
         if env is not None:
             report.champion_steps = int(champion.evals[1])
             # The success test starts from the standard start, as the fitness episode does: a champion
@@ -475,7 +475,6 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
                     report.best_ever_params = kept
         if env is not None and report.champion_steps > longest:
             longest, progress_at = report.champion_steps, problem.evaluations
-        report.restarts = restarts
         report.seconds = time.perf_counter() - start
         if on_generation is not None:
             on_generation(report)
