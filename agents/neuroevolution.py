@@ -559,7 +559,8 @@ def train(config: NeuroevolutionConfig, console: Console | None = None) -> tuple
         solved=result.solved, fitness=result.fitness,
         test=None if test is None else dataclasses.asdict(test)))
     console.print(f"run directory: {run_dir}")
-    restarted = f", {result.restarts} restarts" if config.search.restart_after is not None else ""
+    restarted = "" if config.search.restart_after is None else \
+        f", {result.restarts} restart{'' if result.restarts == 1 else 's'}"
     console.print(f"evaluations: {result.evaluations:,} in {result.generations} generations{restarted}, "
                   f"{result.seconds:.1f} s; best fitness {result.fitness:.6g}")
     if test is not None:
