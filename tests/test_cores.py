@@ -35,8 +35,8 @@ def sequence(seed=2, starts_p=0.2):
 
 CONFIGS = [(name, {}) for name in CORES] + [
     (name, {"num_layers": 2, "feedforward": 2}) for name in ("lstm", "linear", "delta", "gated_delta", "rdn")
-]
-IDS = [name + ("-stack" if extra else "") for name, extra in CONFIGS]
+] + [(name, {"error_gain": 3.0}) for name in ("delta", "gated_delta")]
+IDS = [name + ("-stack" if "num_layers" in extra else "-error_gain" if extra else "") for name, extra in CONFIGS]
 
 
 @pytest.mark.parametrize("name,extra", CONFIGS, ids=IDS)
@@ -168,6 +168,9 @@ def test_bad_feature_map_and_beta():
         make_core("delta", 4, feature_map="relu")
     with pytest.raises(ValueError, match="beta_max=3"):
         make_core("delta", 4, beta_max=3)
+    for error_gain in (-1.0, float("nan"), True, "50"):
+        with pytest.raises(ValueError, match=rf"error_gain={error_gain!r} is not allowed: it must be 0 \(off\)"):
+            make_core("gated_delta", 4, error_gain=error_gain)
 
 
 @pytest.mark.parametrize("name", ["delta", "lstm"])

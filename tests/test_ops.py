@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from fwp_rl.ops.chunk import unit_lower_inverse
-from fwp_rl.ops.delta import delta_rule_chunkwise, delta_rule_recurrent, delta_rule_step
+from fwp_rl.ops.delta import (delta_rule_chunkwise, delta_rule_error_step, delta_rule_recurrent, delta_rule_step,
+                              with_errors)
 from fwp_rl.ops.feature_maps import dpfp, feature_dim, feature_map
 from fwp_rl.ops.linear import linear_attention_chunkwise, linear_attention_recurrent, linear_attention_step
 
@@ -52,6 +53,30 @@ def test_gated_delta_rule_by_hand():
     _, S = delta_rule_step(t([0, 0]), t([1, 0]), t([4, 1]), half, S, log_alpha)
     # alpha S = [[0.5, 0.75], 0]; S += 0.5 k (v - [0.5, 0.75])^T
     assert torch.allclose(S[0, 0], torch.tensor([[2.25, 0.875], [0.0, 0.0]], dtype=F64))
+
+
+def test_delta_rule_error_by_hand():
+    S = torch.tensor([[1.0, 1.5], [0.0, 0.0]], dtype=F64).view(1, 1, 2, 2)
+    half = torch.full((1, 1), 0.5, dtype=F64)
+    log_alpha = torch.log(torch.full((1, 1), 0.5, dtype=F64))
+    o, error, S_new = delta_rule_error_step(t([1, 0]), t([1, 0]), t([4, 1]), half, S, log_alpha)
+    # the decayed memory predicts alpha S^T k = [0.5, 0.75] for the key; the error is v minus that
+    assert torch.allclose(error.flatten(), torch.tensor([3.5, 0.25], dtype=F64))
+    assert torch.allclose(o.flatten(), torch.tensor([2.25, 0.875], dtype=F64))
+    assert torch.equal(S_new, delta_rule_step(t([1, 0]), t([1, 0]), t([4, 1]), half, S, log_alpha)[1])
+
+
+def test_errors_of_a_scalar_head_with_beta_one_are_one_step_differences():
+    # one head of one dimension, k = q = 1, beta = 1: W_t = v_t, so e_t = v_t - v_{t-1}, and 0 after a start
+    v = torch.tensor([0.3, 0.5, 0.4, 1.0, 1.2], dtype=F64).view(5, 1, 1, 1)
+    ones, beta = torch.ones_like(v), torch.ones(5, 1, 1, dtype=F64)
+    starts = torch.tensor([False, False, False, True, False]).view(5, 1)
+    S0 = torch.full((1, 1, 1, 1), 0.1, dtype=F64)
+    for rule, options in ((delta_rule_recurrent, {}), (delta_rule_chunkwise, {"chunk_size": 4})):
+        o, error, S = with_errors(rule, ones, ones, v, beta, S0, starts, **options)
+        assert torch.allclose(o, v)
+        assert torch.allclose(error.flatten(), torch.tensor([0.2, 0.2, -0.1, 1.0, 0.2], dtype=F64))
+        assert torch.allclose(S, v[-1:].view(1, 1, 1, 1))
 
 
 def test_delta_rule_with_orthonormal_keys_returns_last_written_values():

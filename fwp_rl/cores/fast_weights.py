@@ -7,13 +7,15 @@ sequences run chunkwise-parallel, rollout steps run the one-step rule; both give
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fwp_rl.cores.base import MemoryCore, State, check_input, check_size, check_starts, head_size
 from fwp_rl.ops import fla_backend
-from fwp_rl.ops.delta import delta_rule_chunkwise, delta_rule_step
+from fwp_rl.ops.delta import delta_rule_chunkwise, delta_rule_error_step, with_errors
 from fwp_rl.ops.feature_maps import check_feature_map, feature_dim, feature_map
 from fwp_rl.ops.linear import linear_attention_chunkwise, linear_attention_step
 
@@ -48,6 +50,14 @@ def check_beta_max(beta_max) -> float:
     return float(beta_max)
 
 
+def check_error_gain(error_gain) -> float:
+    """error_gain as a float: 0 (no error readout) or a finite positive gain."""
+    if (isinstance(error_gain, bool) or not isinstance(error_gain, (int, float)) or not math.isfinite(error_gain)
+            or error_gain < 0):
+        raise ValueError(f"error_gain={error_gain!r} is not allowed: it must be 0 (off) or a finite positive number")
+    return float(error_gain)
+
+
 class FastWeightLayer(MultiHeadCore):
     """Shared machinery: multi-head projections, feature maps, state of one fast weight matrix per head."""
 
@@ -55,11 +65,13 @@ class FastWeightLayer(MultiHeadCore):
     uses_gate = False
 
     def __init__(self, input_size: int, hidden_size: int, num_heads: int, head_dim: int | None, feature_map: str,
-                 dpfp_nu: int, sum_norm: bool):
+                 dpfp_nu: int, sum_norm: bool, readouts: int = 1):
+        """readouts: how many vectors of head_dim each head hands the output projection (the delta rule's error
+        readout is a second one)."""
         super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm)
         self._split_sizes = self._projection_sizes()
         self.proj = nn.Linear(input_size, sum(self._split_sizes))
-        self.out_proj = nn.Linear(num_heads * self.head_dim, hidden_size)
+        self.out_proj = nn.Linear(readouts * num_heads * self.head_dim, hidden_size)
 
     def _projection_sizes(self) -> list[int]:
         """Sizes of the parts of the fused input projection: q, k, v, then one rate and gate per head."""
@@ -114,14 +126,22 @@ class DeltaCore(FastWeightLayer):
     """DeltaNet (2021): W_t = W_{t-1} + beta_t (v_t - W_{t-1} phi(k_t)) (x) phi(k_t), beta_t = beta_max sigmoid(.).
 
     ``beta_max=2`` allows negative eigenvalues of the transition (Grazzi et al. 2025).
+
+    ``error_gain`` > 0 reads out, beside each head's W_t phi(q_t), its prediction error e_t = v_t - W_{t-1} phi(k_t)
+    (the correction the rule writes) times ``error_gain``. Where W_{t-1} phi(k_t) tracks v, e_t is v's change over
+    the last step, a rate that a readout of W_t alone can only form from differences of nearly equal numbers with
+    large weights (in the double pole controllers, a gain of 50 per step of 0.02 s makes it a rate per second).
     """
 
     uses_beta = True
 
     def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, head_dim: int | None = None,
                  feature_map: str = "elu", dpfp_nu: int = 1, sum_norm: bool = True, beta_max: float = 1.0,
-                 chunk_size: int = 16):
-        super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm)
+                 chunk_size: int = 16, error_gain: float = 0.0):
+        error_gain = check_error_gain(error_gain)
+        super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm,
+                         readouts=1 + (error_gain > 0))
+        self.error_gain = error_gain
         # chunks of 16 steps: the fastest of 8, 16 and 32 for delta and gated_delta in `fwp-rl bench cores`
         # on a 2-core CPU (T = 128, width 256, 4 heads)
         self.chunk_size = check_size("chunk_size", chunk_size)
@@ -134,21 +154,32 @@ class DeltaCore(FastWeightLayer):
     def _rates(self, beta: Tensor, gate: Tensor | None) -> tuple[Tensor, Tensor | None]:
         return self.beta_max * torch.sigmoid(beta), None
 
+    def _readout(self, o: Tensor, error: Tensor) -> Tensor:
+        return self._output(torch.cat([o, self.error_gain * error], dim=-1) if self.error_gain else o)
+
     def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         q, k, v, *rest = self._project(x)
         beta, log_alpha = self._rates(rest[0], rest[1] if self.uses_gate else None)
-        o, S = delta_rule_step(q, k, v, beta, state[0], log_alpha)
-        return self._output(o), (S,)
+        o, error, S = delta_rule_error_step(q, k, v, beta, state[0], log_alpha)
+        return self._readout(o, error), (S,)
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
         self._check_sequence(x, episode_starts)
         q, k, v, *rest = self._project(x)
         beta, log_alpha = self._rates(rest[0], rest[1] if self.uses_gate else None)
+        if self.error_gain:
+            # not on the fla kernels: in float32 they compute in bfloat16, whose three digits would be lost in v - W k
+            o, error, S = with_errors(delta_rule_chunkwise, q, k, v, beta, state[0], episode_starts, log_alpha,
+                                      chunk_size=self.chunk_size)
+            return self._readout(o, error), (S,)
         if fla_backend.usable(q, v, log_alpha is not None):
             o, S = fla_backend.delta_rule(q, k, v, beta, state[0], episode_starts, log_alpha)
         else:
             o, S = delta_rule_chunkwise(q, k, v, beta, state[0], episode_starts, log_alpha, self.chunk_size)
         return self._output(o), (S,)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, beta_max={self.beta_max}, error_gain={self.error_gain}"
 
 
 class GatedDeltaCore(DeltaCore):
@@ -161,9 +192,9 @@ class GatedDeltaCore(DeltaCore):
 
     def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, head_dim: int | None = None,
                  feature_map: str = "l2", dpfp_nu: int = 1, sum_norm: bool = False, beta_max: float = 1.0,
-                 chunk_size: int = 16):
+                 chunk_size: int = 16, error_gain: float = 0.0):
         super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm, beta_max,
-                         chunk_size)
+                         chunk_size, error_gain)
         with torch.no_grad():  # start with slow forgetting: alpha = sigmoid(3) ~ 0.95
             self.proj.bias[-num_heads:].fill_(3.0)
 
@@ -171,4 +202,5 @@ class GatedDeltaCore(DeltaCore):
         return self.beta_max * torch.sigmoid(beta), F.logsigmoid(gate)
 
 
-__all__ = ["DeltaCore", "FastWeightLayer", "GatedDeltaCore", "LinearCore", "MultiHeadCore", "check_beta_max"]
+__all__ = ["DeltaCore", "FastWeightLayer", "GatedDeltaCore", "LinearCore", "MultiHeadCore", "check_beta_max",
+           "check_error_gain"]
