@@ -129,8 +129,7 @@ class DeltaCore(FastWeightLayer):
 
     ``error_gain`` > 0 reads out, beside each head's W_t phi(q_t), its prediction error e_t = v_t - W_{t-1} phi(k_t)
     (the correction the rule writes) times ``error_gain``. Where W_{t-1} phi(k_t) tracks v, e_t is v's change over
-    the last step, a rate that a readout of W_t alone can only form from differences of nearly equal numbers with
-    large weights (in the double pole controllers, a gain of 50 per step of 0.02 s makes it a rate per second).
+    the last step: a rate, which a readout of W_t alone can only form as a difference of two heads' readings.
     """
 
     uses_beta = True
