@@ -19,6 +19,7 @@ test: setup
 	$(PY) -m pytest -q -n 2
 
 main: setup
+	$(VENV)/bin/fwp-rl train configs/double_pole/nonmarkov_delta_error_cmaes.yaml
 	$(VENV)/bin/fwp-rl bench cores --seq-lens 32,128
 
 clean:
