@@ -67,7 +67,7 @@ def test_delta_rule_error_by_hand():
 
 
 def test_errors_of_a_scalar_head_with_beta_one_are_one_step_differences():
-    # one head of one dimension, k = q = 1, beta = 1: W_t = v_t, so e_t = v_t - v_{t-1}, and 0 after a start
+    # one head of one dimension, k = q = 1, beta = 1: W_t = v_t, so e_t = v_t - v_{t-1}; after a start, e_t = v_t
     v = torch.tensor([0.3, 0.5, 0.4, 1.0, 1.2], dtype=F64).view(5, 1, 1, 1)
     ones, beta = torch.ones_like(v), torch.ones(5, 1, 1, dtype=F64)
     starts = torch.tensor([False, False, False, True, False]).view(5, 1)
