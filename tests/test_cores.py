@@ -35,8 +35,10 @@ def sequence(seed=2, starts_p=0.2):
 
 CONFIGS = [(name, {}) for name in CORES] + [
     (name, {"num_layers": 2, "feedforward": 2}) for name in ("lstm", "linear", "delta", "gated_delta", "rdn")
-] + [(name, {"error_gain": 3.0}) for name in ("delta", "gated_delta")]
-IDS = [name + ("-stack" if "num_layers" in extra else "-error_gain" if extra else "") for name, extra in CONFIGS]
+] + [(name, {"error_gain": 3.0}) for name in ("delta", "gated_delta")] + [
+    (name, {"beta_from_input": False, "error_gain": 3.0}) for name in ("delta", "gated_delta")]
+IDS = [name + ("-stack" if "num_layers" in extra else "-constant_beta" if "beta_from_input" in extra
+               else "-error_gain" if extra else "") for name, extra in CONFIGS]
 
 
 @pytest.mark.parametrize("name,extra", CONFIGS, ids=IDS)
@@ -171,6 +173,24 @@ def test_bad_feature_map_and_beta():
     for error_gain in (-1.0, float("nan"), True, "50"):
         with pytest.raises(ValueError, match=rf"error_gain={error_gain!r} is not allowed: it must be 0 \(off\)"):
             make_core("gated_delta", 4, error_gain=error_gain)
+    with pytest.raises(ValueError, match="beta_from_input='no' is not allowed: it must be true or false"):
+        make_core("delta", 4, beta_from_input="no")
+
+
+@pytest.mark.parametrize("name", ["delta", "gated_delta"])
+def test_constant_beta_is_one_learned_rate_per_head(name):
+    """beta_from_input=False: no rate rows in the input projection, and the rate the rule uses is
+    beta_max sigmoid(beta_logit) whatever the input."""
+    core = small_core(name, beta_from_input=False, beta_max=2.0)
+    full = small_core(name, beta_max=2.0)
+    assert core.proj.out_features == full.proj.out_features - core.num_heads
+    with torch.no_grad():
+        core.beta_logit.copy_(torch.tensor([-1.0, 0.5], dtype=F64))
+    x = torch.randn(4, B, D, dtype=F64, generator=torch.Generator().manual_seed(5))
+    rates = core._project(x)[3:]
+    beta, _ = core._rates(rates[0], rates[1] if core.uses_gate else None)
+    assert beta.shape == (4, B, core.num_heads)
+    assert torch.allclose(beta, 2.0 * torch.sigmoid(torch.tensor([-1.0, 0.5], dtype=F64)).expand(4, B, 2))
 
 
 @pytest.mark.parametrize("name", ["delta", "lstm"])

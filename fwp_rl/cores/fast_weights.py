@@ -65,24 +65,32 @@ class FastWeightLayer(MultiHeadCore):
     uses_gate = False
 
     def __init__(self, input_size: int, hidden_size: int, num_heads: int, head_dim: int | None, feature_map: str,
-                 dpfp_nu: int, sum_norm: bool, readouts: int = 1):
+                 dpfp_nu: int, sum_norm: bool, readouts: int = 1, beta_from_input: bool = True):
         """readouts: how many vectors of head_dim each head hands the output projection (the delta rule's error
-        readout is a second one)."""
+        readout is a second one). beta_from_input: False gives each head one learned constant rate (the logits
+        ``beta_logit`` [H]) in place of a rate projected from each step's input."""
         super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm)
+        self.beta_from_input = beta_from_input
         self._split_sizes = self._projection_sizes()
         self.proj = nn.Linear(input_size, sum(self._split_sizes))
         self.out_proj = nn.Linear(readouts * num_heads * self.head_dim, hidden_size)
+        if self.uses_beta and not beta_from_input:
+            self.beta_logit = nn.Parameter(torch.zeros(num_heads))
 
     def _projection_sizes(self) -> list[int]:
-        """Sizes of the parts of the fused input projection: q, k, v, then one rate and gate per head."""
+        """Sizes of the parts of the fused input projection: q, k, v, then one rate (unless constant) and one gate
+        per head."""
         H, d = self.num_heads, self.head_dim
-        return [H * d, H * d, H * d] + [H] * (self.uses_beta + self.uses_gate)
+        return [H * d, H * d, H * d] + [H] * (self.uses_beta * self.beta_from_input + self.uses_gate)
 
     def _project(self, x: Tensor) -> list[Tensor]:
-        """x [..., input_size] -> phi(q), phi(k) [..., H, dk'], v [..., H, d], then beta / gate [..., H]."""
+        """x [..., input_size] -> phi(q), phi(k) [..., H, dk'], v [..., H, d], then beta / gate logits [..., H]."""
         parts = self.proj(x).split(self._split_sizes, dim=-1)
         q, k, v = (p.unflatten(-1, (self.num_heads, self.head_dim)) for p in parts[:3])
-        return [self._phi(q), self._phi(k), v, *parts[3:]]
+        rates = list(parts[3:])
+        if self.uses_beta and not self.beta_from_input:
+            rates.insert(0, self.beta_logit.expand(*x.shape[:-1], self.num_heads))
+        return [self._phi(q), self._phi(k), v, *rates]
 
     def _output(self, o: Tensor) -> Tensor:
         return self.out_proj(o.flatten(-2))
@@ -130,16 +138,20 @@ class DeltaCore(FastWeightLayer):
     ``error_gain`` > 0 reads out, beside each head's W_t phi(q_t), its prediction error e_t = v_t - W_{t-1} phi(k_t)
     (the correction the rule writes) times ``error_gain``. Where W_{t-1} phi(k_t) tracks v, e_t is v's change over
     the last step: a rate, which a readout of W_t alone can only form as a difference of two heads' readings.
+
+    ``beta_from_input=False`` gives each head one learned constant rate beta = beta_max sigmoid(b) instead.
     """
 
     uses_beta = True
 
     def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, head_dim: int | None = None,
                  feature_map: str = "elu", dpfp_nu: int = 1, sum_norm: bool = True, beta_max: float = 1.0,
-                 chunk_size: int = 16, error_gain: float = 0.0):
+                 chunk_size: int = 16, error_gain: float = 0.0, beta_from_input: bool = True):
         error_gain = check_error_gain(error_gain)
+        if not isinstance(beta_from_input, bool):
+            raise ValueError(f"beta_from_input={beta_from_input!r} is not allowed: it must be true or false")
         super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm,
-                         readouts=1 + (error_gain > 0))
+                         readouts=1 + (error_gain > 0), beta_from_input=beta_from_input)
         self.error_gain = error_gain
         # chunks of 16 steps: the fastest of 8, 16 and 32 for delta and gated_delta in `fwp-rl bench cores`
         # on a 2-core CPU (T = 128, width 256, 4 heads)
@@ -178,7 +190,8 @@ class DeltaCore(FastWeightLayer):
         return self._output(o), (S,)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, beta_max={self.beta_max}, error_gain={self.error_gain}"
+        return (f"{super().extra_repr()}, beta_max={self.beta_max}, error_gain={self.error_gain}, "
+                f"beta_from_input={self.beta_from_input}")
 
 
 class GatedDeltaCore(DeltaCore):
@@ -191,9 +204,9 @@ class GatedDeltaCore(DeltaCore):
 
     def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, head_dim: int | None = None,
                  feature_map: str = "l2", dpfp_nu: int = 1, sum_norm: bool = False, beta_max: float = 1.0,
-                 chunk_size: int = 16, error_gain: float = 0.0):
+                 chunk_size: int = 16, error_gain: float = 0.0, beta_from_input: bool = True):
         super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm, beta_max,
-                         chunk_size, error_gain)
+                         chunk_size, error_gain, beta_from_input)
         with torch.no_grad():  # start with slow forgetting: alpha = sigmoid(3) ~ 0.95
             self.proj.bias[-num_heads:].fill_(3.0)
 
