@@ -85,7 +85,9 @@ class SearchConfig:
     its fitness episode longer than every earlier champion of the search, a new search of the same algorithm
     starts from a new random centre (None: never). Once a champion balances the whole episode nothing can
     improve on it, so the count then runs from there: a search whose champions balance but fail the success
-    test gives way to a fresh one."""
+    test gives way to a fresh one. restart_unbalanced_after (double pole): a search none of whose champions
+    balanced the whole fitness episode within this many evaluations of its start gives way to a fresh one too,
+    however its champions still improve (None: no such limit)."""
 
     algorithm: str = "cmaes"
     popsize: int | None = None
@@ -99,6 +101,12 @@ class SearchConfig:
     device: str = "cpu"
     compile: bool = False
     restart_after: int | None = None
+    restart_unbalanced_after: int | None = None
+
+    @property
+    def restarts(self) -> bool:
+        """Whether a run can start fresh searches (restart_after or restart_unbalanced_after set)."""
+        return self.restart_after is not None or self.restart_unbalanced_after is not None
 
     def validate(self, prefix: str) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -116,9 +124,10 @@ class SearchConfig:
         for key in ("stdev_init", "init_bound", "max_evaluations"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{prefix}.{key}={getattr(self, key)!r} is not allowed: it must be > 0")
-        if self.restart_after is not None and self.restart_after < 1:
-            raise ConfigError(f"{prefix}.restart_after={self.restart_after} is not allowed: a number of "
-                              "evaluations >= 1, or null for no restarts")
+        for key in ("restart_after", "restart_unbalanced_after"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"{prefix}.{key}={getattr(self, key)} is not allowed: a number of evaluations "
+                                  ">= 1, or null for no such restarts")
         if self.num_actors < 0:
             raise ConfigError(f"{prefix}.num_actors={self.num_actors} is not allowed: 0 (this process) or more")
         parse_device(f"{prefix}.device={self.device!r}", self.device)
@@ -145,9 +154,10 @@ class NeuroevolutionConfig:
         if self.search.compile and self.env.id != DOUBLE_POLE:
             raise ConfigError(f"search.compile=true is allowed for env.id={DOUBLE_POLE!r} only (its rollouts are "
                               f"torch programs), got env.id={self.env.id!r}")
-        if self.search.restart_after is not None and self.env.id != DOUBLE_POLE:
-            raise ConfigError(f"search.restart_after is allowed for env.id={DOUBLE_POLE!r} only (it counts from its "
-                              f"champions' balanced steps), got env.id={self.env.id!r}")
+        for key in ("restart_after", "restart_unbalanced_after"):
+            if getattr(self.search, key) is not None and self.env.id != DOUBLE_POLE:
+                raise ConfigError(f"search.{key} is allowed for env.id={DOUBLE_POLE!r} only (it counts from its "
+                                  f"champions' balanced steps), got env.id={self.env.id!r}")
 
 
 # ---------------------------------------------------------------------------------------------- searchers
@@ -417,7 +427,7 @@ class GenerationReport:
     seconds: float
     champion_steps: int | None = None  # double pole: steps the champion balanced in its fitness episode
     test: SolutionTest | None = None  # double pole: the success test, when the champion was tested
-    restarts: int = 0  # searches started again so far (SearchConfig.restart_after)
+    restarts: int = 0  # searches started again so far (SearchConfig.restarts)
 
 
 @dataclass
@@ -451,8 +461,9 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
     start = time.perf_counter()
     kept, kept_fitness, test, generation = None, -math.inf, None, 0
     # Restarts by hand: EvoTorch's restarters (evotorch.algorithms.restarter) end a search on its own
-    # termination criteria or a collapsed fitness spread, and here the fitness never stops improving.
-    restarts, longest, progress_at = 0, 0, 0  # this search's longest champion episode and when it was reached
+    # termination criteria or a collapsed fitness spread, and here the fitness never stops improving. Per
+    # search: the evaluations at its start, its longest champion episode and the evaluations when it was reached.
+    restarts, started_at, longest, progress_at = 0, 0, 0, 0
     while True:
         searcher.step()
         generation += 1
@@ -484,9 +495,12 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
                 or (should_stop is not None and should_stop()))
         if done:
             break
-        if search.restart_after is not None and problem.evaluations - progress_at >= search.restart_after:
+        stalled = search.restart_after is not None and problem.evaluations - progress_at >= search.restart_after
+        unbalanced = (search.restart_unbalanced_after is not None and longest < env.episode_steps
+                      and problem.evaluations - started_at >= search.restart_unbalanced_after)
+        if stalled or unbalanced:
             searcher = make_searcher(problem, search)
-            restarts, longest, progress_at = restarts + 1, 0, problem.evaluations
+            restarts, started_at, longest, progress_at = restarts + 1, problem.evaluations, 0, problem.evaluations
     if env is not None and test is None and kept is not None:
         test = champion_test(policy, kept, env, compile=search.compile)
     if env is not None:
@@ -534,7 +548,7 @@ def train(config: NeuroevolutionConfig, console: Console | None = None) -> tuple
         def on_generation(r: GenerationReport) -> None:
             values = dict(generation=r.generation, best=r.best, mean=r.mean, best_ever=r.best_ever, seconds=r.seconds)
             status = f"gen {r.generation}  best {r.best:.4g}  best ever {r.best_ever:.4g}"
-            if config.search.restart_after is not None:
+            if config.search.restarts:
                 values["restarts"] = r.restarts
                 status += f"  restarts {r.restarts}"
             if r.champion_steps is not None:
@@ -559,7 +573,7 @@ def train(config: NeuroevolutionConfig, console: Console | None = None) -> tuple
         solved=result.solved, fitness=result.fitness,
         test=None if test is None else dataclasses.asdict(test)))
     console.print(f"run directory: {run_dir}")
-    restarted = "" if config.search.restart_after is None else \
+    restarted = "" if not config.search.restarts else \
         f", {result.restarts} restart{'' if result.restarts == 1 else 's'}"
     console.print(f"evaluations: {result.evaluations:,} in {result.generations} generations{restarted}, "
                   f"{result.seconds:.1f} s; best fitness {result.fitness:.6g}")

@@ -145,6 +145,19 @@ def test_restart_after_starts_a_fresh_search_when_the_champions_stop_improving()
             longest, since = 0, before.evaluations
 
 
+def test_restart_unbalanced_after_starts_a_fresh_search_when_no_champion_balanced_in_time():
+    """However the champions still improve, a search none of whose champions balanced the whole fitness episode
+    within restart_unbalanced_after evaluations of its start gives way to a fresh one."""
+    plain, restarting = [], []
+    ne.evolve(make_config("elman", popsize=6, max_generations=10), on_generation=plain.append)
+    result = ne.evolve(make_config("elman", popsize=6, max_generations=10, restart_unbalanced_after=18),
+                       on_generation=restarting.append)
+    assert max(r.champion_steps for r in restarting) < 1000  # so every search is cut after 18 evaluations
+    assert [r.restarts for r in restarting] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3] and result.restarts == 3
+    assert [r.best for r in restarting[:3]] == [r.best for r in plain[:3]]
+    assert restarting[3].best != plain[3].best
+
+
 def test_cartpole_target_stops_the_search():
     config = make_config("elman", env_id="CartPole-v1", options={}, popsize=20, max_generations=40, target=300.0)
     result = ne.evolve(config)
@@ -168,6 +181,10 @@ def test_cartpole_target_stops_the_search():
     ({"search": {"restart_after": 0}}, r"search.restart_after=0 is not allowed: a number of evaluations >= 1"),
     ({"env": {"id": "CartPole-v1"}, "search": {"restart_after": 500}},
      r"search.restart_after is allowed for env.id='double_pole' only .* got env.id='CartPole-v1'"),
+    ({"search": {"restart_unbalanced_after": -5}},
+     r"search.restart_unbalanced_after=-5 is not allowed: a number of evaluations >= 1, or null"),
+    ({"env": {"id": "CartPole-v1"}, "search": {"restart_unbalanced_after": 500}},
+     r"search.restart_unbalanced_after is allowed for env.id='double_pole' only .* got env.id='CartPole-v1'"),
 ])
 def test_config_errors_name_the_key_and_what_is_allowed(data, message):
     with pytest.raises(ConfigError, match=message):
