@@ -40,6 +40,7 @@ from fwp_rl.progress import StopOnInterrupt, run_progress
 from fwp_rl.runs import MetricsLog, save_checkpoint, start_wandb, unique_run_dir
 
 DOUBLE_POLE = "double_pole"
+RESTART_KEYS = ("restart_after", "restart_unbalanced_after")  # the search keys that start fresh searches
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -106,7 +107,7 @@ class SearchConfig:
     @property
     def restarts(self) -> bool:
         """Whether a run can start fresh searches (restart_after or restart_unbalanced_after set)."""
-        return self.restart_after is not None or self.restart_unbalanced_after is not None
+        return any(getattr(self, key) is not None for key in RESTART_KEYS)
 
     def validate(self, prefix: str) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -124,7 +125,7 @@ class SearchConfig:
         for key in ("stdev_init", "init_bound", "max_evaluations"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{prefix}.{key}={getattr(self, key)!r} is not allowed: it must be > 0")
-        for key in ("restart_after", "restart_unbalanced_after"):
+        for key in RESTART_KEYS:
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"{prefix}.{key}={getattr(self, key)} is not allowed: a number of evaluations "
                                   ">= 1, or null for no such restarts")
@@ -154,7 +155,7 @@ class NeuroevolutionConfig:
         if self.search.compile and self.env.id != DOUBLE_POLE:
             raise ConfigError(f"search.compile=true is allowed for env.id={DOUBLE_POLE!r} only (its rollouts are "
                               f"torch programs), got env.id={self.env.id!r}")
-        for key in ("restart_after", "restart_unbalanced_after"):
+        for key in RESTART_KEYS:
             if getattr(self.search, key) is not None and self.env.id != DOUBLE_POLE:
                 raise ConfigError(f"search.{key} is allowed for env.id={DOUBLE_POLE!r} only (it counts from its "
                                   f"champions' balanced steps), got env.id={self.env.id!r}")

@@ -74,21 +74,26 @@ class FastWeightLayer(MultiHeadCore):
         self._split_sizes = self._projection_sizes()
         self.proj = nn.Linear(input_size, sum(self._split_sizes))
         self.out_proj = nn.Linear(readouts * num_heads * self.head_dim, hidden_size)
-        if self.uses_beta and not beta_from_input:
+        if self._constant_beta:
             self.beta_logit = nn.Parameter(torch.zeros(num_heads))
+
+    @property
+    def _constant_beta(self) -> bool:
+        """Whether the layer's rates are the learned constants ``beta_logit`` rather than projected from the input."""
+        return self.uses_beta and not self.beta_from_input
 
     def _projection_sizes(self) -> list[int]:
         """Sizes of the parts of the fused input projection: q, k, v, then one rate (unless constant) and one gate
         per head."""
         H, d = self.num_heads, self.head_dim
-        return [H * d, H * d, H * d] + [H] * (self.uses_beta * self.beta_from_input + self.uses_gate)
+        return [H * d, H * d, H * d] + [H] * (self.uses_beta - self._constant_beta + self.uses_gate)
 
     def _project(self, x: Tensor) -> list[Tensor]:
         """x [..., input_size] -> phi(q), phi(k) [..., H, dk'], v [..., H, d], then beta / gate logits [..., H]."""
         parts = self.proj(x).split(self._split_sizes, dim=-1)
         q, k, v = (p.unflatten(-1, (self.num_heads, self.head_dim)) for p in parts[:3])
         rates = list(parts[3:])
-        if self.uses_beta and not self.beta_from_input:
+        if self._constant_beta:
             rates.insert(0, self.beta_logit.expand(*x.shape[:-1], self.num_heads))
         return [self._phi(q), self._phi(k), v, *rates]
 
