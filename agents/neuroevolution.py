@@ -360,7 +360,7 @@ def long_balance(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.
 
 @dataclass
 class SolutionTest:
-    """The success test of a double pole champion (``specs/double_pole.md``)."""
+    """The success test of a double pole champion (``docs/double_pole.md``)."""
 
     balanced: int  # control steps balanced from the standard start, at most 100,000
     generalization: int | None  # starts passed of 625 (None: not run)

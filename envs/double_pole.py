@@ -1,6 +1,6 @@
 """Double pole balancing (Wieland 1991) as the literature runs it, batched in torch.
 
-The specification is ``specs/double_pole.md``; every number below comes from it. Two poles (long: 0.1 kg,
+The specification is ``docs/double_pole.md``; every number below comes from it. Two poles (long: 0.1 kg,
 half-length 0.5 m; short: 0.01 kg, half-length 0.05 m) stand on hinges on a 1 kg cart on a 4.8 m track.
 A controller outputs o in [0, 1] every 0.02 s; the force F = (o - 0.5) * 20 N is held for two
 4th-order Runge-Kutta substeps of h = 0.01 s. A simulation fails when abs(x) > 2.4 m or a pole leans

@@ -250,7 +250,7 @@ def run_ppo_bench(args) -> None:
 DOUBLE_POLE_CONFIG_DIR = Path("configs/double_pole")
 DOUBLE_POLE_KIND = "a neuroevolution double pole config (learner: neuroevolution, env.id: double_pole)"
 
-# Evaluations to solve as published (specs/double_pole.md; means over many runs, setups differ between
+# Evaluations to solve as published (docs/double_pole.md; means over many runs, setups differ between
 # papers): method, with velocities, without velocities (damping fitness), generalization of 625 (None: not given).
 PUBLISHED_DOUBLE_POLE = (
     ("random weight guessing", 474_329, 1_232_296, None),
@@ -550,7 +550,7 @@ def print_double_pole_table(rows: list[dict], title: str, console: Console | Non
 
 
 def print_published_comparison(rows: list[dict], console: Console | None = None) -> None:
-    """The published table of specs/double_pole.md with ours below it in the same columns."""
+    """The published table of docs/double_pole.md with ours below it in the same columns."""
     table = Table(title="Evaluations to solve: published (means over many runs) and ours (means over the solved "
                         "runs)")
     for column in ("method", "with velocities", "without velocities (damping fitness)", "generalization (/625)"):
@@ -570,7 +570,7 @@ def print_published_comparison(rows: list[dict], console: Console | None = None)
         nonmarkov = tasks.get("nonmarkov")
         table.add_row(f"fwp-rl: {first['name']} ({first['algorithm']})", cell(tasks.get("markov")), cell(nonmarkov),
                       "" if nonmarkov is None else _figure(nonmarkov["mean_generalization"]))
-    table.caption = ("published: specs/double_pole.md (setups differ between papers: start angle, cart "
+    table.caption = ("published: docs/double_pole.md (setups differ between papers: start angle, cart "
                      "friction, network size, fitness window); ours: the configs' own settings")
     (console or Console()).print(table)
 

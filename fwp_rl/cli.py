@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="For each config and task, runs seeds 0..N-1 of fwp_rl.agents.neuroevolution.evolve (each stops "
                     "when solved or at search.max_evaluations) and prints success rate, mean and median evaluations "
                     "to solve and mean generalization (of 625) over the solved runs, and mean wall time per run, "
-                    "beside the published evaluations of specs/double_pole.md. Then times one evaluation of a "
+                    "beside the published evaluations of docs/double_pole.md. Then times one evaluation of a "
                     "population on the non-Markov task, ours (DoublePoleProblem, on the CPU and on CUDA when there "
                     "is one) against EvoTorch's VecGymNE on fwp_rl/DoublePoleNoVel-v0, with the same controller on "
                     "both sides, and prints simulated steps per second and the ratio.")
@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", default=None, metavar="RUN_DIR",
                        help="continue the PPO (or SB3 recurrent PPO) run in RUN_DIR from its latest checkpoint")
     train.add_argument("--seeds", default=None, metavar="0,1,2",
-                       help="one run per seed, grouped: runs/<name>/seed_<k>/ (see fwp_rl.seeds)")
+                       help="seeds, comma-separated, each a seed or a range a-b (0,1,2 or 0-13 or 0-4,10): one "
+                            "run per seed, grouped: runs/<name>/seed_<k>/ (see fwp_rl.seeds)")
     train.add_argument("--parallel", type=int, default=None, metavar="N",
                        help="with --seeds: train N seeds at a time in worker processes (default: one after another)")
 

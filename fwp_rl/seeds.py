@@ -1,4 +1,4 @@
-"""Several seeds of one config: ``fwp-rl train CONFIG --seeds 0,1,2 [--parallel N]``.
+"""Several seeds of one config: ``fwp-rl train CONFIG --seeds 0,1,2 [--parallel N]`` (or ``--seeds 0-13``).
 
 The seeds of one call form a group: a group directory holding one ordinary run directory per seed,
 
@@ -47,14 +47,24 @@ class SeedRun:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """The seeds of ``--seeds``: distinct integers from 0 to MAX_SEED, comma-separated ("0,1,2")."""
+    """The seeds of ``--seeds``: distinct integers from 0 to MAX_SEED, comma-separated, each item a single seed
+    or an inclusive range ``a-b`` with a <= b ("0,1,2", "0-13", "0-4,10,20-22"), in the order given."""
+    seeds: list[int] = []
     try:
-        seeds = [int(part) for part in text.split(",")]
+        for part in text.split(","):
+            first, dash, last = part.partition("-")
+            if not dash:
+                seeds.append(int(part))
+                continue
+            low, high = int(first), int(last)  # "-1", "1-" and "1-2-3" fail here: no negative seeds
+            if low > high or high > MAX_SEED:
+                raise ValueError(part)
+            seeds.extend(range(low, high + 1))
     except ValueError:
         seeds = []
     if not seeds or any(not 0 <= s <= MAX_SEED for s in seeds) or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {text!r} is not allowed: give distinct integers from 0 to {MAX_SEED} separated "
-                          "by commas, e.g. --seeds 0,1,2")
+                          "by commas, or ranges a-b with a <= b, e.g. --seeds 0,1,2 or --seeds 0-4,10,20-22")
     return seeds
 
 
