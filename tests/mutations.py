@@ -4,7 +4,8 @@ Each mutation below changes one line of the code that matters (the update rules 
 forms, resets, GAE, the PPO loss, the double pole physics and success test, the search objective,
 checkpoints) the way a plausible bug would. The script applies one mutation at a time to the working
 tree, runs the tests that guard that code, and restores the file, then prints a table: a mutation is
-caught when a test fails (or the run times out). Every mutation of the list must be caught.
+caught when a test fails (or the run times out); a mutant that does not even import is reported as
+BROKEN, a mistake in the list. Every mutation of the list must be caught.
 
     .venv/bin/python tests/mutations.py                 # all, one after the other (about 15 minutes on 2 cores)
     .venv/bin/python tests/mutations.py --only ppo-surrogate-sign,gae-no-bootstrap-cut
@@ -107,7 +108,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              "ratio.clamp(1 - hp.clip_coef, 1 + hp.clip_coef)", "ratio.clamp(1 - hp.clip_coef, None)", PPO),
     Mutation("ppo-value-clip-off", "agents/ppo.py",
              'torch.max((values - mb["returns"]) ** 2, (clipped - mb["returns"]) ** 2)',
-             '(values - mb["returns"]) ** 2', PPO),
+             '((values - mb["returns"]) ** 2)', PPO),
     Mutation("ppo-no-adv-scale", "agents/ppo.py",
              "adv = (adv - adv.mean()) / (adv.std() + 1e-8)", "adv = adv - adv.mean()", PPO),
     Mutation("ppo-entropy-sign", "agents/ppo.py",
@@ -212,8 +213,10 @@ def run(mutation: Mutation, timeout: float) -> tuple[str, str, float]:
     seconds = time.perf_counter() - start
     if done.returncode == 0:
         return "SURVIVED", "", seconds
-    failed = re.search(r"^(?:FAILED|ERROR) (\S+)", done.stdout, re.MULTILINE)
-    return "caught", failed.group(1) if failed else f"pytest exit {done.returncode}", seconds
+    if done.returncode != 1:  # not a failing test: the mutant did not import, or pytest could not run
+        return "BROKEN", f"pytest exit {done.returncode}: the mutation itself is wrong", seconds
+    failed = re.search(r"^FAILED (\S+)", done.stdout, re.MULTILINE)
+    return "caught", failed.group(1) if failed else "", seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,15 +244,15 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title="mutations")
     for column in ("mutation", "file", "result", "caught by", "s"):
         table.add_column(column, justify="right" if column == "s" else "left")
-    survived = 0
+    missed = 0
     for i, mutation in enumerate(chosen, 1):
         result, by, seconds = run(mutation, args.timeout)
-        survived += result == "SURVIVED"
+        missed += result != "caught"
         print(f"[{i}/{len(chosen)}] {mutation.name}: {result} {by} ({seconds:.0f} s)", flush=True)
         table.add_row(mutation.name, mutation.path, result, by, f"{seconds:.0f}")
     Console().print(table)
-    print(f"{len(chosen) - survived} of {len(chosen)} mutations caught")
-    return 1 if survived else 0
+    print(f"{len(chosen) - missed} of {len(chosen)} mutations caught")
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

@@ -20,10 +20,12 @@ def test_the_list_is_long_enough_and_names_are_unique():
 
 
 @pytest.mark.parametrize("mutation", mutations.MUTATIONS, ids=lambda m: m.name)
-def test_each_mutation_applies_once_and_names_existing_tests(mutation):
+def test_each_mutation_applies_once_parses_and_names_existing_tests(mutation):
     text = mutations.check(mutation)
     assert mutation.new != mutation.old
-    assert text.replace(mutation.old, mutation.new) != text
+    mutant = text.replace(mutation.old, mutation.new)
+    assert mutant != text
+    compile(mutant, mutation.path, "exec")  # a mutant that does not parse tests nothing
     for test in mutation.tests:
         assert (ROOT / test.split("::")[0]).is_file(), test
 
