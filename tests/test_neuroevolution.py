@@ -5,6 +5,7 @@ errors a user sees."""
 from __future__ import annotations
 
 import gymnasium as gym
+import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
@@ -16,6 +17,8 @@ from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, from_dict
 from fwp_rl.cores.rnn import ElmanCore
 from fwp_rl.envs import double_pole
 from fwp_rl.runs import load_checkpoint, read_metrics
+
+from conftest import assert_frames_show_a_moving_picture
 
 NONMARKOV = double_pole.DoublePoleConfig(task="nonmarkov")
 CONTROLLERS = {"direct": dict(hidden_size=1, slow_size=3), "lstm": dict(hidden_size=3),
@@ -326,7 +329,9 @@ def test_train_writes_a_run_and_evaluate_replays_it(tmp_path, capsys):
     assert main(["evaluate", str(run_dir), "--video", str(tmp_path / "video")]) == 0
     out = capsys.readouterr().out
     assert "generalization_of_625" in out
-    assert (tmp_path / "video" / "tiny.mp4").stat().st_size > 0
+    # The video of the episode from the standard start: the cart and poles moving, frame after frame, until the
+    # poles fall.
+    assert_frames_show_a_moving_picture(imageio.mimread(tmp_path / "video" / "tiny.mp4"))
 
 
 def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):

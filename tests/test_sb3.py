@@ -21,6 +21,8 @@ from fwp_rl.evaluate import run_episodes
 from fwp_rl.memory_view import memory_images
 from fwp_rl.runs import load_checkpoint, read_metrics, save_checkpoint
 
+from conftest import assert_frames_show_a_moving_picture, coloured_fraction
+
 RECALL = dict(learner="sb3_recurrent_ppo", name="recall", seed=3,
               env=dict(id="fwp_rl/Recall-v0", num_envs=4, options=dict(k=3, delay=5)),
               policy="MlpLstmPolicy", policy_kwargs=dict(lstm_hidden_size=16),
@@ -253,22 +255,17 @@ def test_resume_restores_the_model_the_optimizer_the_step_and_the_generators(sb3
     assert all(torch.equal(adam[k]["exp_avg_sq"], expected[k]["exp_avg_sq"]) for k in adam)
 
 
-def test_resume_continues_the_run(tmp_path, monkeypatch):
-    assert main(["train", str(write_config(tmp_path))]) == 0
+def test_resume_continues_the_run(tmp_path, wandb_runs):
+    assert main(["train", str(write_config(tmp_path)), "--set", "run.wandb=offline"]) == 0
     run_dir = tmp_path / "runs" / "recall"
+    (first,) = wandb_runs
+    assert first.history() == read_metrics(run_dir / "metrics.jsonl")
+    assert first.finished
+    assert load_checkpoint(run_dir)["wandb_id"] == first.id
     # A crash after the checkpoint of update 2 left a metrics line for update 3: resume drops it and trains
-    # updates 3 and 4, its W&B run continued.
+    # updates 3 and 4, its W&B run continued with just those.
     with open(run_dir / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"step": 288, "update": 3}) + "\n")
-    payload = load_checkpoint(run_dir)
-    payload["wandb_id"] = "abc123"
-    save_checkpoint(run_dir / "checkpoints" / "latest.pt", payload)
-    ids = []
-
-    def fake_start_wandb(*args, run_id=None):
-        ids.append(run_id)
-
-    monkeypatch.setattr(sb3, "start_wandb", fake_start_wandb)
     assert main(["train", "--resume", str(run_dir), "--set", "ppo.total_steps=384"]) == 0
     records = read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in records] == [96, 192, 288, 384] and [r["update"] for r in records] == [1, 2, 3, 4]
@@ -276,7 +273,13 @@ def test_resume_continues_the_run(tmp_path, monkeypatch):
     # The first two updates annealed over 2 updates; the rest anneals over the 4 of the new total, as our PPO.
     assert [r["learning_rate"] for r in records] == pytest.approx([1e-3, 0.5e-3, 0.5e-3, 0.25e-3])
     payload = load_checkpoint(run_dir)
-    assert (payload["update"], payload["global_step"]) == (4, 384) and ids == ["abc123"]
+    assert (payload["update"], payload["global_step"]) == (4, 384) and payload["wandb_id"] == first.id
+    assert len(wandb_runs) == 2
+    resumed = wandb_runs[1]
+    assert (resumed.init["id"], resumed.init["resume"], resumed.init["dir"]) == (first.id, "allow", str(run_dir))
+    assert resumed.init["config"]["ppo"]["total_steps"] == 384
+    assert resumed.history() == records[2:]
+    assert resumed.finished
 
 
 def test_resume_refuses_a_checkpoint_of_another_policy_and_writes_nothing(sb3_run, capsys):
@@ -303,6 +306,8 @@ def test_evaluate_plays_atari_in_sb3s_wrappers_and_films_the_colour_screen(tmp_p
     assert figures["episodes"] == 2 and figures["length_min"] == figures["length_max"] == 23
     frames = imageio.mimread(tmp_path / "video" / "recall.mp4")
     assert len(frames) == 23 and frames[0].shape == (210, 160, 3)
+    assert_frames_show_a_moving_picture(frames)  # the game played, not one screen over and over
+    assert min(coloured_fraction(f) for f in frames) > 0.5  # the colour screen, not the grey observation
 
 
 def test_resume_names_the_learners_it_works_for(tmp_path, capsys):

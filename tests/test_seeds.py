@@ -30,27 +30,26 @@ def write_recall_config(tmp_path, core="lstm", wandb="disabled", total_steps=192
     return path
 
 
-class FakeWandbRun:
-    id = "fake"
+def assert_w_and_b_mirrors_the_seed(run, run_dir, task, tags, resumed_id=None, records=None, config_changes=None):
+    """A W&B run of the seed in ``run_dir`` as fwp_rl/seeds.py's docstring has it: named <group>/seed_<k>, in
+    the learner's group (``task``), tagged with ``tags`` and the group directory's name, with the seed's config
+    (and ``config_changes``, {section: {key: value}}, those of a resume); that got exactly the records of its
+    metrics.jsonl (or ``records``: those of a resume), keys, values and steps in order, and was finished."""
+    init, group = run.init, run_dir.parent.name
+    assert (init["mode"], init["dir"]) == ("offline", str(run_dir))
+    assert (init["name"], init["group"], init["tags"]) == (f"{group}/{run_dir.name}", task, [*tags, group])
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    for section, changes in (config_changes or {}).items():
+        config[section].update(changes)
+    assert init["config"] == config
+    assert (init["id"], init["resume"]) == ((resumed_id, "allow") if resumed_id else (None, None))
+    expected = read_metrics(run_dir / "metrics.jsonl") if records is None else records
+    assert expected, "no records to compare"
+    assert run.history() == expected
+    assert run.finished
 
-    def log(self, values, step=None):
-        pass
 
-    def finish(self):
-        pass
-
-
-@pytest.fixture
-def wandb_inits(monkeypatch):
-    """The keyword arguments of every wandb.init call, which makes no W&B files or processes."""
-    import wandb
-
-    calls = []
-    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or FakeWandbRun())
-    return calls
-
-
-def test_ppo_seeds_make_one_group_and_w_and_b_sees_it(tmp_path, wandb_inits):
+def test_ppo_seeds_make_one_group_and_w_and_b_sees_it(tmp_path, wandb_runs):
     config = write_recall_config(tmp_path, wandb="offline")
     assert main(["train", str(config), "--seeds", "0,1"]) == 0
     group = tmp_path / "runs" / "recall_lstm"
@@ -62,20 +61,30 @@ def test_ppo_seeds_make_one_group_and_w_and_b_sees_it(tmp_path, wandb_inits):
         assert [r["step"] for r in read_metrics(group / f"seed_{k}" / "metrics.jsonl")] == [96, 192]
     weights = [load_checkpoint(group / f"seed_{k}")["policy"] for k in (0, 1)]
     assert any(not torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
-    # W&B: grouped by task as single runs are, named and tagged by the seed group.
-    assert [(c["name"], c["group"]) for c in wandb_inits] == [("recall_lstm/seed_0", "fwp_rl/Recall-v0"),
-                                                             ("recall_lstm/seed_1", "fwp_rl/Recall-v0")]
-    assert all(c["tags"] == ["lstm", "ppo", "recall_lstm"] for c in wandb_inits)
+    # W&B: one run per seed, in seed order, grouped by task as single runs are, named and tagged by the seed
+    # group, each with what its own metrics file holds (the seeds trained differently, so they logged apart).
+    assert len(wandb_runs) == 2
+    for k, run in enumerate(wandb_runs):
+        assert_w_and_b_mirrors_the_seed(run, group / f"seed_{k}", "fwp_rl/Recall-v0", ["lstm", "ppo"])
+    assert wandb_runs[0].history() != wandb_runs[1].history()
 
-    # A seed resumes like any run; a second call makes a new group instead of mixing into this one.
+    # A seed resumes like any run, its W&B run continued with the records after the checkpoint; a second call
+    # makes a new group instead of mixing into this one.
     assert main(["train", "--resume", str(group / "seed_1"), "--set", "ppo.total_steps=288"]) == 0
-    assert [r["step"] for r in read_metrics(group / "seed_1" / "metrics.jsonl")] == [96, 192, 288]
-    assert wandb_inits[-1]["name"] == "recall_lstm/seed_1"
+    records = read_metrics(group / "seed_1" / "metrics.jsonl")
+    assert [r["step"] for r in records] == [96, 192, 288]
+    assert len(wandb_runs) == 3
+    assert_w_and_b_mirrors_the_seed(wandb_runs[2], group / "seed_1", "fwp_rl/Recall-v0", ["lstm", "ppo"],
+                                    resumed_id=wandb_runs[1].id, records=records[2:],
+                                    config_changes={"ppo": {"total_steps": 288}})
     assert main(["train", str(config), "--seeds", "3"]) == 0
-    assert find_run_dirs(tmp_path / "runs" / "recall_lstm-2") == [tmp_path / "runs" / "recall_lstm-2" / "seed_3"]
+    second = tmp_path / "runs" / "recall_lstm-2"
+    assert find_run_dirs(second) == [second / "seed_3"]
+    assert len(wandb_runs) == 4 and wandb_runs[3].init["name"] == "recall_lstm-2/seed_3"
+    assert_w_and_b_mirrors_the_seed(wandb_runs[3], second / "seed_3", "fwp_rl/Recall-v0", ["lstm", "ppo"])
 
 
-def test_neuroevolution_seeds_make_one_group(tmp_path, wandb_inits):
+def test_neuroevolution_seeds_make_one_group(tmp_path, wandb_runs):
     config = tmp_path / "cartpole.yaml"
     config.write_text("learner: neuroevolution\nname: cartpole\nenv: {id: CartPole-v1}\n"
                       "policy: {torso: identity, core: elman, core_options: {hidden_size: 3}}\n"
@@ -88,9 +97,11 @@ def test_neuroevolution_seeds_make_one_group(tmp_path, wandb_inits):
         resolved = yaml.safe_load((group / f"seed_{k}" / "config.yaml").read_text())
         assert resolved["seed"] == k and resolved["run"]["group"] == "cartpole"
         assert [r["step"] for r in read_metrics(group / f"seed_{k}" / "metrics.jsonl")] == [6, 12]
-    assert [(c["name"], c["group"]) for c in wandb_inits] == [("cartpole/seed_4", "CartPole-v1"),
-                                                             ("cartpole/seed_2", "CartPole-v1")]
-    assert all(c["tags"] == ["elman", "snes", "neuroevolution", "cartpole"] for c in wandb_inits)
+    # W&B: the seeds in the order given, one record per generation each, as in its metrics file.
+    assert len(wandb_runs) == 2
+    for k, run in zip((4, 2), wandb_runs):
+        assert_w_and_b_mirrors_the_seed(run, group / f"seed_{k}", "CartPole-v1", ["elman", "snes", "neuroevolution"])
+    assert wandb_runs[0].history() != wandb_runs[1].history()
 
 
 def test_parallel_seeds_train_in_worker_processes(tmp_path, capsys):
