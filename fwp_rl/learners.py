@@ -3,7 +3,7 @@
 An entry says everything the rest of the code asks of a learner:
 
 - ``module``: where it lives; the module has its config class and ``train(config, console=...)``, which
-  trains one run;
+  trains one run (``fwp_rl.harness``) and returns a ``fwp_rl.harness.Trained``;
 - ``config_class``: the schema ``load_config`` checks a file with this learner against;
 - ``resumes``: whether its ``train`` also takes ``resume=RUN_DIR`` and continues that run (``train --resume``);
 - ``evaluation``: the function of ``fwp_rl.evaluate`` that replays its checkpoints;
@@ -30,6 +30,8 @@ from fwp_rl.config import ConfigError, apply_overrides, from_dict, load_yaml
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from fwp_rl.harness import Trained
 
 
 def _env_id(config: dict) -> str:
@@ -65,7 +67,7 @@ class Learner:
     def config(self) -> type:
         return getattr(importlib.import_module(self.module), self.config_class)
 
-    def train(self, config, resume: str | Path | None = None, console: Console | None = None):
+    def train(self, config, resume: str | Path | None = None, console: Console | None = None) -> Trained:
         """Train ``config`` (a config of this learner) in a new run directory, or continue the run in ``resume``."""
         train = importlib.import_module(self.module).train
         if resume is None:

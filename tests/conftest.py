@@ -31,3 +31,24 @@ def first_episode_video():
         return video
 
     return check
+
+
+class FakeWandbRun:
+    id = "fake"
+
+    def log(self, values, step=None):
+        pass
+
+    def finish(self):
+        pass
+
+
+@pytest.fixture
+def wandb_inits(monkeypatch):
+    """The keyword arguments of every wandb.init call, which makes no W&B files or processes; each run's id is
+    "fake"."""
+    import wandb
+
+    calls = []
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or FakeWandbRun())
+    return calls

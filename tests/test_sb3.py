@@ -14,6 +14,7 @@ import torch
 import yaml
 from stable_baselines3.common.evaluation import evaluate_policy
 
+from fwp_rl import harness
 from fwp_rl.agents import sb3
 from fwp_rl.cli import main
 from fwp_rl.learners import load_config
@@ -269,7 +270,7 @@ def test_resume_continues_the_run(tmp_path, monkeypatch):
     def fake_start_wandb(*args, run_id=None):
         ids.append(run_id)
 
-    monkeypatch.setattr(sb3, "start_wandb", fake_start_wandb)
+    monkeypatch.setattr(harness, "start_wandb", fake_start_wandb)
     assert main(["train", "--resume", str(run_dir), "--set", "ppo.total_steps=384"]) == 0
     records = read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in records] == [96, 192, 288, 384] and [r["update"] for r in records] == [1, 2, 3, 4]

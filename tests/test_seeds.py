@@ -30,26 +30,6 @@ def write_recall_config(tmp_path, core="lstm", wandb="disabled", total_steps=192
     return path
 
 
-class FakeWandbRun:
-    id = "fake"
-
-    def log(self, values, step=None):
-        pass
-
-    def finish(self):
-        pass
-
-
-@pytest.fixture
-def wandb_inits(monkeypatch):
-    """The keyword arguments of every wandb.init call, which makes no W&B files or processes."""
-    import wandb
-
-    calls = []
-    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or FakeWandbRun())
-    return calls
-
-
 def test_ppo_seeds_make_one_group_and_w_and_b_sees_it(tmp_path, wandb_inits):
     config = write_recall_config(tmp_path, wandb="offline")
     assert main(["train", str(config), "--seeds", "0,1"]) == 0
