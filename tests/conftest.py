@@ -2,21 +2,50 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import imageio.v2 as imageio
+import numpy as np
 import pytest
+import torch
 
 from fwp_rl.cli import main
 
 RECALL_FRAME = (48, 192)  # height, width of the Recall env's own picture
 
 
+def changed_pixels(a: np.ndarray, b: np.ndarray, level: int = 40) -> int:
+    """How many pixels of two RGB pictures differ by more than ``level`` levels in some channel (the default is far
+    above the noise of the video coding)."""
+    return int((np.abs(a.astype(int) - b.astype(int)).max(-1) > level).sum())
+
+
+def assert_frames_show_a_moving_picture(frames, region=(slice(None), slice(None)), level: int = 40) -> None:
+    """The frames (or their ``region``, a pair of slices) show a picture that moves: no frame is one colour all
+    over, each differs from the one before (in a pixel, by more than ``level`` levels), and the last differs from
+    the first in at least 20 pixels by more than 40 levels."""
+    frames = [np.asarray(f)[region] for f in frames]
+    assert len(frames) >= 2
+    for i, f in enumerate(frames):
+        assert f.std() > 5, f"frame {i} is blank (one colour)"
+    for i, (a, b) in enumerate(zip(frames, frames[1:]), 1):
+        assert changed_pixels(a, b, level) > 0, f"frame {i} is the picture of frame {i - 1}"
+    assert changed_pixels(frames[0], frames[-1]) >= 20, "the last frame shows the first one's picture"
+
+
+def coloured_fraction(picture: np.ndarray) -> float:
+    """The fraction of pixels in colour (channels more than 60 levels apart), not white, black or grey."""
+    picture = picture.astype(int)
+    return float((picture.max(-1) - picture.min(-1) > 60).mean())
+
+
 @pytest.fixture
 def first_episode_video():
     """``first_episode_video(run, video_dir, memory_view, steps)``: `fwp-rl evaluate` writes the video of one
-    Recall episode of ``steps`` steps, one frame per step; the memory panel makes the frames wider than the env's
-    picture, without it they are that picture. Returns the video's path."""
+    Recall episode of ``steps`` steps, one frame per step, whose picture moves; the memory panel makes the frames
+    wider than the env's picture and shows a memory that changes, without it the frames are the env's picture.
+    Returns the video's path."""
 
     def check(run: Path, video_dir: Path, memory_view: bool, steps: int) -> Path:
         args = ["evaluate", str(run), "--episodes", "1", "--video", str(video_dir)]
@@ -26,29 +55,62 @@ def first_episode_video():
         assert len(frames) == steps
         if memory_view:
             assert frames[0].shape[1] > RECALL_FRAME[1]
+            # The memory panels: right of the game, below the title, above the outputs, left of the colour bar.
+            height, width = frames[0].shape[:2]
+            memory = (slice(25, height // 2), slice(int(0.6 * width), width - 70))
+            assert_frames_show_a_moving_picture(frames, memory, level=10)  # a memory may settle in a delay
+            assert max(coloured_fraction(f[memory]) for f in frames) > 0.03  # the memory's colours, not blank
         else:
             assert frames[0].shape[:2] == RECALL_FRAME
+        assert_frames_show_a_moving_picture(frames)
         return video
 
     return check
 
 
-class FakeWandbRun:
-    id = "fake"
+def _plain(value):
+    """A logged value as metrics.jsonl holds it: tensors and numpy scalars as numbers, NaN and infinities as null."""
+    if isinstance(value, (torch.Tensor, np.generic)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
-    def log(self, values, step=None):
-        pass
 
-    def finish(self):
-        pass
+class RecordingWandbRun:
+    """A W&B run that keeps what it is given: the wandb.init arguments (``init``), every ``log`` call as
+    (values, step) in order (``logged``), and whether ``finish`` was called."""
+
+    def __init__(self, init: dict, number: int):
+        self.init = init
+        self.id = init.get("id") or f"recorded{number}"
+        self.logged: list[tuple[dict, int | None]] = []
+        self.finished = False
+
+    def log(self, values: dict, step: int | None = None, commit: bool | None = None) -> None:
+        assert not self.finished, "logged to a finished W&B run"
+        self.logged.append((dict(values), step))
+
+    def finish(self) -> None:
+        assert not self.finished, "a W&B run finished twice"
+        self.finished = True
+
+    def history(self) -> list[dict]:
+        """What was logged in the layout of metrics.jsonl: one {"step": step, **values} per log call."""
+        return [{"step": step, **{k: _plain(v) for k, v in values.items()}} for values, step in self.logged]
 
 
 @pytest.fixture
-def wandb_inits(monkeypatch):
-    """The keyword arguments of every wandb.init call, which makes no W&B files or processes; each run's id is
-    "fake"."""
+def wandb_runs(monkeypatch):
+    """The W&B runs started during the test, in order, each a ``RecordingWandbRun``: wandb.init is replaced, so
+    nothing is written, started or sent."""
     import wandb
 
-    calls = []
-    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or FakeWandbRun())
-    return calls
+    runs: list[RecordingWandbRun] = []
+
+    def init(**kwargs):
+        runs.append(RecordingWandbRun(kwargs, len(runs)))
+        return runs[-1]
+
+    monkeypatch.setattr(wandb, "init", init)
+    return runs

@@ -8,6 +8,7 @@ import csv
 import json
 import statistics
 
+import imageio.v2 as imageio
 import numpy as np
 import pytest
 import yaml
@@ -198,46 +199,42 @@ def test_without_out_each_report_gets_a_fresh_directory(hand_runs, tmp_path, mon
                for r in reports)
 
 
-class FakeWandbRun:
-    def __init__(self):
-        self.logged = []
-        self.finished = False
-
-    def log(self, values):
-        self.logged.append(values)
-
-    def finish(self):
-        self.finished = True
-
-
-def test_the_report_goes_to_w_and_b_only_when_online(tmp_path, monkeypatch):
-    calls = []
-
-    def fake_start_wandb(mode, project, run_dir, name, group, tags, config):
-        calls.append(dict(mode=mode, project=project, group=group, tags=tags, config=config, run=FakeWandbRun()))
-        return calls[-1]["run"]
-
-    monkeypatch.setattr(compare_module, "start_wandb", fake_start_wandb)
+def test_the_report_goes_to_w_and_b_only_when_online(tmp_path, wandb_runs):
+    """The W&B report is the table of table.json, every column of every core, and the picture of curves.png, in one
+    finished W&B run beside the runs' group; it is made only when every run was online or --wandb online says so."""
     write_run(tmp_path / "offline" / "lstm", "lstm", [1, 2], wandb="offline")
     write_run(tmp_path / "offline" / "delta", "delta", [3, 4], wandb="online")
     assert main(["compare", str(tmp_path / "offline"), "--out", str(tmp_path / "r1")]) == 0
-    assert calls == []  # not every run is online: nothing goes to W&B
+    assert wandb_runs == []  # not every run is online: nothing goes to W&B
 
     write_run(tmp_path / "online" / "lstm", "lstm", [1, 2], wandb="online")
-    write_run(tmp_path / "online" / "delta", "delta", [3, 4], wandb="online")
+    write_run(tmp_path / "online" / "delta", "delta", [3, 6], wandb="online")
     assert main(["compare", str(tmp_path / "online"), "--out", str(tmp_path / "r2"), "--wandb", "disabled"]) == 0
-    assert calls == []
-    assert main(["compare", str(tmp_path / "online"), "--out", str(tmp_path / "r3")]) == 0
+    assert wandb_runs == []
+    assert main(["compare", str(tmp_path / "online"), "--out", str(tmp_path / "r3"), "--window", "1"]) == 0
     assert main(["compare", str(tmp_path / "offline"), "--out", str(tmp_path / "r4"), "--wandb", "online"]) == 0
-    assert len(calls) == 2
-    call = calls[0]
-    assert (call["mode"], call["project"], call["group"]) == ("online", "fwp-rl", "fwp_rl/Recall-v0")
-    assert call["tags"] == ["compare", "lstm", "delta"] and call["run"].finished
-    (logged,) = call["run"].logged
-    table = logged["comparison"]
-    assert table.columns[:4] == ["core", "runs", "runs_with_data", "final_mean"]
-    assert [row[:4] for row in table.data] == [["lstm", 1, 1, 1.5], ["delta", 1, 1, 3.5]]
-    assert type(logged["curves"]).__name__ == "Image"
+    assert len(wandb_runs) == 2
+    for run, out, window in zip(wandb_runs, (tmp_path / "r3", tmp_path / "r4"), (1, 10)):
+        report = json.loads((out / "table.json").read_text())
+        init = run.init
+        assert (init["mode"], init["project"], init["dir"]) == ("online", "fwp-rl", str(out))
+        assert (init["name"], init["group"], init["tags"]) == ("compare episodic_return", "fwp_rl/Recall-v0",
+                                                               ["compare", "lstm", "delta"])
+        assert init["config"] == {"runs": [r["path"] for r in report["runs"]], "metric": "episodic_return",
+                                  "window": window, "reference": "lstm"}
+        assert run.finished
+        ((logged, step),) = run.logged
+        assert step is None and sorted(logged) == ["comparison", "curves"]
+        table = logged["comparison"]
+        assert table.columns == list(report["cores"][0])
+        assert [dict(zip(table.columns, row)) for row in table.data] == report["cores"]
+        assert np.array_equal(np.asarray(logged["curves"].image.convert("RGB")),
+                              imageio.imread(out / "curves.png")[..., :3])
+    # window 1: the last records, lstm 2 and delta 6 (3x the reference); window 10: the means 1.5 and 3.5
+    assert [row[:4] + row[-4:-2] for row in wandb_runs[0].logged[0][0]["comparison"].data] == [
+        ["lstm", 1, 1, 2.0, 0.0, 1.0], ["delta", 1, 1, 6.0, 4.0, 3.0]]
+    assert [row[:4] for row in wandb_runs[1].logged[0][0]["comparison"].data] == [["lstm", 1, 1, 1.5],
+                                                                                 ["delta", 1, 1, 3.5]]
 
 
 @pytest.fixture(scope="module")

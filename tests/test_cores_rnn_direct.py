@@ -1,5 +1,6 @@
 """The LSTM, GRU and Elman baselines and the direct fast weight programmer: each step against its
-equations written out here, the split-at-episode-starts forward of the RNNs against the step loop
+equations written out here, the direct FWP's forward over a sequence with episode starts against its equations
+(values and gradients, float64), the split-at-episode-starts forward of the RNNs against the step loop
 (values and gradients, float64), rollout steps of a population under vmap, and bad options named in
 the error."""
 
@@ -107,22 +108,53 @@ def test_direct_tiny_case_by_hand(activation, f):
         assert state[1].flatten().tolist() == pytest.approx([t * 1.0, t * 2.0], abs=1e-12)
 
 
-@pytest.mark.parametrize("mode", ["set", "additive"])
-def test_direct_sequence_follows_its_equations(mode):
-    c = core("direct", hidden_size=2, slow_size=4, mode=mode)
-    x = randn(T, B, D, seed=7)
-    h, W = random_state(c)
-    y, (h_end, W_end) = c(x, (h, W))
+@pytest.mark.parametrize("mode,activation", [("set", "tanh"), ("additive", "tanh"), ("additive", "sigmoid"),
+                                             ("set", "identity")])
+def test_direct_sequence_follows_its_equations(mode, activation):
+    """forward over a sequence with episode starts equals the direct FWP's equations written out per step and row
+    (values and gradients): h_t = tanh(A [x_t; h_{t-1}] + a), Delta_t = U h_t + u, W_t = Delta_t or W_{t-1} +
+    Delta_t, y_t = f(W_t [x_t; 1]), with h and W set back to zero where an episode starts."""
+    f = {"tanh": torch.tanh, "sigmoid": lambda z: 1 / (1 + torch.exp(-z)), "identity": lambda z: z}[activation]
+    c = core("direct", hidden_size=2, slow_size=4, mode=mode, activation=activation)
+    x = randn(T, B, D, seed=7).requires_grad_(True)
+    state0 = tuple(s.requires_grad_(True) for s in random_state(c))
+    starts = torch.zeros(T, B, dtype=torch.bool)
+    starts[0, 1] = starts[4, 0] = starts[4, 2] = starts[9, 2] = True
+    y, state = c(x, state0, starts)
+
     A, a = c.slow.weight, c.slow.bias
     U, u = c.program.weight, c.program.bias
-    for t in range(T):
-        h = torch.tanh(x[t] @ A[:, :D].T + h @ A[:, D:].T + a)
-        delta = (h @ U.T + u).reshape(B, 2, D + 1)
-        W = W + delta if mode == "additive" else delta
-        y_t = torch.tanh(torch.einsum("bhd,bd->bh", W[:, :, :D], x[t]) + W[:, :, D])
-        torch.testing.assert_close(y[t], y_t, atol=1e-12, rtol=0)
-    torch.testing.assert_close(h_end, h, atol=1e-12, rtol=0)
-    torch.testing.assert_close(W_end, W, atol=1e-12, rtol=0)
+    ys, ends = [], []
+    for b in range(B):
+        h, W, row = state0[0][b], state0[1][b], []
+        for t in range(T):
+            if starts[t, b]:
+                h, W = torch.zeros(4, dtype=F64), torch.zeros(2, D + 1, dtype=F64)
+            h = torch.tanh(A @ torch.cat([x[t, b], h]) + a)
+            delta = (U @ h + u).view(2, D + 1)
+            W = W + delta if mode == "additive" else delta
+            row.append(f(W @ torch.cat([x[t, b], torch.ones(1, dtype=F64)])))
+        ys.append(torch.stack(row))
+        ends.append((h, W))
+    y_ref = torch.stack(ys, 1)
+    state_ref = tuple(torch.stack(parts) for parts in zip(*ends))
+    torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=0)
+    for s, s_ref in zip(state, state_ref, strict=True):
+        torch.testing.assert_close(s, s_ref, atol=1e-12, rtol=0)
+
+    w = [randn(*t.shape, seed=20 + i) for i, t in enumerate((y, *state))]
+
+    def loss(y, state):
+        return sum((t * wi).sum() for t, wi in zip((y, *state), w))
+
+    leaves = [x, *state0, *c.parameters()]
+    grads = torch.autograd.grad(loss(y, state), leaves, allow_unused=True)
+    grads_ref = torch.autograd.grad(loss(y_ref, state_ref), leaves, allow_unused=True)
+    for g, g_ref in zip(grads, grads_ref):
+        assert (g is None) == (g_ref is None)  # "set" never reads W_{t-1}
+        if g is not None:
+            torch.testing.assert_close(g, g_ref, atol=1e-10, rtol=0)
+    assert (grads[2] is None) == (mode == "set")
 
 
 def test_direct_default_size_suits_evolution():

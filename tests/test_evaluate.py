@@ -18,6 +18,8 @@ from fwp_rl.evaluate import _write_video, double_pole_episode
 from fwp_rl.memory_view import memory_images
 from fwp_rl.runs import load_checkpoint, save_checkpoint
 
+from conftest import assert_frames_show_a_moving_picture, coloured_fraction
+
 
 @pytest.fixture(scope="module")
 def recall_run(tmp_path_factory):
@@ -47,6 +49,8 @@ def test_evaluate_prints_and_writes_the_figures_of_its_episodes(recall_run, caps
 
 @pytest.mark.parametrize("memory_view", [False, True])
 def test_video_of_the_first_episode(recall_run, tmp_path, memory_view, first_episode_video):
+    """The video of the first episode: a frame per step, a picture that moves, and with the memory view the fast
+    weights of each head changing beside it."""
     first_episode_video(recall_run, tmp_path, memory_view, steps=4)  # the 4-step episode
 
 
@@ -100,6 +104,8 @@ def test_a_run_evolved_on_a_gpu_replays_on_the_cpu(double_pole_run, tmp_path, mo
 
 
 def test_double_pole_video_with_the_memory_view(double_pole_run, tmp_path):
+    """The double pole's video shows the cart and poles moving; with the memory view, beside them, the fast net's
+    weights as the slow net rewrites them, in colour, on one colour scale for the episode."""
     assert main(["evaluate", str(double_pole_run), "--video", str(tmp_path)]) == 0
     plain = imageio.mimread(tmp_path / "tiny.mp4")
     assert main(["evaluate", str(double_pole_run), "--video", str(tmp_path), "--memory-view"]) == 0
@@ -108,12 +114,17 @@ def test_double_pole_video_with_the_memory_view(double_pole_run, tmp_path):
     # The start, every balanced step and the step that failed; the same frames in both videos.
     assert len(frames) == len(plain) == steps + 2
     assert plain[0].shape == (300, 600, 3)
+    assert_frames_show_a_moving_picture(plain)
     # 4.2 inches high at 80 dpi; 11.4 wide: the cart, the 1 x 5 fast net weights in a wide panel, the colour bar.
     assert {f.shape for f in frames} == {(336, 912, 3)}
+    assert_frames_show_a_moving_picture(frames, (slice(25, None), slice(0, 490)))  # the cart and poles, no title
     # The fast net panel (upper right, left of the colour bar) changes: the slow net rewrites W every step.
-    panel = [f[30:150, 530:830].astype(float) for f in frames]
-    assert all(np.abs(b - a).mean() > 1 for a, b in zip(panel[1:-1], panel[2:]))
+    panel = (slice(30, 150), slice(530, 830))
+    assert_frames_show_a_moving_picture(frames, panel)
+    assert all(np.abs(b[panel].astype(float) - a[panel]).mean() > 1 for a, b in zip(frames[1:-1], frames[2:]))
+    assert min(coloured_fraction(f[panel]) for f in frames) > 0.05  # the weights in colour, not a blank panel
     colour_bar = [f[30:150, 860:880].astype(float) for f in frames]
+    assert coloured_fraction(frames[0][30:150, 860:880]) > 0.2  # the colour bar is there
     assert np.abs(colour_bar[-1] - colour_bar[0]).mean() < 1  # one colour scale for the whole episode
 
 

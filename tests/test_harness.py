@@ -59,7 +59,7 @@ def test_the_registry_has_a_tiny_config_of_every_learner():
 
 
 @pytest.mark.parametrize("name", LEARNERS)
-def test_each_learner_trains_a_tiny_run_through_the_harness(tmp_path, name, wandb_inits, saved):
+def test_each_learner_trains_a_tiny_run_through_the_harness(tmp_path, name, wandb_runs, saved):
     config, console = tiny_config(tmp_path, name), wide_console()
     entry = learner(name)
     run_dir = tmp_path / "runs" / "tiny"
@@ -71,8 +71,9 @@ def test_each_learner_trains_a_tiny_run_through_the_harness(tmp_path, name, wand
     assert any(entry.default_metric in r for r in records)
     assert saved == [2, 3]  # every 2, and the end
     payload = load_checkpoint(run_dir)
-    assert (payload["learner"], payload["config"], payload["wandb_id"]) == (name, to_dict(config), "fake")
-    (init,) = wandb_inits
+    assert (payload["learner"], payload["config"], payload["wandb_id"]) == (name, to_dict(config), wandb_runs[0].id)
+    (run,) = wandb_runs
+    init = run.init
     assert (init["name"], init["dir"], init["group"]) == ("tiny", str(run_dir), entry.wandb_group(to_dict(config)))
     assert f"run directory: {run_dir}" in console.export_text()
 
@@ -99,7 +100,7 @@ def test_ctrl_c_stops_each_learner_after_the_update_under_way_with_a_checkpoint(
 
 
 @pytest.mark.parametrize("name", RESUMABLE)
-def test_a_resumed_run_goes_on_in_its_metrics_and_its_w_and_b_run(tmp_path, name, wandb_inits):
+def test_a_resumed_run_goes_on_in_its_metrics_and_its_w_and_b_run(tmp_path, name, wandb_runs):
     run_dir = learner(name).train(tiny_config(tmp_path, name, "ppo.total_steps=192")).run_dir
     with open(run_dir / "metrics.jsonl", "a") as f:  # a record after the checkpoint, left by a crash
         f.write(json.dumps({"step": 288, "update": 3}) + "\n")
@@ -108,14 +109,14 @@ def test_a_resumed_run_goes_on_in_its_metrics_and_its_w_and_b_run(tmp_path, name
     assert learner(name).train(config, resume=run_dir, console=console) == (run_dir, True)
     records = read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in records] == [96, 192, 288] and "policy_loss" in records[-1]
-    assert (wandb_inits[1]["id"], wandb_inits[1]["resume"]) == ("fake", "allow")
+    assert (wandb_runs[1].init["id"], wandb_runs[1].init["resume"]) == (wandb_runs[0].id, "allow")
     assert f"resuming {run_dir} at update 2, step 192" in console.export_text()
 
 
 @pytest.mark.parametrize("name, override", [("neuroevolution", "policy.torso=nature_cnn"),
                                             ("ppo", "policy.torso=nature_cnn"),
                                             ("sb3_recurrent_ppo", "policy=CnnLstmPolicy")])
-def test_a_config_that_cannot_run_writes_nothing(tmp_path, wandb_inits, name, override):
+def test_a_config_that_cannot_run_writes_nothing(tmp_path, wandb_runs, name, override):
     with pytest.raises(ConfigError, match="policy"):
         learner(name).train(tiny_config(tmp_path, name, override))
-    assert not (tmp_path / "runs").exists() and wandb_inits == []
+    assert not (tmp_path / "runs").exists() and wandb_runs == []

@@ -1,5 +1,6 @@
-"""Neuroevolution: batched population evaluation against one-by-one rollouts, the searchers, the run
-directory and CLI, and the errors a user sees."""
+"""Neuroevolution: batched population evaluation against one-by-one rollouts, the searchers (each must climb a
+quadratic), the success test (its exact periodicity shortcut, its thresholds), the run directory and CLI, and the
+errors a user sees."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from fwp_rl import bench
 from fwp_rl.agents import neuroevolution as ne
 from fwp_rl.cli import main
 from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, from_dict
+from fwp_rl.cores.rnn import ElmanCore
 from fwp_rl.envs import double_pole
 from fwp_rl.runs import load_checkpoint, read_metrics
 
@@ -79,6 +82,94 @@ def test_long_balance_reports_the_failing_step():
     assert ne.long_balance(policy, flat, NONMARKOV, steps=5_000, check_every=7) == int(steps[0])
 
 
+UPRIGHT = double_pole.DoublePoleConfig(task="nonmarkov", start_angle=0.0)  # the standard start at rest, upright
+PUSH_AT = 1_200  # past the long test's first snapshot (step 1,000) and the steps compared with it
+
+
+class PushAfterCore(ElmanCore):
+    """An Elman core whose memory also counts its steps: from its step PUSH_AT + 1 on, its output is ``push``
+    instead of its units' (which run on as before). State (h [B, H], steps [B, 1])."""
+
+    def __init__(self, elman: ElmanCore, push: torch.Tensor):
+        super().__init__(elman.input_size, elman.hidden_size)
+        self.load_state_dict(elman.state_dict())
+        self.to(elman.dtype)
+        self.register_buffer("push", push.to(elman.dtype), persistent=False)
+
+    def initial_state(self, batch_size: int, device=None):
+        (h,) = super().initial_state(batch_size, device)
+        return h, torch.zeros(batch_size, 1, device=h.device, dtype=h.dtype)
+
+    def _step(self, x, state):
+        h, steps = state
+        y, (h,) = super()._step(x, (h,))
+        steps = steps + 1
+        return torch.where(steps > PUSH_AT, self.push, y), (h, steps)
+
+
+def count_steps(monkeypatch) -> list[int]:
+    """[control steps simulated so far], counted at ``double_pole.closed_loop_step`` (long_balance's only step)."""
+    count, step = [0], double_pole.closed_loop_step
+
+    def counted(*args, **kwargs):
+        count[0] += 1
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(double_pole, "closed_loop_step", counted)
+    return count
+
+
+@pytest.mark.parametrize("generalization", [double_pole.GENERALIZATION_REQUIRED - 1,
+                                            double_pole.GENERALIZATION_REQUIRED])
+def test_champion_test_takes_the_exact_shortcut_on_a_closed_loop_that_repeats(monkeypatch, generalization):
+    """The hand-made regulator at the upright start outputs exactly 0.5 (no force), so plant and memory stay exactly
+    where they are: the long test ends at its first comparison with a snapshot (step 1,001 of 100,000) with every
+    step balanced, and the task is solved. It runs only once the generalization reached GENERALIZATION_REQUIRED."""
+    policy = bench.balancing_policy()
+    monkeypatch.setattr(ne, "generalization_score", lambda *args, **kwargs: generalization)
+    simulated = count_steps(monkeypatch)
+    test = ne.champion_test(policy, policy.get_flat_parameters(), UPRIGHT)
+    passed = generalization >= double_pole.GENERALIZATION_REQUIRED
+    assert test == ne.SolutionTest(balanced=double_pole.MARKOV_STEPS if passed else 0, generalization=generalization)
+    assert test.solved(UPRIGHT) == passed
+    assert simulated == [1_001 if passed else 0]
+
+
+def test_champion_test_runs_a_plant_that_repeats_with_a_memory_that_does_not_to_its_failing_step(monkeypatch):
+    """The regulator with a step counter in its memory that pushes the cart (+10 N) from step PUSH_AT + 1 on: at the
+    upright start its plant stands still for PUSH_AT steps while its memory counts, so no closed-loop state repeats
+    and the long test must simulate every step up to the one that fails. A shortcut comparing the plant alone would
+    report 100,000 steps balanced and call it solved."""
+    policy = bench.balancing_policy()
+    flat = policy.get_flat_parameters()
+    policy.core = PushAfterCore(policy.core, 100.0 * policy.actor.weight.detach()[0].sign())  # tanh(a) = 1: o = 1
+    calls = [0]
+
+    def no_force_then_push(obs):  # the same outputs, from a controller outside the policy
+        calls[0] += 1
+        return torch.full((1,), 1.0 if calls[0] > PUSH_AT else 0.5, dtype=torch.float64)
+
+    failing = int(double_pole.balance(no_force_then_push, 1, double_pole.MARKOV_STEPS, UPRIGHT)[0])
+    assert PUSH_AT < failing < PUSH_AT + 100
+    monkeypatch.setattr(ne, "generalization_score", lambda *args, **kwargs: 625)
+    simulated = count_steps(monkeypatch)
+    test = ne.champion_test(policy, flat, UPRIGHT)
+    assert test == ne.SolutionTest(balanced=failing, generalization=625) and not test.solved(UPRIGHT)
+    assert simulated == [failing + 1]  # every step, the one that failed included
+
+
+def test_solved_needs_the_whole_long_test_and_the_required_generalization():
+    """SolutionTest.solved at its thresholds: 100,000 steps, and (non-Markov) at least 200 of the 625 starts."""
+    full, required = double_pole.MARKOV_STEPS, double_pole.GENERALIZATION_REQUIRED
+    markov = double_pole.DoublePoleConfig(task="markov")
+    assert ne.SolutionTest(full, required).solved(NONMARKOV) and ne.SolutionTest(full, 625).solved(NONMARKOV)
+    assert not ne.SolutionTest(full, required - 1).solved(NONMARKOV)
+    assert not ne.SolutionTest(full, None).solved(NONMARKOV)
+    assert not ne.SolutionTest(full - 1, 625).solved(NONMARKOV)
+    assert ne.SolutionTest(full, 0).solved(markov) and ne.SolutionTest(full, None).solved(markov)
+    assert not ne.SolutionTest(full - 1, 625).solved(markov)
+
+
 def test_markov_champion_test_takes_the_fitness_episode_as_the_long_test(monkeypatch):
     markov = double_pole.DoublePoleConfig(task="markov")
     policy = ne.make_policy(make_config("elman", options={"task": "markov"}))
@@ -121,8 +212,29 @@ def test_every_algorithm_runs_and_counts_evaluations(algorithm):
     result = ne.evolve(config, on_generation=reports.append)
     assert [r.generation for r in reports] == [1, 2]
     assert result.generations == 2 and result.evaluations == reports[-1].evaluations >= 16
-    assert reports[1].best_ever >= reports[0].best_ever
+    assert reports[1].best_ever == max(r.best for r in reports)  # the best so far (see the quadratic test below)
     assert result.flat_params.shape == (ne.make_policy(config).num_flat_parameters,)
+
+
+class Quadratic(ne._PolicyProblem):
+    """-|x - 2|^2 over a policy's flat parameters (the optimum lies outside the first populations' bounds)."""
+
+    def _evaluate_batch(self, batch):
+        batch.set_evals(-((batch.values - 2.0) ** 2).sum(-1))
+
+
+@pytest.mark.parametrize("algorithm", ne.ALGORITHMS)
+def test_every_algorithm_climbs_a_quadratic(algorithm, monkeypatch):
+    """Each searcher, with the objective sense the policy problems set, improves on its first generation: the best
+    of its 20th generation is at most half as far (squared) from the optimum as the best of its first. A running
+    maximum would pass with any search; a search that minimised would walk away from the optimum."""
+    monkeypatch.setattr(ne, "make_problem", lambda config, policy: Quadratic(policy, config.search, config.seed))
+    config = make_config("elman", algorithm, popsize=16, env_id="CartPole-v1", options={}, max_generations=20)
+    config.policy.core_options = {"hidden_size": 1}  # 11 parameters
+    reports = []
+    ne.evolve(config, on_generation=reports.append)
+    assert len(reports) == 20
+    assert -reports[-1].best < -reports[0].best / 2
 
 
 def test_restart_after_starts_a_fresh_search_when_the_champions_stop_improving():

@@ -136,15 +136,47 @@ def test_evaluate_equals_act_step_by_step(core, action_space):
     assert all(p.grad is not None for p in policy.core.parameters())
 
 
-def test_deterministic_act_takes_the_mode():
-    policy = make_policy("delta", BOX, log_std_init=3.0)
-    obs = torch.randn(4, 5, dtype=torch.float64)
-    starts = torch.ones(4, dtype=torch.bool)
-    a1, *_ = policy.act(obs, policy.initial_state(4), starts, deterministic=True)
-    a2, *_ = policy.act(obs, policy.initial_state(4), starts, deterministic=True)
-    torch.testing.assert_close(a1, a2)
-    clipped = policy.env_actions(torch.tensor([[-5.0, 0.5], [2.0, -0.25]], dtype=torch.float64))
-    torch.testing.assert_close(clipped, torch.tensor([[-1.0, 0.5], [1.0, -0.25]], dtype=torch.float64))
+@pytest.mark.parametrize("action_space, squash", [(DISCRETE, False), (BOX, False), (BOX, True)],
+                         ids=["discrete", "box-clipped", "box-squashed"])
+def test_deterministic_act_takes_the_mode(action_space, squash):
+    """act(deterministic=True) returns the mode of the distribution act samples from: the argmax of the categorical
+    logits, the mean of the Gaussian, with that distribution's log-prob; predict and population_act send it to the
+    environment, Box actions clipped or squashed into the bounds."""
+    policy = make_policy("delta", action_space, log_std_init=0.5, action_squash=squash)
+    g = torch.Generator().manual_seed(7)
+    B = 32
+    obs = torch.randn(B, 5, generator=g, dtype=torch.float64)
+    starts = random_starts(g, B)
+    _, state, _, _ = policy.act(torch.randn(B, 5, generator=g, dtype=torch.float64), policy.initial_state(B),
+                                torch.ones(B, dtype=torch.bool))
+    # The distribution, from the policy's layers.
+    h, _ = policy.core.step(policy.torso(obs), state, starts)
+    with torch.no_grad():  # a sharp actor centred on these rows (it starts near uniform): their modes differ
+        policy.actor.weight.copy_(30.0 * torch.randn(policy.actor.weight.shape, generator=g, dtype=torch.float64))
+        policy.actor.bias.copy_(-policy.actor.weight @ h.mean(0))
+    out = policy.actor(h)
+    actions, _, _, log_probs = policy.act(obs, state, starts, deterministic=True)
+    if action_space is DISCRETE:
+        dist = torch.distributions.Categorical(logits=out)
+        mode = out.argmax(-1)
+        assert actions.dtype == torch.int64 and torch.equal(actions, mode)
+        assert len(set(mode.tolist())) == 3  # every action is the mode of some row
+        expected_env = mode
+    else:
+        dist = torch.distributions.Independent(torch.distributions.Normal(out, policy.log_std.exp()), 1)
+        torch.testing.assert_close(actions, out, rtol=0, atol=1e-12)
+        assert (out.abs() > 1).any() and (out.abs() < 1).any()  # some means lie outside the bounds
+        low, high = torch.tensor(BOX.low).double(), torch.tensor(BOX.high).double()
+        expected_env = low + (high - low) * torch.sigmoid(2 * out) if squash else out.clamp(-1.0, 1.0)
+    torch.testing.assert_close(log_probs, dist.log_prob(actions), rtol=0, atol=1e-12)
+    sampled, _, _, _ = policy.act(obs, state, starts)
+    assert not torch.equal(sampled, actions)  # without deterministic, act samples
+
+    predicted, _ = policy.predict(obs.numpy(), state, starts.numpy(), deterministic=True)
+    torch.testing.assert_close(torch.as_tensor(predicted), expected_env.detach(), rtol=0, atol=1e-12)
+    population, _ = policy.population_act(policy.get_flat_parameters()[None], obs[None],
+                                          tuple(s[None] for s in state), starts[None])
+    torch.testing.assert_close(population[0], expected_env.detach(), rtol=0, atol=1e-12)
 
 
 def test_image_policy_act_and_evaluate():

@@ -1,9 +1,12 @@
 """Recurrent PPO: GAE against its definition, sequence splitting, the first learning pass replaying the rollout
-exactly (states at sequence starts, resets inside sequences), runs, resume and config errors."""
+exactly (states at sequence starts, resets inside sequences), the loss and the step of one minibatch against the
+formulas computed by hand, the learning-rate schedule, target_kl, runs, resume and config errors."""
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
+from torch.distributions import Categorical
 
 from fwp_rl.agents import ppo
 from fwp_rl.cli import main
@@ -93,6 +96,203 @@ def test_first_epoch_starts_at_ratio_one_and_losses_are_finite(tmp_path):
     assert figures["approx_kl"] == pytest.approx(0.0, abs=1e-12)  # one minibatch: measured before its step
     assert figures["clipfrac"] == 0.0
     assert all(np.isfinite(v) for k, v in figures.items() if k != "explained_variance")
+
+
+# ---------------------------------------------------------------------------------------------- the loss
+# A policy whose log-prob, entropy and value at every rollout entry are free parameters makes the PPO loss
+# and its gradient computable by hand: entry i (obs value i) has its own logits [A] and value.
+class TablePolicy(nn.Module):
+    """Logits [n, A] and values [n] as parameters; the observation of an entry is its index."""
+
+    def __init__(self, logits: np.ndarray, values: np.ndarray):
+        super().__init__()
+        self.logits = nn.Parameter(torch.as_tensor(logits, dtype=torch.float64).clone())
+        self.values = nn.Parameter(torch.as_tensor(values, dtype=torch.float64).clone())
+
+    def evaluate(self, obs_seq, actions, state0, episode_starts):
+        idx = obs_seq.long()
+        dist = Categorical(logits=self.logits[idx])
+        return dist.log_prob(actions), dist.entropy(), self.values[idx]
+
+
+CLIP = 0.2
+# One entry each (flattened [T=3, N=4]): the ratio new / old probability of its action, its advantage, and
+# how far its value moved from the stored one. Ratios below 1 - CLIP and above 1 + CLIP meet advantages of
+# both signs; value moves beyond CLIP go towards the return (the clipped error is the larger) and away.
+RATIOS = np.array([0.5, 0.6, 1.3, 1.6, 0.9, 1.1, 0.7, 1.25, 0.95, 1.05, 0.75, 1.5])
+ADVANTAGES = np.array([1.5, -1.0, 2.0, -0.8, 0.4, -1.2, 0.9, -1.7, -0.3, 0.7, -0.5, 1.1])
+VALUE_MOVES = np.array([0.5, -0.3, 0.1, 0.4, -0.6, -0.05, 0.35, 0.15, -0.45, 0.25, 0.3, -0.1])
+
+
+def log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def table_rollout(T=3, N=4, A=3, seed=0):
+    """A TablePolicy and a rollout whose stored log-probs and values differ from the policy's by RATIOS and
+    VALUE_MOVES. gamma = 0 makes the advantages rewards - stored values (= ADVANTAGES), the returns the rewards."""
+    g = np.random.default_rng(seed)
+    n = T * N
+    logits, actions = g.normal(size=(n, A)), g.integers(A, size=n)
+    old_values = g.normal(size=n)
+    policy = TablePolicy(logits, old_values + VALUE_MOVES)
+    log_probs = log_softmax(logits)[np.arange(n), actions]
+    old = dict(log_probs=log_probs - np.log(RATIOS), values=old_values, rewards=old_values + ADVANTAGES)
+    rollout = ppo.Rollout(
+        obs=torch.arange(n, dtype=torch.float64).reshape(T, N), actions=torch.as_tensor(actions).reshape(T, N),
+        log_probs=torch.as_tensor(old["log_probs"]).reshape(T, N), values=torch.as_tensor(old_values).reshape(T, N),
+        rewards=torch.as_tensor(old["rewards"]).reshape(T, N), starts=torch.zeros(T, N, dtype=torch.bool),
+        sequence_states=(), next_value=torch.zeros(N, dtype=torch.float64),
+        next_start=torch.zeros(N, dtype=torch.bool))
+    return policy, rollout, dict(old, logits=logits, actions=actions, values=old_values + VALUE_MOVES)
+
+
+def reference_loss(logits, actions, values, log_probs, old_values, rewards, clip, norm_adv, clip_vloss, vf_coef,
+                   ent_coef):
+    """The PPO figures and the gradient of loss = policy loss - ent_coef entropy + vf_coef value loss with respect
+    to the logits and values, from the formulas (means over the n entries; gamma = 0)."""
+    n, A = logits.shape
+    logp_all = log_softmax(logits)
+    p = np.exp(logp_all)
+    onehot = np.eye(A)[actions]
+    ratio = np.exp(logp_all[np.arange(n), actions] - log_probs)
+    adv = rewards - old_values
+    returns = rewards
+    if norm_adv:
+        adv = (adv - adv.mean()) / (adv.std(ddof=1) + 1e-8)
+    unclipped, clipped = -adv * ratio, -adv * np.clip(ratio, 1 - clip, 1 + clip)
+    policy_loss = np.maximum(unclipped, clipped).mean()
+    # The clipped term is constant in the ratio outside the range; inside it equals the unclipped one.
+    d_ratio = np.where(unclipped >= clipped, -adv, 0.0) / n
+    entropy = -(p * logp_all).sum(-1)
+    d_entropy = -p * (logp_all + entropy[:, None]) / n
+    grad_logits = (d_ratio * ratio)[:, None] * (onehot - p) - ent_coef * d_entropy
+    if clip_vloss:
+        v_clipped = old_values + np.clip(values - old_values, -clip, clip)
+        err, err_clipped = (values - returns) ** 2, (v_clipped - returns) ** 2
+        value_loss = 0.5 * np.maximum(err, err_clipped).mean()
+        d_values = np.where(err >= err_clipped, values - returns, 0.0) / n
+    else:
+        value_loss = 0.5 * ((values - returns) ** 2).mean()
+        d_values = (values - returns) / n
+    figures = dict(policy_loss=policy_loss, value_loss=value_loss, entropy=entropy.mean(),
+                   approx_kl=((ratio - 1) - np.log(ratio)).mean(), clipfrac=(np.abs(ratio - 1) > clip).mean())
+    return figures, grad_logits, vf_coef * d_values
+
+
+def table_hp(**fields) -> ppo.PPOHyperparameters:
+    hp = dict(update_epochs=1, num_minibatches=1, gamma=0.0, gae_lambda=0.7, clip_coef=CLIP, vf_coef=0.7,
+              ent_coef=0.05, max_grad_norm=1e6, device="cpu")
+    hp.update(fields)
+    return from_dict(ppo.PPOHyperparameters, hp)
+
+
+def test_the_table_rollout_meets_every_case_of_the_clips():
+    """The loss tests below see every branch: both clip sides with both advantage signs, and value moves
+    beyond the clip range where the clipped error is the larger and where it is the smaller."""
+    assert {(a > 0, r > 1) for a, r in zip(ADVANTAGES, RATIOS) if abs(r - 1) > CLIP} == {
+        (True, True), (True, False), (False, True), (False, False)}
+    normalized = (ADVANTAGES - ADVANTAGES.mean()) / ADVANTAGES.std(ddof=1)
+    assert (np.sign(normalized) == np.sign(ADVANTAGES)).all()
+    _, _, data = table_rollout()
+    returns, old = data["rewards"], data["values"] - VALUE_MOVES
+    outside = np.abs(VALUE_MOVES) > CLIP
+    clipped_larger = (old + np.clip(VALUE_MOVES, -CLIP, CLIP) - returns) ** 2 > (data["values"] - returns) ** 2
+    assert (outside & clipped_larger).any() and (outside & ~clipped_larger).any()
+
+
+@pytest.mark.parametrize("norm_adv", [True, False])
+@pytest.mark.parametrize("clip_vloss", [True, False])
+def test_one_minibatch_loss_and_step_match_the_formulas(norm_adv, clip_vloss):
+    """The figures of one minibatch and the SGD step they cause match the clipped surrogate, the (clipped)
+    value loss, the entropy bonus and their weights computed by hand: a flipped advantage sign, a wrong clip,
+    a dropped value clip or advantage normalization, or a wrong coefficient each changes them."""
+    policy, rollout, data = table_rollout()
+    hp = table_hp(norm_adv=norm_adv, clip_vloss=clip_vloss)
+    lr = 0.1
+    optimizer = torch.optim.SGD(policy.parameters(), lr=lr)
+    figures = ppo.ppo_update(policy, optimizer, rollout, hp, torch.Generator().manual_seed(0))
+    expected, grad_logits, grad_values = reference_loss(
+        data["logits"], data["actions"], data["values"], data["log_probs"], data["values"] - VALUE_MOVES,
+        data["rewards"], CLIP, norm_adv, clip_vloss, hp.vf_coef, hp.ent_coef)
+    for key, value in expected.items():
+        assert figures[key] == pytest.approx(value, rel=1e-10, abs=1e-12), key
+    assert expected["clipfrac"] == 8 / 12 and expected["approx_kl"] > 0
+    np.testing.assert_allclose(policy.logits.detach().numpy() - data["logits"], -lr * grad_logits, rtol=1e-9,
+                               atol=1e-14)
+    np.testing.assert_allclose(policy.values.detach().numpy() - data["values"], -lr * grad_values, rtol=1e-9,
+                               atol=1e-14)
+
+
+def test_the_step_is_clipped_to_max_grad_norm():
+    """With a small max_grad_norm the step is the hand-computed gradient scaled to that norm."""
+    policy, rollout, data = table_rollout()
+    hp = table_hp(max_grad_norm=0.01)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=1.0)
+    ppo.ppo_update(policy, optimizer, rollout, hp, torch.Generator().manual_seed(0))
+    _, grad_logits, grad_values = reference_loss(
+        data["logits"], data["actions"], data["values"], data["log_probs"], data["values"] - VALUE_MOVES,
+        data["rewards"], CLIP, True, True, hp.vf_coef, hp.ent_coef)
+    norm = np.sqrt((grad_logits ** 2).sum() + (grad_values ** 2).sum())
+    assert norm > 0.1  # the clip is active
+    scale = 0.01 / norm
+    # rtol: torch divides by the norm plus 1e-6.
+    np.testing.assert_allclose(policy.logits.detach().numpy() - data["logits"], -scale * grad_logits, rtol=1e-4,
+                               atol=1e-14)
+    np.testing.assert_allclose(policy.values.detach().numpy() - data["values"], -scale * grad_values, rtol=1e-4,
+                               atol=1e-14)
+
+
+def count_steps(optimizer) -> list[float]:
+    """Wrap optimizer.step: the returned list gets the learning rate of every step taken."""
+    steps, step = [], optimizer.step
+
+    def counted(*args, **kwargs):
+        steps.append(optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    optimizer.step = counted
+    return steps
+
+
+@pytest.mark.parametrize("target_kl, epochs", [(1e-3, 1), (None, 4), (10.0, 4)])
+def test_target_kl_stops_after_the_epoch_that_passes_it(target_kl, epochs):
+    """The first epoch's approximate KL (the stored log-probs are off by RATIOS) is far above 1e-3: that target
+    stops the update after that whole epoch (both minibatches); None, or a target never reached, runs all."""
+    policy, rollout, _ = table_rollout()
+    optimizer = torch.optim.SGD(policy.parameters(), lr=1e-3)
+    steps = count_steps(optimizer)
+    figures = ppo.ppo_update(policy, optimizer, rollout, table_hp(update_epochs=4, num_minibatches=2,
+                                                                  target_kl=target_kl), torch.Generator())
+    assert figures["approx_kl"] > 1e-2
+    assert len(steps) == 2 * epochs
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks run fastest on one CPU thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("anneal_lr", [True, False])
+def test_learning_rate_anneals_linearly_over_the_updates(tmp_path, one_thread, anneal_lr):
+    """Update i (from 0) of n steps at (1 - i / n) x learning_rate with anneal_lr, at learning_rate without."""
+    config = recall_config(tmp_path, "memoryless", total_steps=4 * 96, learning_rate=0.01, anneal_lr=anneal_lr,
+                           update_epochs=2)
+    trainer = ppo.Trainer(config)
+    steps = count_steps(trainer.optimizer)
+    try:
+        reported = [trainer.update()["learning_rate"] for _ in range(config.num_updates)]
+    finally:
+        trainer.close()
+    assert config.num_updates == 4
+    expected = [0.01 * (1 - i / 4) if anneal_lr else 0.01 for i in range(4)]
+    assert reported == pytest.approx(expected, rel=1e-12)
+    assert steps == pytest.approx([lr for lr in expected for _ in range(2 * 2)], rel=1e-12)
 
 
 def test_train_writes_a_run_and_resume_continues_it(tmp_path):

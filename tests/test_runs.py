@@ -1,8 +1,13 @@
+"""Run directories: checkpoints written whole, metrics that survive an interruption, fresh run names, and the W&B
+mirror of each learner's metrics file."""
+
 import os
 
 import pytest
 import torch
+import yaml
 
+from fwp_rl.cli import main
 from fwp_rl.runs import (CheckpointError, MetricsLog, load_checkpoint, read_metrics, save_checkpoint,
                          unique_run_dir)
 
@@ -71,3 +76,86 @@ def test_metrics_survive_a_cut_last_line(tmp_path):
         f.write('{"step": 3, "ret"')  # what an interruption mid-write leaves
     assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 1, "ret": 1.5, "loss": 0.25},
                                                         {"step": 2, "ret": None}]
+
+
+# ---------------------------------------------------------------------------------------------- the W&B mirror
+RECALL_ENV = "env: {id: fwp_rl/Recall-v0, num_envs: 2, options: {k: 3, delay: 2}}\n"
+PPO_STEPS = "{total_steps: %d, num_steps: 24, sequence_length: 12, num_minibatches: 2, update_epochs: 1, device: cpu}"
+
+
+def write_yaml(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    path.write_text(text + f"run: {{root: {str(tmp_path / 'runs')!r}, wandb: offline}}\n")
+    return path
+
+
+def assert_mirrors(run, run_dir, records, group, tags, resumed_id=None, config_changes=None):
+    """A W&B run started for ``run_dir`` as the learner names it, with the run's config (and ``config_changes``,
+    {section: {key: value}}, those of a resume), that got exactly ``records`` (keys, values and steps, in order)
+    and was finished."""
+    init = run.init
+    assert (init["mode"], init["project"], init["dir"], init["name"]) == ("offline", "fwp-rl", str(run_dir),
+                                                                          run_dir.name)
+    assert (init["group"], init["tags"]) == (group, tags)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    for section, changes in (config_changes or {}).items():
+        config[section].update(changes)
+    assert init["config"] == config
+    assert (init["id"], init["resume"]) == ((resumed_id, "allow") if resumed_id else (None, None))
+    assert run.history() == records and run.finished
+
+
+def test_a_ppo_run_logs_to_w_and_b_what_its_metrics_file_holds(tmp_path, wandb_runs):
+    """Every record of metrics.jsonl goes to W&B at its step, with the same keys and values, and a resumed run
+    continues the same W&B run with the records after its checkpoint."""
+    config = write_yaml(tmp_path, "learner: ppo\nname: recall\n" + RECALL_ENV +
+                        "policy: {torso: mlp, core: lstm, core_options: {hidden_size: 8}}\n"
+                        f"ppo: {PPO_STEPS % 96}\n")
+    assert main(["train", str(config)]) == 0
+    run_dir = tmp_path / "runs" / "recall"
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records] == [48, 96] and "policy_loss" in records[0]
+    (first,) = wandb_runs
+    assert_mirrors(first, run_dir, records, "fwp_rl/Recall-v0", ["lstm", "ppo"])
+
+    assert main(["train", "--resume", str(run_dir), "--set", "ppo.total_steps=144"]) == 0
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records] == [48, 96, 144]
+    assert_mirrors(wandb_runs[1], run_dir, records[2:], "fwp_rl/Recall-v0", ["lstm", "ppo"], resumed_id=first.id,
+                   config_changes={"ppo": {"total_steps": 144}})
+
+
+def test_a_neuroevolution_run_logs_to_w_and_b_what_its_metrics_file_holds(tmp_path, wandb_runs):
+    """One record per generation, at its count of evaluations, in W&B as in metrics.jsonl."""
+    config = write_yaml(tmp_path, "learner: neuroevolution\nname: tiny\nenv: {options: {task: nonmarkov}}\n"
+                        "policy: {torso: identity, action_squash: true, core: direct,\n"
+                        "         core_options: {hidden_size: 1, slow_size: 2}}\n"
+                        "search: {algorithm: snes, popsize: 6, max_generations: 3}\n")
+    assert main(["train", str(config), "--set", "seed=1"]) == 0
+    run_dir = tmp_path / "runs" / "tiny"
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [(r["step"], r["generation"]) for r in records] == [(6, 1), (12, 2), (18, 3)] and "best" in records[0]
+    (run,) = wandb_runs
+    assert_mirrors(run, run_dir, records, "double_pole-nonmarkov", ["direct", "snes", "neuroevolution"])
+
+
+def test_an_sb3_run_logs_to_w_and_b_what_its_metrics_file_holds(tmp_path, wandb_runs):
+    """sb3-contrib's RecurrentPPO: each update's record in W&B as in metrics.jsonl."""
+    config = write_yaml(tmp_path, "learner: sb3_recurrent_ppo\nname: sb3\nseed: 3\n" + RECALL_ENV +
+                        "policy: MlpLstmPolicy\npolicy_kwargs: {lstm_hidden_size: 8}\n"
+                        "ppo: {total_steps: 48, num_steps: 24, num_minibatches: 2, device: cpu}\n")
+    assert main(["train", str(config)]) == 0
+    run_dir = tmp_path / "runs" / "sb3"
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records] == [48] and "policy_loss" in records[0]
+    (run,) = wandb_runs
+    assert_mirrors(run, run_dir, records, "fwp_rl/Recall-v0", ["lstm", "sb3"])
+
+
+def test_a_disabled_run_starts_no_w_and_b_run(tmp_path, wandb_runs):
+    """run.wandb=disabled: no W&B run, the metrics file all the same."""
+    config = write_yaml(tmp_path, "learner: ppo\nname: recall\n" + RECALL_ENV +
+                        "policy: {torso: mlp, core: lstm, core_options: {hidden_size: 8}}\n"
+                        f"ppo: {PPO_STEPS % 48}\n")
+    assert main(["train", str(config), "--set", "run.wandb=disabled"]) == 0
+    assert wandb_runs == [] and len(read_metrics(tmp_path / "runs" / "recall" / "metrics.jsonl")) == 1

@@ -30,7 +30,7 @@ def write_recall_config(tmp_path, core="lstm", wandb="disabled", total_steps=192
     return path
 
 
-def test_ppo_seeds_make_one_group_and_w_and_b_sees_it(tmp_path, wandb_inits):
+def test_ppo_seeds_make_one_group_and_w_and_b_sees_it(tmp_path, wandb_runs):
     config = write_recall_config(tmp_path, wandb="offline")
     assert main(["train", str(config), "--seeds", "0,1"]) == 0
     group = tmp_path / "runs" / "recall_lstm"
@@ -43,19 +43,19 @@ def test_ppo_seeds_make_one_group_and_w_and_b_sees_it(tmp_path, wandb_inits):
     weights = [load_checkpoint(group / f"seed_{k}")["policy"] for k in (0, 1)]
     assert any(not torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
     # W&B: grouped by task as single runs are, named and tagged by the seed group.
-    assert [(c["name"], c["group"]) for c in wandb_inits] == [("recall_lstm/seed_0", "fwp_rl/Recall-v0"),
+    assert [(c.init["name"], c.init["group"]) for c in wandb_runs] == [("recall_lstm/seed_0", "fwp_rl/Recall-v0"),
                                                              ("recall_lstm/seed_1", "fwp_rl/Recall-v0")]
-    assert all(c["tags"] == ["lstm", "ppo", "recall_lstm"] for c in wandb_inits)
+    assert all(c.init["tags"] == ["lstm", "ppo", "recall_lstm"] for c in wandb_runs)
 
     # A seed resumes like any run; a second call makes a new group instead of mixing into this one.
     assert main(["train", "--resume", str(group / "seed_1"), "--set", "ppo.total_steps=288"]) == 0
     assert [r["step"] for r in read_metrics(group / "seed_1" / "metrics.jsonl")] == [96, 192, 288]
-    assert wandb_inits[-1]["name"] == "recall_lstm/seed_1"
+    assert wandb_runs[-1].init["name"] == "recall_lstm/seed_1"
     assert main(["train", str(config), "--seeds", "3"]) == 0
     assert find_run_dirs(tmp_path / "runs" / "recall_lstm-2") == [tmp_path / "runs" / "recall_lstm-2" / "seed_3"]
 
 
-def test_neuroevolution_seeds_make_one_group(tmp_path, wandb_inits):
+def test_neuroevolution_seeds_make_one_group(tmp_path, wandb_runs):
     config = tmp_path / "cartpole.yaml"
     config.write_text("learner: neuroevolution\nname: cartpole\nenv: {id: CartPole-v1}\n"
                       "policy: {torso: identity, core: elman, core_options: {hidden_size: 3}}\n"
@@ -68,9 +68,9 @@ def test_neuroevolution_seeds_make_one_group(tmp_path, wandb_inits):
         resolved = yaml.safe_load((group / f"seed_{k}" / "config.yaml").read_text())
         assert resolved["seed"] == k and resolved["run"]["group"] == "cartpole"
         assert [r["step"] for r in read_metrics(group / f"seed_{k}" / "metrics.jsonl")] == [6, 12]
-    assert [(c["name"], c["group"]) for c in wandb_inits] == [("cartpole/seed_4", "CartPole-v1"),
+    assert [(c.init["name"], c.init["group"]) for c in wandb_runs] == [("cartpole/seed_4", "CartPole-v1"),
                                                              ("cartpole/seed_2", "CartPole-v1")]
-    assert all(c["tags"] == ["elman", "snes", "neuroevolution", "cartpole"] for c in wandb_inits)
+    assert all(c.init["tags"] == ["elman", "snes", "neuroevolution", "cartpole"] for c in wandb_runs)
 
 
 def test_parallel_seeds_train_in_worker_processes(tmp_path, capsys):
