@@ -21,7 +21,6 @@ import time
 import typing
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import gymnasium as gym
@@ -33,11 +32,10 @@ from evotorch.operators import GaussianMutation, SimulatedBinaryCrossOver
 from rich.console import Console
 from torch import Tensor
 
-from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_seed, dump_yaml, parse_device, to_dict
+from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_seed, parse_device
 from fwp_rl.envs import double_pole
+from fwp_rl.harness import Run, Trained
 from fwp_rl.policy import RecurrentPolicy
-from fwp_rl.progress import StopOnInterrupt, run_progress
-from fwp_rl.runs import MetricsLog, save_checkpoint, start_wandb, unique_run_dir
 
 DOUBLE_POLE = "double_pole"
 RESTART_KEYS = ("restart_after", "restart_unbalanced_after")  # the search keys that start fresh searches
@@ -513,12 +511,11 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
 
 
 # ---------------------------------------------------------------------------------------------- runs
-def checkpoint_payload(config: NeuroevolutionConfig, policy: RecurrentPolicy, flat_params: Tensor, **info) -> dict:
-    """What a neuroevolution checkpoint holds: the config, the kept parameters as a policy state dict and
-    as the flat vector, and ``info`` (generation, evaluations, the test result...)."""
+def checkpoint_payload(policy: RecurrentPolicy, flat_params: Tensor, **info) -> dict:
+    """What a neuroevolution checkpoint holds besides the config (``fwp_rl.harness``): the kept parameters as a
+    policy state dict and as the flat vector, and ``info`` (generation, evaluations, the test result...)."""
     policy.set_flat_parameters(flat_params)
-    return {"learner": "neuroevolution", "config": to_dict(config), "policy": policy.state_dict(),
-            "flat_params": flat_params.detach().cpu(), **info}
+    return {"policy": policy.state_dict(), "flat_params": flat_params.detach().cpu(), **info}
 
 
 def quiet_evotorch() -> None:
@@ -528,23 +525,15 @@ def quiet_evotorch() -> None:
     warnings.filterwarnings("ignore", "To copy construct from a tensor", UserWarning, "evotorch")
 
 
-def train(config: NeuroevolutionConfig, console: Console | None = None) -> tuple[EvolutionResult, Path]:
-    """A whole run: runs/<name>/ with config.yaml, metrics.jsonl (one line per generation),
-    checkpoints/latest.pt (every ``run.checkpoint_every`` generations, at the end, and when Ctrl-C stops
-    the run after the generation under way), W&B when enabled; a live progress line; a summary at the end."""
-    console = console or Console()
+def train(config: NeuroevolutionConfig, console: Console | None = None) -> Trained:
+    """A whole run in ``fwp_rl.harness.Run``: a metrics record per generation, a checkpoint every
+    ``run.checkpoint_every`` generations and at the end (or after the generation under way when Ctrl-C stops the
+    run), a summary at the end."""
     quiet_evotorch()
-    policy = make_policy(config)
-    run_dir = unique_run_dir(config.run.root, config.name)
-    dump_yaml(config, run_dir / "config.yaml")
-    env = double_pole.make_config(**config.env.options) if config.env.id == DOUBLE_POLE else None
-    group = f"{config.env.id}-{env.task}" if env is not None else config.env.id
-    wandb_run = start_wandb(config.run.wandb, config.run.project, run_dir, run_dir.name, group,
-                            [config.policy.core, config.search.algorithm, "neuroevolution"], to_dict(config))
-    metrics = MetricsLog(run_dir / "metrics.jsonl", wandb_run)
-    latest = run_dir / "checkpoints" / "latest.pt"
-    with run_progress(console, "evaluations") as progress:
-        task = progress.add_task(config.name, total=config.search.max_evaluations, status="")
+    run = Run(config, console=console)
+    policy = make_policy(config)  # a policy that does not fit fails here, before anything is written
+    with run.start(total=config.search.max_evaluations,
+                   tags=[config.policy.core, config.search.algorithm, "neuroevolution"], iteration="generation"):
 
         def on_generation(r: GenerationReport) -> None:
             values = dict(generation=r.generation, best=r.best, mean=r.mean, best_ever=r.best_ever, seconds=r.seconds)
@@ -557,33 +546,28 @@ def train(config: NeuroevolutionConfig, console: Console | None = None) -> tuple
             if r.test is not None:
                 values.update(test_balanced=r.test.balanced, test_generalization=r.test.generalization)
                 status += f"  tested: {r.test.generalization}/625, {r.test.balanced:,} steps"
-            metrics.log(r.evaluations, **values)
-            progress.update(task, completed=min(r.evaluations, config.search.max_evaluations), status=status)
-            if r.generation % config.run.checkpoint_every == 0:
-                save_checkpoint(latest, checkpoint_payload(config, policy, r.best_ever_params,
-                                                           generation=r.generation, evaluations=r.evaluations))
+            run.log(r.evaluations, **values)
+            run.show(status)
+            run.checkpoint(lambda: checkpoint_payload(policy, r.best_ever_params, generation=r.generation,
+                                                      evaluations=r.evaluations))
 
-        try:
-            with StopOnInterrupt(console, "after this generation") as stop:
-                result = evolve(config, policy, on_generation, should_stop=lambda: stop.requested)
-        finally:
-            metrics.close()
-    test = result.test
-    save_checkpoint(latest, checkpoint_payload(
-        config, policy, result.flat_params, generation=result.generations, evaluations=result.evaluations,
-        solved=result.solved, fitness=result.fitness,
-        test=None if test is None else dataclasses.asdict(test)))
-    console.print(f"run directory: {run_dir}")
+        result = evolve(config, policy, on_generation, should_stop=lambda: run.stop_requested)
+        test = result.test
+        run.checkpoint(lambda: checkpoint_payload(
+            policy, result.flat_params, generation=result.generations, evaluations=result.evaluations,
+            solved=result.solved, fitness=result.fitness, test=None if test is None else dataclasses.asdict(test)),
+            final=True)
     restarted = "" if not config.search.restarts else \
         f", {result.restarts} restart{'' if result.restarts == 1 else 's'}"
-    console.print(f"evaluations: {result.evaluations:,} in {result.generations} generations{restarted}, "
-                  f"{result.seconds:.1f} s; best fitness {result.fitness:.6g}")
+    lines = [f"evaluations: {result.evaluations:,} in {result.generations} generations{restarted}, "
+             f"{result.seconds:.1f} s; best fitness {result.fitness:.6g}"]
     if test is not None:
-        console.print(f"100,000-step test: balanced {test.balanced:,} steps "
-                      f"({'pass' if test.balanced == double_pole.MARKOV_STEPS else 'fail'}); "
-                      f"generalization: {test.generalization} of 625")
-    console.print(f"[bold]{'solved' if result.solved else 'not solved'}[/bold]")
-    return result, run_dir
+        lines.append(f"100,000-step test: balanced {test.balanced:,} steps "
+                     f"({'pass' if test.balanced == double_pole.MARKOV_STEPS else 'fail'}); "
+                     f"generalization: {test.generalization} of 625")
+    lines.append(f"[bold]{'solved' if result.solved else 'not solved'}[/bold]")
+    run.summary(lines)
+    return run.result
 
 
 __all__ = ["ALGORITHMS", "DoublePoleProblem", "EnvConfig", "EvolutionResult", "GenerationReport", "GymProblem",

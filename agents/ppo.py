@@ -11,12 +11,13 @@ One update, top to bottom:
    starts inside a sequence reset the memory exactly where they happened and gradients flow through the
    fast weights over the whole sequence (chunkwise cores use their parallel form).
 
-``train`` wraps this in a run: progress display, runs/<name>/ with config, metrics and checkpoints,
-Weights & Biases, Ctrl-C that saves, and ``--resume``.
+``train`` runs this loop in a ``fwp_rl.harness.Run``: progress display, runs/<name>/ with config, metrics and
+checkpoints, Weights & Biases, Ctrl-C that saves, and ``--resume``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import typing
 from dataclasses import dataclass, field
@@ -27,12 +28,12 @@ import torch
 from rich.console import Console
 from torch import Tensor, nn
 
-from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_seed, dump_yaml, parse_device, to_dict
+from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_seed, parse_device
 from fwp_rl.cores import State
 from fwp_rl.envs.vector import VectorEnvConfig, make_vector_env
+from fwp_rl.harness import Run, Trained
 from fwp_rl.policy import RecurrentPolicy
-from fwp_rl.progress import StopOnInterrupt, run_progress
-from fwp_rl.runs import CheckpointError, MetricsLog, load_checkpoint, save_checkpoint, start_wandb, unique_run_dir
+from fwp_rl.runs import CheckpointError
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -345,67 +346,46 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------------------------- runs
-def checkpoint_payload(config: PPOConfig, trainer: Trainer, wandb_id: str | None) -> dict:
-    return {"learner": "ppo", "config": to_dict(config), "wandb_id": wandb_id, **trainer.state_dict()}
+class UpdateDisplay:
+    """What a PPO run (ours or SB3's) shows of its updates: steps per second and the mean return of the last 10
+    updates that ended episodes on the progress line, and a closing line."""
+
+    def __init__(self):
+        self.returns: list[float] = []
+
+    def status(self, figures: dict) -> str:
+        """The progress line's status after an update with these figures."""
+        if "episodic_return" in figures:
+            self.returns = (self.returns + [figures["episodic_return"]])[-10:]
+        return f"{figures['steps_per_second']:,.0f} steps/s" + (
+            f"  return {np.mean(self.returns):.4g}" if self.returns else "")
+
+    def closing(self, steps: int, updates: int) -> str:
+        return f"{steps:,} steps in {updates} updates" + (
+            f"; mean return of the last episodes {np.mean(self.returns):.4g}" if self.returns else "")
 
 
-def train(config: PPOConfig, resume: str | Path | None = None, console: Console | None = None) -> Path:
-    """A whole run (or the rest of one, with ``resume`` = its run directory): runs/<name>/ with config.yaml,
-    metrics.jsonl (one line per update), checkpoints/latest.pt (every ``run.checkpoint_every`` updates, at
-    the end, and when Ctrl-C stops the run after the update under way), W&B; a live progress line."""
-    console = console or Console()
-    payload = None
-    if resume is not None:
-        payload = load_checkpoint(resume)
-        if payload.get("learner") != "ppo":
-            raise CheckpointError(f"{str(resume)!r} holds a {payload.get('learner')!r} run, not a PPO run")
+def train(config: PPOConfig, resume: str | Path | None = None, console: Console | None = None) -> Trained:
+    """A whole run (or the rest of one, with ``resume`` = its run directory) in ``fwp_rl.harness.Run``: a metrics
+    record per update, a checkpoint every ``run.checkpoint_every`` updates and at the end (or after the update
+    under way when Ctrl-C stops the run)."""
+    run = Run(config, resume, console)
     # Everything the user can get wrong fails here, before anything is written.
-    trainer = Trainer(config)
-    if payload is None:
-        run_dir = unique_run_dir(config.run.root, config.name)
-        dump_yaml(config, run_dir / "config.yaml")
-    else:
-        run_dir = Path(resume)
-        try:
-            trainer.load_state_dict(payload)
-        except CheckpointError:
-            trainer.close()
-            raise
-        console.print(f"resuming {run_dir} at update {trainer.update_index}, step {trainer.global_step:,}")
-    wandb_run = start_wandb(config.run.wandb, config.run.project, run_dir, run_dir.name, config.env.id,
-                            [config.policy.core, "ppo"], to_dict(config),
-                            run_id=None if payload is None else payload.get("wandb_id"))
-    wandb_id = None if wandb_run is None else wandb_run.id
-    # Metrics logged after the checkpoint a resumed run starts from are dropped: they get logged again.
-    metrics = MetricsLog(run_dir / "metrics.jsonl", wandb_run,
-                         keep_until=None if payload is None else trainer.global_step)
-    latest = run_dir / "checkpoints" / "latest.pt"
-    total = config.num_updates * config.steps_per_update
-    recent: list[float] = []
-    try:
-        with StopOnInterrupt(console, "after this update") as stop:
-            with run_progress(console, "steps") as progress:
-                task = progress.add_task(config.name, total=total, completed=trainer.global_step, status="")
-                while trainer.update_index < config.num_updates and not stop.requested:
-                    figures = trainer.update()
-                    metrics.log(trainer.global_step, update=trainer.update_index, **figures)
-                    if "episodic_return" in figures:
-                        recent = (recent + [figures["episodic_return"]])[-10:]
-                    status = f"{figures['steps_per_second']:,.0f} steps/s"
-                    if recent:
-                        status += f"  return {np.mean(recent):.4g}"
-                    progress.update(task, completed=trainer.global_step, status=status)
-                    if trainer.update_index % config.run.checkpoint_every == 0:
-                        save_checkpoint(latest, checkpoint_payload(config, trainer, wandb_id))
+    with contextlib.closing(Trainer(config)) as trainer:
+        if run.saved is not None:
+            trainer.load_state_dict(run.saved)
+        display = UpdateDisplay()
+        with run.start(total=config.num_updates * config.steps_per_update, tags=[config.policy.core, "ppo"],
+                       iteration="update"):
+            while trainer.update_index < config.num_updates and not run.stop_requested:
+                figures = trainer.update()
+                run.log(trainer.global_step, update=trainer.update_index, **figures)
+                run.show(display.status(figures))
+                run.checkpoint(trainer.state_dict)
             # Only here, after a whole update: an exception inside one leaves the last checkpoint as it was.
-            save_checkpoint(latest, checkpoint_payload(config, trainer, wandb_id))
-    finally:
-        metrics.close()
-        trainer.close()
-    console.print(f"run directory: {run_dir}")
-    console.print(f"{trainer.global_step:,} steps in {trainer.update_index} updates"
-                  + (f"; mean return of the last episodes {np.mean(recent):.4g}" if recent else ""))
-    return run_dir
+            run.checkpoint(trainer.state_dict, final=True)
+    run.summary([display.closing(trainer.global_step, trainer.update_index)])
+    return run.result
 
 
 __all__ = ["PPOConfig", "PPOHyperparameters", "Rollout", "Trainer", "compute_gae", "ppo_update", "train"]

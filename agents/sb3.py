@@ -2,8 +2,9 @@
 
 A config with ``learner: sb3_recurrent_ppo`` has the same ``env``, ``ppo`` and ``run`` sections as a PPO
 config; only ``policy`` (``MlpLstmPolicy`` or ``CnnLstmPolicy``) and ``policy_kwargs`` (e.g.
-``lstm_hidden_size``) differ. Its run directory is ours (config.yaml, metrics.jsonl with our keys,
-checkpoints/latest.pt) and its W&B run sits in the same group (the env id), tagged "lstm" and "sb3".
+``lstm_hidden_size``) differ. It trains in our run harness (``fwp_rl.harness``): its run directory is ours
+(config.yaml, metrics.jsonl with our keys, checkpoints/latest.pt) and its W&B run sits in the same group (the env
+id), tagged "lstm" and "sb3".
 
 The ``ppo`` keys as ``RecurrentPPO`` arguments:
 
@@ -80,6 +81,7 @@ its memory view draws the actor LSTM's cell.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import random
@@ -102,11 +104,11 @@ from stable_baselines3.common.env_util import make_atari_env, make_vec_env
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
-from fwp_rl.agents.ppo import PPOHyperparameters, RolloutCounts, resolve_device
-from fwp_rl.config import ConfigError, RunConfig, check_seed, dump_yaml, to_dict
+from fwp_rl.agents.ppo import PPOHyperparameters, RolloutCounts, UpdateDisplay, resolve_device
+from fwp_rl.config import ConfigError, RunConfig, check_seed
 from fwp_rl.envs.vector import Envs, Episode, Step, VectorEnvConfig
-from fwp_rl.progress import StopOnInterrupt, run_progress
-from fwp_rl.runs import CheckpointError, MetricsLog, load_checkpoint, save_checkpoint, start_wandb, unique_run_dir
+from fwp_rl.harness import Run, Trained
+from fwp_rl.runs import CheckpointError, load_checkpoint
 
 gym.register_envs(ale_py)
 
@@ -239,14 +241,7 @@ def make_model(config: SB3Config, env: VecEnv) -> RecurrentPPO:
 
 def load_model(checkpoint: str | Path, device: str = "cpu") -> RecurrentPPO:
     """The RecurrentPPO of a checkpoint file or run directory written by ``train`` (without an env)."""
-    return model_from_payload(_load_payload(checkpoint), device)
-
-
-def _load_payload(checkpoint: str | Path) -> dict:
-    payload = load_checkpoint(checkpoint)
-    if payload.get("learner") != LEARNER:
-        raise CheckpointError(f"{str(checkpoint)!r} holds a {payload.get('learner')!r} run, not a {LEARNER} run")
-    return payload
+    return model_from_payload(load_checkpoint(checkpoint, learner=LEARNER), device)
 
 
 def model_from_payload(payload: dict, device: str | torch.device = "cpu") -> RecurrentPPO:
@@ -375,14 +370,15 @@ class UpdateCallback(BaseCallback):
     """Cuts RecurrentPPO's loop into our updates (a rollout and its learning phase).
 
     SB3 calls on_rollout_end before it learns, so an update is reported at the start of the next rollout
-    (or at the end of training): ``on_update(figures)`` with the learning phase's losses, the timings and
-    the episodes that ended in the rollout. Once ``stop.requested``, the next rollout ends at its first
-    step: its one env step is not counted in any report or checkpoint.
+    (or at the end of training): ``on_update(figures, last)`` with the learning phase's losses, the timings and
+    the episodes that ended in the rollout, and whether no update follows. ``should_stop()`` is asked as each
+    rollout after the first starts: once it says yes, that rollout ends at its first step, and its one env step is
+    not counted in any report or checkpoint.
     """
 
-    def __init__(self, on_update: Callable[[dict], None], stop: StopOnInterrupt):
+    def __init__(self, on_update: Callable[[dict, bool], None], should_stop: Callable[[], bool]):
         super().__init__()
-        self.on_update, self.stop = on_update, stop
+        self.on_update, self.should_stop = on_update, should_stop
         self._rollout_start = self._learn_start = None
         self._stopping = False
         self._episodes: list[Episode] = []
@@ -392,9 +388,9 @@ class UpdateCallback(BaseCallback):
         self._lengths = np.zeros(self.training_env.num_envs, dtype=np.int64)
 
     def _on_rollout_start(self) -> None:
+        self._stopping = self.should_stop()
         if self._learn_start is not None:
-            self._report()
-        self._stopping = self.stop.requested
+            self._report(last=self._stopping)
         self._rollout_start = time.perf_counter()
 
     def _on_step(self) -> bool:
@@ -407,9 +403,9 @@ class UpdateCallback(BaseCallback):
 
     def _on_training_end(self) -> None:
         if self._learn_start is not None:
-            self._report()
+            self._report(last=True)
 
-    def _report(self) -> None:
+    def _report(self, last: bool) -> None:
         end = time.perf_counter()
         logged = self.model.logger.name_to_value
         seconds = end - self._rollout_start
@@ -428,80 +424,42 @@ class UpdateCallback(BaseCallback):
                            episodes=len(self._episodes))
         self._episodes = []
         self._learn_start = None
-        self.on_update(figures)
+        self.on_update(figures, last)
 
 
-def checkpoint_payload(config: SB3Config, model: RecurrentPPO, update: int, wandb_id: str | None) -> dict:
+def checkpoint_payload(model: RecurrentPPO, update: int) -> dict:
     zipped = io.BytesIO()
     model.save(zipped)
-    return {"learner": LEARNER, "config": to_dict(config), "wandb_id": wandb_id, "update": update,
-            "global_step": model.num_timesteps, "sb3_zip": zipped.getvalue(), **generator_states()}
+    return {"update": update, "global_step": model.num_timesteps, "sb3_zip": zipped.getvalue(), **generator_states()}
 
 
-def train(config: SB3Config, resume: str | Path | None = None, console: Console | None = None) -> Path:
-    """A whole run (or the rest of one, with ``resume`` = its run directory; module docstring): runs/<name>/
-    with config.yaml, metrics.jsonl (one line per update), checkpoints/latest.pt (every
-    ``run.checkpoint_every`` updates, at the end, and when Ctrl-C stops the run after the update under way),
-    W&B; a live progress line."""
-    console = console or Console()
-    payload = None if resume is None else _load_payload(resume)
+def train(config: SB3Config, resume: str | Path | None = None, console: Console | None = None) -> Trained:
+    """A whole run (or the rest of one, with ``resume`` = its run directory; module docstring) in
+    ``fwp_rl.harness.Run``: a metrics record per update, a checkpoint every ``run.checkpoint_every`` updates and at
+    the end (or after the update under way when Ctrl-C stops the run)."""
+    run = Run(config, resume, console)
     # Everything the user can get wrong fails here, before anything is written.
-    env = make_env(config)
-    try:
+    with contextlib.closing(make_env(config)) as env:
         model = make_model(config, env)
-        if payload is not None:
-            restore(model, payload, config)
-    except (ConfigError, CheckpointError):
-        env.close()
-        raise
-    if payload is None:
-        run_dir = unique_run_dir(config.run.root, config.name)
-        dump_yaml(config, run_dir / "config.yaml")
-    else:
-        run_dir = Path(resume)
-        console.print(f"resuming {run_dir} at update {payload['update']}, step {model.num_timesteps:,}")
-    wandb_run = start_wandb(config.run.wandb, config.run.project, run_dir, run_dir.name, config.env.id,
-                            ["lstm", "sb3"], to_dict(config),
-                            run_id=None if payload is None else payload.get("wandb_id"))
-    wandb_id = None if wandb_run is None else wandb_run.id
-    # Metrics logged after the checkpoint a resumed run starts from are dropped: they get logged again.
-    metrics = MetricsLog(run_dir / "metrics.jsonl", wandb_run,
-                         keep_until=None if payload is None else model.num_timesteps)
-    latest = run_dir / "checkpoints" / "latest.pt"
-    done = {"update": 0 if payload is None else int(payload["update"])}
-    recent: list[float] = []
-    total = config.num_updates * config.steps_per_update
-    try:
-        with StopOnInterrupt(console, "after this update") as stop, run_progress(console, "steps") as progress:
-            task = progress.add_task(config.name, total=total, completed=model.num_timesteps, status="")
+        if run.saved is not None:
+            restore(model, run.saved, config)
+        display = UpdateDisplay()
+        total = config.num_updates * config.steps_per_update
+        with run.start(total=total, tags=["lstm", "sb3"], iteration="update"):
 
-            def on_update(figures: dict) -> None:
-                done["update"] += 1
-                update = done["update"]
-                metrics.log(model.num_timesteps, update=update, **figures)
-                if "episodic_return" in figures:
-                    recent[:] = (recent + [figures["episodic_return"]])[-10:]
-                status = f"{figures['steps_per_second']:,.0f} steps/s"
-                if recent:
-                    status += f"  return {np.mean(recent):.4g}"
-                progress.update(task, completed=model.num_timesteps, status=status)
-                if (update % config.run.checkpoint_every == 0 or update == config.num_updates
-                        or stop.requested):
-                    save_checkpoint(latest, checkpoint_payload(config, model, update, wandb_id))
+            def on_update(figures: dict, last: bool) -> None:
+                run.log(model.num_timesteps, update=run.iterations + 1, **figures)
+                run.show(display.status(figures))
+                run.checkpoint(lambda: checkpoint_payload(model, run.iterations), final=last)
 
-            if payload is not None:
+            if run.saved is not None:
                 # Only now: starting W&B may draw from the generators, and the first rollout must not see that.
-                set_generator_states(payload)
+                set_generator_states(run.saved)
             # SB3 adds num_timesteps to what is left when it keeps counting: the schedule runs to ``total``.
-            model.learn(total - model.num_timesteps, callback=UpdateCallback(on_update, stop), log_interval=None,
-                        reset_num_timesteps=payload is None)
-    finally:
-        metrics.close()
-        env.close()
-    console.print(f"run directory: {run_dir}")
-    console.print(f"{done['update'] * config.steps_per_update:,} steps in {done['update']} updates"
-                  + (f"; mean return of the last episodes {np.mean(recent):.4g}" if recent else ""))
-    return run_dir
+            model.learn(total - model.num_timesteps, callback=UpdateCallback(on_update, lambda: run.stop_requested),
+                        log_interval=None, reset_num_timesteps=run.saved is None)
+    run.summary([display.closing(run.iterations * config.steps_per_update, run.iterations)])
+    return run.result
 
 
 __all__ = ["AnnealedLearningRate", "EvaluationAgent", "EvaluationEnvs", "SB3Config", "UpdateCallback", "atari_env_id",

@@ -24,6 +24,7 @@ from fwp_rl.config import ConfigError, parse_device, to_dict
 from fwp_rl.cores import CORES, core_options, make_core
 from fwp_rl.cores.fast_weights import DeltaCore
 from fwp_rl.files import atomic_write_text
+from fwp_rl.learners import load_config
 from fwp_rl.ops import fla_backend
 from fwp_rl.progress import ctrl_c_ignored
 
@@ -203,7 +204,6 @@ def bench_ppo(config_paths=PPO_BENCH_CONFIGS, updates: int = 3, device: str = "a
     ``updates`` updates of agent steps per second and of the seconds of each part (env stepping, rollout
     inference, learning)."""
     from fwp_rl.agents.ppo import Trainer
-    from fwp_rl.cli import load_config
 
     _check_positive("--updates", updates)
     rows = []
@@ -292,7 +292,6 @@ def load_double_pole_config(path: str, task: str, seed: int, max_evaluations: in
     search.max_evaluations overridden, and search.compile set when ``compile``. ConfigError unless the file is a
     neuroevolution double pole config."""
     from fwp_rl.agents.neuroevolution import DOUBLE_POLE
-    from fwp_rl.cli import load_config
     from fwp_rl.config import load_yaml
 
     if not Path(path).is_file():

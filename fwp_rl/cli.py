@@ -27,6 +27,8 @@ def _core_list(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fwp_rl.learners import LEARNERS, RESUMABLE
+
     parser = argparse.ArgumentParser(prog="fwp-rl", description="Reinforcement learning with fast weight programmers.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -97,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set search.popsize=32 (repeatable)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR",
-                       help="continue the PPO (or SB3 recurrent PPO) run in RUN_DIR from its latest checkpoint")
+                       help=f"continue the {' or '.join(RESUMABLE)} run in RUN_DIR from its latest checkpoint")
     train.add_argument("--seeds", default=None, metavar="0,1,2",
                        help="seeds, comma-separated, each a seed or a range a-b (0,1,2 or 0-13 or 0-4,10): one "
                             "run per seed, grouped: runs/<name>/seed_<k>/ (see fwp_rl.seeds)")
@@ -111,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="write curves.png and table.csv/.json/.md here (default: a fresh reports/compare-<env>/)")
     compare.add_argument("--force", action="store_true", help="overwrite the report files already in --out")
     compare.add_argument("--metric", default=None, metavar="NAME",
-                         help="the logged value to compare (default: episodic_return for PPO, best for neuroevolution)")
+                         help="the logged value to compare (default: " + ", ".join(
+                             f"{entry.default_metric} for {name}" for name, entry in LEARNERS.items()) + ")")
     compare.add_argument("--window", type=int, default=10, metavar="K",
                          help="average the values over windows of K records (curves, final and best scores)")
     compare.add_argument("--reference", default="lstm", metavar="CORE", help="the core of the reference columns")
@@ -131,33 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-LEARNERS = ("neuroevolution", "ppo", "sb3_recurrent_ppo")
-
-
-def load_config(path: str, overrides: list[str]):
-    """The validated config of a YAML file plus overrides; the ``learner`` key picks its schema."""
-    from fwp_rl.config import ConfigError, apply_overrides, from_dict, load_yaml
-
-    data = apply_overrides(load_yaml(path), overrides)
-    learner = data.get("learner")
-    if learner not in LEARNERS:
-        raise ConfigError(f"learner={learner!r} is not allowed; choose one of: {', '.join(LEARNERS)}")
-    if learner == "ppo":
-        from fwp_rl.agents.ppo import PPOConfig
-
-        return from_dict(PPOConfig, data)
-    if learner == "sb3_recurrent_ppo":
-        from fwp_rl.agents.sb3 import SB3Config
-
-        return from_dict(SB3Config, data)
-    from fwp_rl.agents.neuroevolution import NeuroevolutionConfig
-
-    return from_dict(NeuroevolutionConfig, data)
-
-
 def _train(args) -> int:
     from fwp_rl.config import ConfigError
-    from fwp_rl.seeds import parse_seeds, train_run, train_seeds
+    from fwp_rl.learners import learner, load_config
+    from fwp_rl.seeds import parse_seeds, train_seeds
 
     if args.parallel is not None and args.seeds is None:
         raise ConfigError("--parallel N trains N of the --seeds at a time: give --seeds too")
@@ -176,17 +156,7 @@ def _train(args) -> int:
         if not config_path.is_file():
             raise ConfigError(f"--resume {args.resume!r} is not a run directory (no config.yaml in it)")
         config = load_config(str(config_path), args.overrides)
-        if config.learner == "ppo":
-            from fwp_rl.agents import ppo
-
-            ppo.train(config, resume=args.resume)
-        elif config.learner == "sb3_recurrent_ppo":
-            from fwp_rl.agents import sb3
-
-            sb3.train(config, resume=args.resume)
-        else:
-            raise ConfigError(f"--resume works for 'ppo' and 'sb3_recurrent_ppo' runs; {args.resume!r} is a "
-                              f"{config.learner!r} run")
+        learner(config.learner).train(config, resume=args.resume)
         return 0
     if args.config is None:
         raise ConfigError("train needs a CONFIG file (or --resume RUN_DIR)")
@@ -195,7 +165,7 @@ def _train(args) -> int:
         raise ConfigError("--set seed=... and --seeds both set the seed: give one of them")
     config = load_config(args.config, args.overrides)
     if seeds is None:
-        train_run(config)
+        learner(config.learner).train(config)
         return 0
     runs = train_seeds(config, seeds, args.parallel or 1)
     return 1 if any(r.lost for r in runs) else 0

@@ -5,7 +5,8 @@
 Each argument is a run directory or a directory holding run directories at any depth (the seed group of
 ``train --seeds``, or all of runs/). Only local files are read: each run's config.yaml and metrics.jsonl
 (a last line cut short by an interruption is skipped; a run that logged nothing yet is a run without
-data). All runs must come from one env id, and from learners whose steps count the same thing: PPO
+data). All runs must come from one env id, and from learners whose steps count the same thing
+(``fwp_rl.learners`` names each learner's step unit, default metric and core for runs that name none): PPO
 and SB3's RecurrentPPO (agent steps; an SB3 run's core is "sb3_lstm") together, neuroevolution alone.
 
 What is compared:
@@ -53,14 +54,11 @@ from rich.table import Table
 
 from fwp_rl.config import ConfigError, load_yaml
 from fwp_rl.files import atomic_write_text, replacing
+from fwp_rl.learners import learner
 from fwp_rl.runs import find_run_dirs, read_metrics, start_wandb, unique_run_dir
 
 REPORT_FILES = ("curves.png", "table.csv", "table.json", "table.md")
 REPORTS_ROOT = "reports"
-DEFAULT_METRICS = {"ppo": "episodic_return", "sb3_recurrent_ppo": "episodic_return", "neuroevolution": "best"}
-# What the "step" of a learner's metrics counts: runs whose steps count different things share no x axis.
-STEP_UNITS = {"ppo": "agent steps", "sb3_recurrent_ppo": "agent steps", "neuroevolution": "evaluations"}
-SB3_CORE = "sb3_lstm"  # the core of an SB3 RecurrentPPO run, whose policy is an SB3 LSTM policy
 ATARI_PREFIX = "atari:"
 
 
@@ -76,7 +74,7 @@ class Run:
 
     @property
     def core(self) -> str:
-        return SB3_CORE if self.config["learner"] == "sb3_recurrent_ppo" else self.config["policy"]["core"]
+        return learner(self.config["learner"]).core or self.config["policy"]["core"]
 
 
 @dataclass
@@ -173,11 +171,8 @@ def _core_rows(runs: list[Run], window: int, reference: str) -> list[CoreRow]:
 # ---------------------------------------------------------------------------------------------- reading runs
 def _read_config(path: Path) -> dict:
     config = load_yaml(path / "config.yaml")
-    learner = config.get("learner")
-    if learner not in DEFAULT_METRICS:
-        raise ConfigError(f"{str(path / 'config.yaml')!r}: learner={learner!r} is not allowed; choose one of: "
-                          f"{', '.join(DEFAULT_METRICS)}")
-    required = [("env", "id"), ("run", "wandb")] + ([] if learner == "sb3_recurrent_ppo" else [("policy", "core")])
+    entry = learner(config.get("learner"), where=f"{str(path / 'config.yaml')!r}: ")
+    required = [("env", "id"), ("run", "wandb")] + ([] if entry.core else [("policy", "core")])
     for section, key in required:
         if not isinstance(config.get(section), dict) or key not in config[section]:
             raise ConfigError(f"{str(path / 'config.yaml')!r} has no {section}.{key}: not a run's resolved config")
@@ -241,7 +236,7 @@ def build_comparison(paths: list[str | Path], metric: str | None = None, window:
     configs = [_read_config(d) for d in run_dirs]
     first, first_config = run_dirs[0], configs[0]
     for d, config in zip(run_dirs, configs):
-        units = STEP_UNITS[first_config["learner"]], STEP_UNITS[config["learner"]]
+        units = learner(first_config["learner"]).step_unit, learner(config["learner"]).step_unit
         if units[0] != units[1]:
             raise ConfigError(f"runs of different learners in one comparison: {str(first)!r} is "
                               f"{first_config['learner']!r} (x: {units[0]}), {str(d)!r} is {config['learner']!r} "
@@ -250,9 +245,9 @@ def build_comparison(paths: list[str | Path], metric: str | None = None, window:
             raise ConfigError(f"runs from different environments in one comparison: {str(first)!r} has "
                               f"env.id={first_config['env']['id']!r}, {str(d)!r} has env.id={config['env']['id']!r}; "
                               "compare each environment separately")
-    learner, env_id = first_config["learner"], first_config["env"]["id"]
-    unit = STEP_UNITS[learner]
-    chosen = metric or DEFAULT_METRICS[learner]
+    entry, env_id = learner(first_config["learner"]), first_config["env"]["id"]
+    unit = entry.step_unit
+    chosen = metric or entry.default_metric
     notes = []
     options = [c["env"].get("options") or {} for c in configs]
     differing = sorted({k for o in options for k in o if any(p.get(k) != o.get(k) for p in options)})
@@ -267,7 +262,7 @@ def build_comparison(paths: list[str | Path], metric: str | None = None, window:
         runs.append(Run(d, config, steps * scale, values))
         if not len(values):
             notes.append(f"{d}: no {chosen} logged yet")
-    if chosen != DEFAULT_METRICS[learner] and chosen not in logged:
+    if chosen != entry.default_metric and chosen not in logged:
         raise ConfigError(f"--metric {metric!r} is not allowed: no run logged it; the runs logged: "
                           f"{', '.join(sorted(logged)) or 'nothing yet'}")
     runs.sort(key=lambda r: (r.core, r.config.get("seed", 0), str(r.path)))
@@ -389,23 +384,15 @@ def _report_dir(out: str | Path | None, force: bool, env_id: str) -> Path:
     return out
 
 
-def _wandb_group(config: dict) -> str:
-    """The W&B group the learner gave the run (the task), so the comparison sits beside its runs."""
-    env = config["env"]
-    if config["learner"] == "neuroevolution" and env["id"] == "double_pole":
-        from fwp_rl.envs import double_pole
-
-        return f"double_pole-{double_pole.make_config(**(env.get('options') or {})).task}"
-    return env["id"]
-
-
 def _log_to_wandb(comparison: Comparison, out: Path, project: str) -> None:
     import wandb
 
     fields = [f.name for f in dataclasses.fields(CoreRow)]
     config = {"runs": [str(r.path) for r in comparison.runs], "metric": comparison.metric,
               "window": comparison.window, "reference": comparison.reference}
-    run = start_wandb("online", project, out, f"compare {comparison.metric}", _wandb_group(comparison.runs[0].config),
+    first = comparison.runs[0].config
+    group = learner(first["learner"]).wandb_group(first)  # the runs' group (the task): the comparison sits beside them
+    run = start_wandb("online", project, out, f"compare {comparison.metric}", group,
                       ["compare", *(row.core for row in comparison.rows)], config)
     run.log({"comparison": wandb.Table(columns=fields, data=[[getattr(row, k) for k in fields]
                                                               for row in comparison.rows]),

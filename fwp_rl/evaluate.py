@@ -6,7 +6,9 @@ test, and Gymnasium ids). Episodes run one after another in a single env, so sho
 over-represented. The figures are printed as a table and written as JSON beside the checkpoint
 (``<checkpoint>.eval.json``); ``--video`` writes an mp4 of the first episode, and ``memory_view`` puts
 the agent's memory and its action probabilities (a double pole controller's output o) beside the game
-(``fwp_rl.memory_view``).
+(``fwp_rl.memory_view``). Each learner's entry in ``fwp_rl.learners`` names its evaluation here
+(``evaluate_ppo``, ``evaluate_sb3``, ``evaluate_neuroevolution``), which plays the episodes and hands
+them to ``Replay.report``.
 
 The episode loop (``run_episodes``) takes an agent, anything with ``action_names`` and
 ``act(obs [1, ...], episode_start [1] bool, record)`` -> (env actions [1, ...], and with ``record`` the
@@ -17,8 +19,10 @@ SB3's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -29,6 +33,7 @@ from rich.table import Table
 
 from fwp_rl.config import ConfigError, check_seed, from_dict
 from fwp_rl.files import atomic_write_text, replacing
+from fwp_rl.learners import LEARNERS, learner
 from fwp_rl.runs import CheckpointError, load_checkpoint
 
 
@@ -165,20 +170,6 @@ def policy_episodes(policy, env_id: str, options: dict, episodes: int, determini
     return run_episodes(agent, envs, lambda obs: _frame(envs, obs, config.atari), episodes, seed, record)
 
 
-def _sb3_episodes(payload: dict, episodes: int, deterministic: bool, seed: int, record: bool):
-    """-> (the config, and ``run_episodes`` of an SB3 recurrent PPO checkpoint in the env SB3 trained in)."""
-    from fwp_rl.agents import sb3
-    from fwp_rl.agents.ppo import resolve_device
-
-    agent = sb3.EvaluationAgent(sb3.model_from_payload(payload, resolve_device("auto")), deterministic)
-    try:
-        config = from_dict(sb3.SB3Config, payload["config"])
-        envs = sb3.EvaluationEnvs(config, seed)
-    except (ConfigError, KeyError) as e:
-        raise CheckpointError(f"the checkpoint's env cannot be built here: {e}") from None
-    return config, run_episodes(agent, envs, lambda obs: envs.render(), episodes, seed, record)
-
-
 def _summary(episodes: list) -> dict:
     returns = np.array([e.raw_return for e in episodes], dtype=np.float64)
     lengths = np.array([e.length for e in episodes], dtype=np.float64)
@@ -207,46 +198,93 @@ def _write_video(out: Path, frames: list, fps: int) -> None:
         imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)
 
 
+@dataclass
+class Replay:
+    """What ``evaluate_checkpoint`` was asked to do with a checkpoint: a learner's evaluation (``fwp_rl.learners``)
+    plays its episodes and hands them to ``report``."""
+
+    checkpoint: Path
+    episodes: int
+    deterministic: bool
+    seed: int
+    video_dir: str | None
+    memory_view: bool
+    video_steps: int
+    console: Console
+
+    @property
+    def record(self) -> bool:
+        return self.video_dir is not None
+
+    def play_policy(self, config, policy) -> dict:
+        """``report`` the ``policy_episodes`` of our policy in the env of ``config``."""
+        return self.report(config, *policy_episodes(policy, config.env.id, config.env.options, self.episodes,
+                                                    self.deterministic, self.seed, self.record))
+
+    def report(self, config, episodes: list, recording: dict) -> dict:
+        """Print the figures of ``episodes`` (``run_episodes``), write them as JSON beside the checkpoint and the
+        recorded first episode as a video -> the figures."""
+        env_id = config.env.id
+        figures = {"checkpoint": str(self.checkpoint), "env": env_id, "deterministic": self.deterministic,
+                   "seed": self.seed, **_summary(episodes)}
+        _print_table(figures, f"{config.name}: {self.episodes} episodes of {env_id}"
+                     f"{' (deterministic)' if self.deterministic else ''}", self.console)
+        _save_figures(self.checkpoint, figures, self.console)
+        if self.record:
+            _episode_video(recording, Path(self.video_dir), config.name, self.memory_view, 30, self.console)
+        return figures
+
+
+def evaluate_ppo(payload: dict, replay: Replay) -> dict:
+    """A PPO checkpoint: its policy in one env of the run's env id."""
+    return replay.play_policy(*_ppo_policy(payload))
+
+
+def evaluate_neuroevolution(payload: dict, replay: Replay) -> dict:
+    """A neuroevolution checkpoint: on the double pole its fitness episode and success test; on a Gymnasium id its
+    policy's episodes, acting by its mode as in its fitness episodes."""
+    from fwp_rl.agents.neuroevolution import DOUBLE_POLE
+
+    config, policy = _neuroevolution_policy(payload)
+    if config.env.id == DOUBLE_POLE:
+        return _evaluate_double_pole(config, policy, replay.checkpoint, replay.video_dir, replay.memory_view,
+                                     replay.video_steps, replay.console)
+    return dataclasses.replace(replay, deterministic=True).play_policy(config, policy)
+
+
+def evaluate_sb3(payload: dict, replay: Replay) -> dict:
+    """An SB3 recurrent PPO checkpoint: episodes in the env SB3 trained in, acting by SB3's own ``predict``."""
+    from fwp_rl.agents import sb3
+    from fwp_rl.agents.ppo import resolve_device
+
+    agent = sb3.EvaluationAgent(sb3.model_from_payload(payload, resolve_device("auto")), replay.deterministic)
+    try:
+        config = from_dict(sb3.SB3Config, payload["config"])
+        envs = sb3.EvaluationEnvs(config, replay.seed)
+    except (ConfigError, KeyError) as e:
+        raise CheckpointError(f"the checkpoint's env cannot be built here: {e}") from None
+    return replay.report(config, *run_episodes(agent, envs, lambda obs: envs.render(), replay.episodes, replay.seed,
+                                               replay.record))
+
+
 def evaluate_checkpoint(path: str, episodes: int = 10, deterministic: bool = False, video_dir: str | None = None,
                         seed: int = 0, memory_view: bool = False, video_steps: int = 1_000,
                         console: Console | None = None) -> dict:
-    """Replay the checkpoint at ``path`` (a file or a run directory); print the figures, write them as JSON
-    beside the checkpoint and return them; with ``video_dir``, write an mp4 of the first episode."""
-    console = console or Console()
+    """Replay the checkpoint at ``path`` (a file or a run directory) by its learner's evaluation; print the
+    figures, write them as JSON beside the checkpoint and return them; with ``video_dir``, write an mp4 of the
+    first episode."""
     if episodes < 1:
         raise ConfigError(f"--episodes={episodes} is not allowed: it must be >= 1")
     check_seed(seed, "--seed")
     payload = load_checkpoint(path)
     checkpoint = Path(path) / "checkpoints" / "latest.pt" if Path(path).is_dir() else Path(path)
-    learner = payload.get("learner")
-    record = video_dir is not None
-    if learner == "ppo":
-        config, policy = _ppo_policy(payload)
-        found, recording = policy_episodes(policy, config.env.id, config.env.options, episodes, deterministic, seed,
-                                           record)
-    elif learner == "neuroevolution":
-        from fwp_rl.agents.neuroevolution import DOUBLE_POLE
-
-        config, policy = _neuroevolution_policy(payload)
-        if config.env.id == DOUBLE_POLE:
-            return _evaluate_double_pole(config, policy, checkpoint, video_dir, memory_view, video_steps, console)
-        deterministic = True  # evolved controllers act by their mode, as in their fitness episodes
-        found, recording = policy_episodes(policy, config.env.id, config.env.options, episodes, deterministic, seed,
-                                           record)
-    elif learner == "sb3_recurrent_ppo":
-        config, (found, recording) = _sb3_episodes(payload, episodes, deterministic, seed, record)
-    else:
-        raise CheckpointError(f"{str(path)!r} is a checkpoint of learner {learner!r}; supported: 'ppo', "
-                              "'sb3_recurrent_ppo', 'neuroevolution'")
-    env_id = config.env.id
-    figures = {"checkpoint": str(checkpoint), "env": env_id, "deterministic": deterministic, "seed": seed,
-               **_summary(found)}
-    _print_table(figures, f"{config.name}: {episodes} episodes of {env_id}"
-                 f"{' (deterministic)' if deterministic else ''}", console)
-    _save_figures(checkpoint, figures, console)
-    if record:
-        _episode_video(recording, Path(video_dir), config.name, memory_view, 30, console)
-    return figures
+    try:
+        entry = learner(payload.get("learner"))
+    except ConfigError:
+        raise CheckpointError(f"{str(path)!r} is a checkpoint of learner {payload.get('learner')!r}; supported: "
+                              f"{', '.join(map(repr, LEARNERS))}") from None
+    return entry.evaluate(payload, Replay(checkpoint, episodes, deterministic, seed, video_dir, memory_view,
+                                          video_steps, console or Console()))
 
 
 def _episode_video(recording: dict, video_dir: Path, name: str, memory_view: bool, fps: int, console: Console,

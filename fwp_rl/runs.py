@@ -5,8 +5,9 @@
     runs/<name>/checkpoints/       latest.pt and step_<N>.pt, each written atomically
     runs/<name>/wandb/             W&B's own files (offline by default: `wandb sync` uploads them later)
 
-The seeds of ``fwp-rl train --seeds`` are run directories inside one group directory,
-runs/<name>/seed_<k>/ (``fwp_rl.seeds``); ``find_run_dirs`` finds run directories at any depth.
+Every learner's run writes them through ``fwp_rl.harness.Run``. The seeds of ``fwp-rl train --seeds`` are
+run directories inside one group directory, runs/<name>/seed_<k>/ (``fwp_rl.seeds``); ``find_run_dirs``
+finds run directories at any depth.
 
 A checkpoint is first written to a temporary file in the same directory and then renamed over the
 old one, so an interruption at any moment leaves the previous checkpoint intact.
@@ -65,23 +66,26 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by ``save_checkpoint``; a clear error for anything else."""
-    path = Path(path)
-    if path.is_dir():
-        latest = path / "checkpoints" / "latest.pt"
-        if not latest.is_file():
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    learner: str | None = None) -> dict[str, Any]:
+    """Read a checkpoint written by ``save_checkpoint`` (with ``learner``: of that learner); a clear error for
+    anything else."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / "checkpoints" / "latest.pt"
+        if not file.is_file():
             raise CheckpointError(f"{str(path)!r} is a directory without checkpoints/latest.pt: not a run directory")
-        path = latest
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint {str(file)!r} does not exist")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
+        payload = torch.load(file, map_location=map_location, weights_only=False)
     except Exception as e:  # torch raises many kinds of errors for truncated or foreign files
-        raise CheckpointError(f"{str(path)!r} is not a readable fwp-rl checkpoint (truncated or another format): "
+        raise CheckpointError(f"{str(file)!r} is not a readable fwp-rl checkpoint (truncated or another format): "
                               f"{type(e).__name__}: {e}") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not an fwp-rl checkpoint of format {CHECKPOINT_FORMAT}")
+        raise CheckpointError(f"{str(file)!r} is not an fwp-rl checkpoint of format {CHECKPOINT_FORMAT}")
+    if learner is not None and payload.get("learner") != learner:
+        raise CheckpointError(f"{str(path)!r} holds a {payload.get('learner')!r} run, not a {learner!r} run")
     return payload
 
 

@@ -31,8 +31,10 @@ from rich.console import Console
 from rich.table import Table
 
 from fwp_rl.config import MAX_SEED, ConfigError
+from fwp_rl.harness import Trained
+from fwp_rl.learners import learner
 from fwp_rl.progress import StopOnInterrupt, ctrl_c_ignored, group_stop_requested, stop_with_group
-from fwp_rl.runs import load_checkpoint, unique_run_dir
+from fwp_rl.runs import unique_run_dir
 
 
 @dataclass
@@ -68,27 +70,10 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def train_run(config, console: Console | None = None) -> tuple[Path, bool]:
-    """Train one run of a PPO, SB3 recurrent PPO or neuroevolution config -> (its run directory, whether it
+def train_run(config, console: Console | None = None) -> Trained:
+    """Train one run of ``config``, of any learner (``fwp_rl.learners``) -> (its run directory, whether it
     trained to its end rather than being stopped by Ctrl-C)."""
-    if config.learner == "ppo":
-        from fwp_rl.agents import ppo
-
-        run_dir = ppo.train(config, console=console)
-        return run_dir, load_checkpoint(run_dir)["update"] >= config.num_updates
-    if config.learner == "sb3_recurrent_ppo":
-        from fwp_rl.agents import sb3
-
-        run_dir = sb3.train(config, console=console)
-        return run_dir, load_checkpoint(run_dir)["update"] >= config.num_updates
-    from fwp_rl.agents import neuroevolution
-
-    result, run_dir = neuroevolution.train(config, console=console)
-    search = config.search
-    # evolve's stopping rules other than Ctrl-C:
-    finished = (result.solved or result.evaluations >= search.max_evaluations
-                or (search.max_generations is not None and result.generations >= search.max_generations))
-    return run_dir, finished
+    return learner(config.learner).train(config, console=console)
 
 
 def train_seeds(config, seeds: list[int], parallel: int = 1, console: Console | None = None) -> list[SeedRun]:

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from fwp_rl import compare as compare_module
-from fwp_rl.cli import load_config, main
+from fwp_rl.cli import main
+from fwp_rl.learners import load_config
 from fwp_rl.compare import build_comparison, mean_curve, run_scores, trailing_mean
 from fwp_rl.runs import read_metrics
 from fwp_rl.seeds import train_seeds

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from fwp_rl.agents import neuroevolution as ne
-from fwp_rl.cli import load_config
 from fwp_rl.config import ConfigError, apply_overrides, from_dict, load_yaml, parse_device
+from fwp_rl.learners import load_config
 
 
 @dataclass

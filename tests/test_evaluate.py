@@ -29,7 +29,7 @@ def recall_run(tmp_path_factory):
         policy=dict(torso="mlp", core="delta", core_options=dict(hidden_size=8, num_heads=2)),
         ppo=dict(total_steps=96, num_steps=24, num_minibatches=2, device="cpu"),
         run=dict(root=str(root), wandb="disabled")))
-    return ppo.train(config)
+    return ppo.train(config).run_dir
 
 
 def test_evaluate_prints_and_writes_the_figures_of_its_episodes(recall_run, capsys):

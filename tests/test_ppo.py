@@ -297,7 +297,7 @@ def test_learning_rate_anneals_linearly_over_the_updates(tmp_path, one_thread, a
 
 def test_train_writes_a_run_and_resume_continues_it(tmp_path):
     config = recall_config(tmp_path)
-    run_dir = ppo.train(config)
+    run_dir = ppo.train(config).run_dir
     payload = load_checkpoint(run_dir)
     assert payload["update"] == config.num_updates == 3
     records = read_metrics(run_dir / "metrics.jsonl")
@@ -315,7 +315,7 @@ def test_train_writes_a_run_and_resume_continues_it(tmp_path):
 
 
 def test_resume_refuses_a_checkpoint_of_another_policy(tmp_path, capsys):
-    run_dir = ppo.train(recall_config(tmp_path, total_steps=96))
+    run_dir = ppo.train(recall_config(tmp_path, total_steps=96)).run_dir
     assert main(["train", "--resume", str(run_dir), "--set", "policy.core_options.hidden_size=32"]) == 2
     assert "does not fit this config's policy" in capsys.readouterr().err
 
@@ -349,7 +349,7 @@ def test_a_torso_that_cannot_take_the_observations_is_a_config_error(tmp_path, c
 
 
 def test_resume_from_a_truncated_checkpoint_fails_cleanly_and_writes_nothing(tmp_path, capsys):
-    run_dir = ppo.train(recall_config(tmp_path, total_steps=96))
+    run_dir = ppo.train(recall_config(tmp_path, total_steps=96)).run_dir
     latest = run_dir / "checkpoints" / "latest.pt"
     latest.write_bytes(latest.read_bytes()[:200])
     metrics_before = (run_dir / "metrics.jsonl").read_bytes()

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from fwp_rl.cli import build_parser, load_config
+from fwp_rl.cli import build_parser
 from fwp_rl.config import ConfigError
+from fwp_rl.learners import load_config
 from fwp_rl.seeds import parse_seeds
 
 REPO = Path(__file__).resolve().parents[1]

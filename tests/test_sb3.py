@@ -15,9 +15,10 @@ import yaml
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from fwp_rl.agents import sb3
-from fwp_rl.cli import load_config, main
+from fwp_rl.cli import main
 from fwp_rl.config import from_dict
 from fwp_rl.evaluate import run_episodes
+from fwp_rl.learners import load_config
 from fwp_rl.memory_view import memory_images
 from fwp_rl.runs import load_checkpoint, read_metrics, save_checkpoint
 

@@ -1,0 +1,128 @@
+"""The run every learner's ``train`` goes through: ``Run``. It does everything but the algorithm, so a ``train``
+reads top to bottom; ``fwp_rl.agents.ppo.train``, in outline:
+
+    run = Run(config, resume, console)   # a resumed run's checkpoint is read and checked; nothing is written
+    with contextlib.closing(Trainer(config)) as trainer:   # what the user can get wrong fails here
+        if run.saved is not None:
+            trainer.load_state_dict(run.saved)
+        with run.start(total=config.num_updates * config.steps_per_update, tags=["ppo"], iteration="update"):
+            while trainer.update_index < config.num_updates and not run.stop_requested:
+                figures = trainer.update()
+                run.log(trainer.global_step, update=trainer.update_index, **figures)
+                run.show(f"{figures['steps_per_second']:,.0f} steps/s")
+                run.checkpoint(trainer.state_dict)              # every run.checkpoint_every updates
+            run.checkpoint(trainer.state_dict, final=True)      # at the end, or where Ctrl-C stopped the run
+    run.summary([f"{trainer.global_step:,} steps in {trainer.update_index} updates"])
+    return run.result                                           # the run directory, and whether it finished
+
+``start`` makes the run directory (``fwp_rl.runs``: runs/<name>/, or <name>-2, -3, ... beside an existing one)
+and writes config.yaml into it, or prints where the resumed run goes on; starts W&B in the learner's group
+(``fwp_rl.learners``; a resumed run continues its W&B run); opens metrics.jsonl (a resumed run first drops the
+records after its checkpoint: they get logged again); takes Ctrl-C (``fwp_rl.progress.StopOnInterrupt``: the first
+asks the run to stop after the update or generation under way, the second stops it at once); and shows a progress
+line counting the learner's step unit. When the block ends, by an error too, metrics.jsonl and W&B are closed.
+
+A checkpoint is checkpoints/latest.pt, written atomically: the learner, the config, the W&B run id and what the
+learner hands over. A resumable learner's (``fwp_rl.learners``) holds ``update``, the updates done, and
+``global_step``, the step of the last metrics record: a resumed run goes on from there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+from rich.console import Console
+
+from fwp_rl.config import dump_yaml, to_dict
+from fwp_rl.learners import learner
+from fwp_rl.progress import StopOnInterrupt, run_progress
+from fwp_rl.runs import MetricsLog, load_checkpoint, save_checkpoint, start_wandb, unique_run_dir
+
+
+class Trained(NamedTuple):
+    """What a learner's ``train`` returns: its run directory, and whether it trained to its end rather than being
+    stopped by Ctrl-C."""
+
+    run_dir: Path
+    finished: bool
+
+
+class Run:
+    """One run of ``config`` (module docstring): a new one, or with ``resume`` (its run directory) the rest of one."""
+
+    def __init__(self, config, resume: str | Path | None = None, console: Console | None = None):
+        self.config = config
+        self.console = console or Console()
+        self.learner = learner(config.learner)
+        # the checkpoint a resumed run goes on from (None: a new run)
+        self.saved = None if resume is None else load_checkpoint(resume, learner=config.learner)
+        self.run_dir = None if resume is None else Path(resume)
+        self.iterations = 0 if self.saved is None else int(self.saved["update"])  # updates or generations logged
+        self.wandb_id: str | None = None
+        self.stopped = False
+
+    @contextlib.contextmanager
+    def start(self, total: int, tags: list[str], iteration: str) -> Iterator[Run]:
+        """The run, started (module docstring): ``total`` is the step at which the progress line is full, ``tags``
+        the W&B run's, ``iteration`` what the learner calls one pass of its loop (say "update")."""
+        config, console = self.config, self.console
+        step = 0 if self.saved is None else int(self.saved["global_step"])
+        if self.saved is None:
+            self.run_dir = unique_run_dir(config.run.root, config.name)
+            dump_yaml(config, self.run_dir / "config.yaml")
+        else:
+            console.print(f"resuming {self.run_dir} at {iteration} {self.iterations}, step {step:,}")
+        plain = to_dict(config)
+        wandb_run = start_wandb(config.run.wandb, config.run.project, self.run_dir, self.run_dir.name,
+                                self.learner.wandb_group(plain), tags, plain,
+                                run_id=None if self.saved is None else self.saved.get("wandb_id"))
+        self.wandb_id = None if wandb_run is None else wandb_run.id
+        self._metrics = MetricsLog(self.run_dir / "metrics.jsonl", wandb_run,
+                                   keep_until=None if self.saved is None else step)
+        try:
+            with StopOnInterrupt(console, f"after this {iteration}") as self._stop:
+                with run_progress(console, self.learner.step_unit) as self._progress:
+                    self._total = total
+                    self._task = self._progress.add_task(config.name, total=total, completed=step, status="")
+                    yield self
+        finally:
+            self._metrics.close()
+
+    def log(self, step: int, **figures) -> None:
+        """The record of one update (or generation) at ``step``: into metrics.jsonl and W&B, and the progress line
+        moved to ``step``."""
+        self._metrics.log(step, **figures)
+        self.iterations += 1
+        self._progress.update(self._task, completed=min(step, self._total))
+
+    def show(self, status: str) -> None:
+        """Show ``status`` on the progress line."""
+        self._progress.update(self._task, status=status)
+
+    def checkpoint(self, payload: Callable[[], dict], final: bool = False) -> None:
+        """Write checkpoints/latest.pt with what ``payload()`` gives, after every ``run.checkpoint_every`` updates
+        (or generations) and when ``final``: at the end of the run, or where Ctrl-C stopped it."""
+        if final or self.iterations % self.config.run.checkpoint_every == 0:
+            save_checkpoint(self.run_dir / "checkpoints" / "latest.pt",
+                            {"learner": self.config.learner, "config": to_dict(self.config), "wandb_id": self.wandb_id,
+                             **payload()})
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether Ctrl-C asked the run to stop. Ask it where the run would go on otherwise, after an update (or
+        generation) that was not its last: once the answer is yes, the run stopped early (``result.finished``)."""
+        self.stopped = self.stopped or self._stop.requested
+        return self.stopped
+
+    def summary(self, lines: list[str]) -> None:
+        """Print the run directory, then ``lines``."""
+        self.console.print(f"run directory: {self.run_dir}")
+        for line in lines:
+            self.console.print(line)
+
+    @property
+    def result(self) -> Trained:
+        return Trained(self.run_dir, finished=not self.stopped)

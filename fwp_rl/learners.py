@@ -1,0 +1,109 @@
+"""The learners, each named once: the ``learner`` key of a config picks its entry in ``LEARNERS``.
+
+An entry says everything the rest of the code asks of a learner:
+
+- ``module``: where it lives; the module has its config class and ``train(config, console=...)``, which
+  trains one run (``fwp_rl.harness``) and returns a ``fwp_rl.harness.Trained``;
+- ``config_class``: the schema ``load_config`` checks a file with this learner against;
+- ``resumes``: whether its ``train`` also takes ``resume=RUN_DIR`` and continues that run (``train --resume``);
+- ``evaluation``: the function of ``fwp_rl.evaluate`` that replays its checkpoints;
+- ``step_unit``: what the ``step`` of its metrics counts, and so its progress line and the x axis of
+  ``fwp-rl compare`` (runs whose steps count different things are not compared);
+- ``default_metric``: the logged value ``fwp-rl compare`` compares unless told otherwise;
+- ``core``: the core ``fwp-rl compare`` files its runs under when its config names none (else policy.core);
+- ``wandb_group``: the W&B group of its runs (the task), from its config as plain data.
+
+A learner's module imports torch and more, which takes seconds: an entry names it, and it is imported
+only when a config of that learner is loaded, trained or evaluated (``fwp-rl --help`` needs none).
+Adding a learner is adding its entry here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fwp_rl.config import ConfigError, apply_overrides, from_dict, load_yaml
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from fwp_rl.harness import Trained
+
+
+def _env_id(config: dict) -> str:
+    return config["env"]["id"]
+
+
+def _env_id_and_double_pole_task(config: dict) -> str:
+    """The env id, and for the double pole its task too: its Markov and non-Markov runs sit apart."""
+    from fwp_rl.agents.neuroevolution import DOUBLE_POLE
+    from fwp_rl.envs import double_pole
+
+    env = config["env"]
+    if env["id"] != DOUBLE_POLE:
+        return env["id"]
+    return f"{DOUBLE_POLE}-{double_pole.make_config(**(env.get('options') or {})).task}"
+
+
+@dataclass(frozen=True)
+class Learner:
+    """One learner (module docstring)."""
+
+    name: str
+    module: str
+    config_class: str
+    resumes: bool
+    evaluation: str
+    step_unit: str
+    default_metric: str
+    core: str | None = None
+    wandb_group: Callable[[dict], str] = _env_id
+
+    @property
+    def config(self) -> type:
+        return getattr(importlib.import_module(self.module), self.config_class)
+
+    def train(self, config, resume: str | Path | None = None, console: Console | None = None) -> Trained:
+        """Train ``config`` (a config of this learner) in a new run directory, or continue the run in ``resume``."""
+        train = importlib.import_module(self.module).train
+        if resume is None:
+            return train(config, console=console)
+        if not self.resumes:
+            raise ConfigError(f"--resume works for {' and '.join(map(repr, RESUMABLE))} runs; {str(resume)!r} is a "
+                              f"{self.name!r} run")
+        return train(config, resume=resume, console=console)
+
+    def evaluate(self, payload: dict, replay) -> dict:
+        """Replay a checkpoint of this learner (``fwp_rl.evaluate.Replay``) -> the figures."""
+        return getattr(importlib.import_module("fwp_rl.evaluate"), self.evaluation)(payload, replay)
+
+
+LEARNERS: dict[str, Learner] = {entry.name: entry for entry in (
+    Learner("neuroevolution", "fwp_rl.agents.neuroevolution", "NeuroevolutionConfig", resumes=False,
+            evaluation="evaluate_neuroevolution", step_unit="evaluations", default_metric="best",
+            wandb_group=_env_id_and_double_pole_task),
+    Learner("ppo", "fwp_rl.agents.ppo", "PPOConfig", resumes=True, evaluation="evaluate_ppo",
+            step_unit="agent steps", default_metric="episodic_return"),
+    # SB3's policy is its own LSTM: its runs are the "sb3_lstm" core, beside our cores' PPO runs.
+    Learner("sb3_recurrent_ppo", "fwp_rl.agents.sb3", "SB3Config", resumes=True, evaluation="evaluate_sb3",
+            step_unit="agent steps", default_metric="episodic_return", core="sb3_lstm"),
+)}
+RESUMABLE = tuple(name for name, entry in LEARNERS.items() if entry.resumes)
+
+
+def learner(name, where: str = "") -> Learner:
+    """The entry of learner ``name``; for anything else a ConfigError that starts with ``where`` and names the
+    learners allowed."""
+    if not isinstance(name, str) or name not in LEARNERS:
+        raise ConfigError(f"{where}learner={name!r} is not allowed; choose one of: {', '.join(LEARNERS)}")
+    return LEARNERS[name]
+
+
+def load_config(path: str, overrides: list[str]):
+    """The validated config of a YAML file plus ``--set`` overrides; its ``learner`` key picks the schema."""
+    data = apply_overrides(load_yaml(path), overrides)
+    return from_dict(learner(data.get("learner")).config, data)

@@ -1,0 +1,55 @@
+"""The learner registry (fwp_rl.learners): every entry complete, load_config picking the schema by the learner
+key, the errors naming the learners allowed, and the learners' modules imported only when one is needed."""
+
+import dataclasses
+import importlib
+import inspect
+import subprocess
+import sys
+
+import pytest
+
+from fwp_rl import evaluate
+from fwp_rl.config import ConfigError, to_dict
+from fwp_rl.learners import LEARNERS, RESUMABLE, learner, load_config
+
+ALLOWED = "choose one of: neuroevolution, ppo, sb3_recurrent_ppo"
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_every_entry_is_complete(name):
+    entry = learner(name)
+    assert entry.name == name
+    assert dataclasses.is_dataclass(entry.config) and entry.config().learner == name
+    train = inspect.signature(importlib.import_module(entry.module).train).parameters
+    assert "console" in train and ("resume" in train) == entry.resumes == (name in RESUMABLE)
+    assert callable(getattr(evaluate, entry.evaluation))
+    assert entry.step_unit and entry.default_metric and entry.core in (None, "sb3_lstm")
+    assert isinstance(entry.wandb_group(to_dict(entry.config())), str)
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_load_config_checks_a_file_against_its_learners_schema(tmp_path, name):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"learner: {name}\n")
+    assert type(load_config(str(path), [])) is LEARNERS[name].config
+    other = "search" if name != "neuroevolution" else "ppo"  # a section of another learner's schema
+    with pytest.raises(ConfigError, match=f"unknown key '{other}'"):
+        load_config(str(path), [f"{other}.device=cpu"])
+
+
+@pytest.mark.parametrize("text, shown", [("learner: sb3\n", "'sb3'"), ("name: x\n", "None"),
+                                         ("learner: [ppo]\n", "['ppo']")])
+def test_any_other_learner_is_an_error_naming_the_learners_allowed(tmp_path, text, shown):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(str(path), [])
+    assert str(e.value) == f"learner={shown} is not allowed; {ALLOWED}"
+
+
+def test_the_registry_names_its_learners_without_importing_them():
+    code = ("import sys\nfrom fwp_rl.learners import learner\nlearner('ppo')\n"
+            "print(sorted(m for m in ('torch', 'fwp_rl.agents.ppo', 'fwp_rl.evaluate') if m in sys.modules))")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert child.stdout.strip() == "[]"
