@@ -11,7 +11,7 @@ from torch.distributions import Categorical
 from fwp_rl.agents import ppo
 from fwp_rl.cli import main
 from fwp_rl.config import from_dict
-from fwp_rl.runs import load_checkpoint, read_metrics
+from fwp_rl.runs import load_checkpoint, read_metrics, save_checkpoint
 
 
 def reference_gae(rewards, values, starts, next_value, next_start, gamma, lam):
@@ -293,6 +293,24 @@ def test_learning_rate_anneals_linearly_over_the_updates(tmp_path, one_thread, a
     expected = [0.01 * (1 - i / 4) if anneal_lr else 0.01 for i in range(4)]
     assert reported == pytest.approx(expected, rel=1e-12)
     assert steps == pytest.approx([lr for lr in expected for _ in range(2 * 2)], rel=1e-12)
+
+
+def test_a_trainer_restored_from_a_checkpoint_learns_exactly_as_the_one_saved(tmp_path):
+    """What a checkpoint keeps of the learner (weights, Adam's moments, the minibatch order's generator) is all
+    its next learning phase depends on: from the same rollout, the restored trainer makes the same steps."""
+    config = recall_config(tmp_path)
+    saved = ppo.Trainer(config)
+    saved.update()  # moves the weights, Adam and the generator off their starting values
+    path = tmp_path / "latest.pt"
+    save_checkpoint(path, saved.state_dict())
+    restored = ppo.Trainer(config)
+    restored.load_state_dict(load_checkpoint(path))
+    rollout, _, _ = saved.collect()
+    figures = [ppo.ppo_update(t.policy, t.optimizer, rollout, config.ppo, t.generator) for t in (saved, restored)]
+    assert figures[0] == figures[1]
+    for a, b in zip(saved.policy.parameters(), restored.policy.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    restored.close(), saved.close()
 
 
 def test_train_writes_a_run_and_resume_continues_it(tmp_path):
