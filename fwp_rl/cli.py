@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fwp-rl", description="Reinforcement learning with fast weight programmers.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    bench = commands.add_parser("bench", help="run a benchmark whose figures the README quotes")
+    bench = commands.add_parser("bench", help="run a benchmark whose figures docs/benchmarks/ quotes")
     benches = bench.add_subparsers(dest="bench", required=True)
     cores = benches.add_parser("cores", help="forward+backward time of every memory core vs nn.LSTM")
     cores.add_argument("--seq-lens", type=_int_list, default=[32, 128, 512], help="sequence lengths T")

@@ -48,9 +48,13 @@ class SeedRun:
     lost: bool = False
 
 
+MAX_SEEDS = 10_000  # runs of one call: a range typed wrong (0-1000000000) is refused before it is built
+
+
 def parse_seeds(text: str) -> list[int]:
-    """The seeds of ``--seeds``: distinct integers from 0 to MAX_SEED, comma-separated, each item a single seed
-    or an inclusive range ``a-b`` with a <= b ("0,1,2", "0-13", "0-4,10,20-22"), in the order given."""
+    """The seeds of ``--seeds``: at most MAX_SEEDS distinct integers from 0 to MAX_SEED, comma-separated, each
+    item a single seed or an inclusive range ``a-b`` with a <= b ("0,1,2", "0-13", "0-4,10,20-22"), in the
+    order given."""
     seeds: list[int] = []
     try:
         for part in text.split(","):
@@ -59,14 +63,16 @@ def parse_seeds(text: str) -> list[int]:
                 seeds.append(int(part))
                 continue
             low, high = int(first), int(last)  # "-1", "1-" and "1-2-3" fail here: no negative seeds
-            if low > high or high > MAX_SEED:
+            if low > high or high > MAX_SEED or len(seeds) + high - low >= MAX_SEEDS:
                 raise ValueError(part)
             seeds.extend(range(low, high + 1))
     except ValueError:
         seeds = []
-    if not seeds or any(not 0 <= s <= MAX_SEED for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds {text!r} is not allowed: give distinct integers from 0 to {MAX_SEED} separated "
-                          "by commas, or ranges a-b with a <= b, e.g. --seeds 0,1,2 or --seeds 0-4,10,20-22")
+    if (not seeds or len(seeds) > MAX_SEEDS or any(not 0 <= s <= MAX_SEED for s in seeds)
+            or len(set(seeds)) != len(seeds)):
+        raise ConfigError(f"--seeds {text!r} is not allowed: give at most {MAX_SEEDS:,} distinct integers from 0 to "
+                          f"{MAX_SEED} separated by commas, or ranges a-b with a <= b, e.g. --seeds 0,1,2 or "
+                          "--seeds 0-4,10,20-22")
     return seeds
 
 

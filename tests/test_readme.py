@@ -211,18 +211,6 @@ def test_commands_are_split_as_the_shell_splits_them():
                         ["fwp-rl", "bench", "cores", "--json", "c.json"], ["make", "test"]]
 
 
-@pytest.mark.parametrize("text, seeds", [("0-13", list(range(14))), ("0-4,10,20-22", [0, 1, 2, 3, 4, 10, 20, 21, 22]),
-                                         ("50-99,120-169", [*range(50, 100), *range(120, 170)]), ("7", [7]),
-                                         ("3-3", [3])])
-def test_seeds_take_ranges(text, seeds):
-    assert parse_seeds(text) == seeds
-
-
-@pytest.mark.parametrize("text", ["3-1", "1-", "-1", "1-2-3", "0-5,3", "a-b", "0,...,13", ""])
-def test_bad_seed_ranges_are_refused(text):
-    with pytest.raises(ConfigError, match="give distinct integers from 0 to 1073741823 separated by commas, or ranges"):
-        parse_seeds(text)
-
 
 # ---------------------------------------------------------------------------------------------- cited files
 REPO_PATH = re.compile(r"(?<![\w/.-])((?:docs|configs|reports|agents|envs|fwp_rl|tests)/[\w./{},:-]*)")

@@ -15,7 +15,9 @@ import yaml
 
 from fwp_rl import progress, seeds
 from fwp_rl.cli import main
+from fwp_rl.config import ConfigError
 from fwp_rl.runs import find_run_dirs, load_checkpoint, read_metrics
+from fwp_rl.seeds import parse_seeds
 
 
 def write_recall_config(tmp_path, core="lstm", wandb="disabled", total_steps=192):
@@ -199,7 +201,9 @@ def test_a_worker_starts_no_seed_once_the_group_stopped(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--seeds", "a,b"], "--seeds 'a,b' is not allowed: give distinct integers from 0 to 1073741823"),
+    (["--seeds", "a,b"], "--seeds 'a,b' is not allowed: give at most 10,000 distinct integers from 0 to 1073741823"),
+    (["--seeds", "0-1000000000"], "--seeds '0-1000000000' is not allowed: give at most 10,000"),
+    (["--seeds", "0-5000,6000-12000"], "--seeds '0-5000,6000-12000' is not allowed"),
     (["--seeds", "0,0"], "--seeds '0,0' is not allowed"),
     (["--seeds", "-1"], "--seeds '-1' is not allowed"),
     (["--seeds", "0,1073741824"], "--seeds '0,1073741824' is not allowed"),
@@ -228,3 +232,16 @@ def test_a_config_that_fails_to_start_leaves_no_group_directory(tmp_path, capsys
     err = capsys.readouterr().err
     assert "nature_cnn" in err and "Traceback" not in err
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+@pytest.mark.parametrize("text, expected", [("0-13", list(range(14))), ("0-4,10,20-22", [0, 1, 2, 3, 4, 10, 20, 21, 22]),
+                                         ("50-99,120-169", [*range(50, 100), *range(120, 170)]), ("7", [7]),
+                                         ("3-3", [3])])
+def test_seeds_take_ranges(text, expected):
+    assert parse_seeds(text) == expected
+
+
+@pytest.mark.parametrize("text", ["3-1", "1-", "-1", "1-2-3", "0-5,3", "a-b", "0,...,13", "", "0-10000"])
+def test_bad_seed_ranges_are_refused(text):
+    with pytest.raises(ConfigError, match="distinct integers from 0 to 1073741823 separated by commas, or ranges"):
+        parse_seeds(text)
