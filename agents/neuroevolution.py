@@ -9,6 +9,8 @@ evaluate a whole population at once:
   simulations masked, no host synchronisation per step.
 - ``GymProblem``: any registered Gymnasium id, through one Gymnasium vector env of P x E copies.
 
+Both drive the population's memory with a ``MemoryController``.
+
 ``num_actors`` > 0 spreads each population over EvoTorch's Ray actors (``pip install fwp-rl[distributed]``).
 """
 
@@ -35,7 +37,7 @@ from torch import Tensor
 
 from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_seed, dump_yaml, parse_device, to_dict
 from fwp_rl.envs import double_pole
-from fwp_rl.policy import RecurrentPolicy
+from fwp_rl.policy import MemoryController, RecurrentPolicy
 from fwp_rl.progress import StopOnInterrupt, run_progress
 from fwp_rl.runs import MetricsLog, save_checkpoint, start_wandb, unique_run_dir
 
@@ -272,18 +274,15 @@ class GymProblem(_PolicyProblem):
     def _evaluate_batch(self, batch: SolutionBatch) -> None:
         P, E = len(batch), self.episodes
         envs = self._vector_env(P * E)
-        population = self.policy.population(batch.values)
+        controller = MemoryController(self.policy.population(batch.values), E)
         obs, _ = envs.reset(seed=self._episode_seed)
         self._episode_seed += P * E
-        state = population.initial_state(E)
         returns = np.zeros(P * E)
         running = np.ones(P * E, dtype=bool)
         with torch.no_grad():
             while running.any():
-                obs_t = torch.as_tensor(obs, device=self.policy.device).reshape(P, E, *obs.shape[1:])
-                actions, state = population.act(obs_t, state)
-                flat_actions = actions.reshape(P * E, *actions.shape[2:]).cpu().numpy()
-                obs, reward, terminated, truncated, _ = envs.step(flat_actions)
+                actions = controller(torch.as_tensor(obs, device=self.policy.device)).cpu().numpy()
+                obs, reward, terminated, truncated, _ = envs.step(actions)
                 returns += np.where(running, reward, 0.0)
                 running &= ~(terminated | truncated)
         batch.set_evals(torch.as_tensor(returns.reshape(P, E).mean(1), dtype=batch.values.dtype))
@@ -296,14 +295,7 @@ def population_fitness(policy: RecurrentPolicy, flat_params: Tensor, env: double
 
     flat_params [P, num_flat_parameters] -> (fitness [P], control steps balanced [P]), on the policy's device.
     """
-    population = policy.population(flat_params)
-    state = population.initial_state(1)
-
-    def controller(obs: Tensor) -> Tensor:
-        nonlocal state
-        actions, state = population.act(obs[:, None].to(policy.dtype), state)
-        return actions[:, 0]
-
+    controller = MemoryController(policy.population(flat_params), 1)
     with torch.no_grad():
         return double_pole.fitness_and_steps(controller, len(flat_params), env, policy.device, compile=compile)
 
@@ -312,15 +304,7 @@ def generalization_score(policy: RecurrentPolicy, flat_params: Tensor, env: doub
                          compile: bool = False) -> int:
     """How many of the 625 generalization starts one parameter vector [num_flat_parameters] balances 1,000 steps
     from, its memory fresh at each start (625 rows of one batched rollout)."""
-    population = policy.population(flat_params[None])
-    starts = double_pole.generalization_starts(policy.device)
-    state = population.initial_state(len(starts))
-
-    def controller(obs: Tensor) -> Tensor:
-        nonlocal state
-        actions, state = population.act(obs[None].to(policy.dtype), state)
-        return actions[0]
-
+    controller = MemoryController(policy.population(flat_params[None]), double_pole.GENERALIZATION_STARTS)
     with torch.no_grad():
         return int(double_pole.generalization_test(controller, env, policy.device, compile=compile).sum())
 
@@ -336,21 +320,15 @@ def long_balance(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.
     """
     sim = double_pole.DoublePole(env, policy.device)
     obs = sim.reset(1)
-    population = policy.population(flat_params[None])
-    state = population.initial_state(1)
+    controller = MemoryController(policy.population(flat_params[None]), 1)
     snapshot = None
-
-    def controller(obs: Tensor) -> Tensor:
-        nonlocal state
-        actions, state = population.act(obs[None].to(policy.dtype), state)
-        return actions[0]
-
     with torch.no_grad():
         for t in range(1, steps + 1):
             obs, alive = double_pole.closed_loop_step(sim, controller, obs, compile=compile and t > 1)
             if not bool(alive[0]):
                 return int(sim.steps[0])
-            closed_loop = torch.cat([sim.state.flatten(), *(s.flatten().to(sim.state.dtype) for s in state)])
+            closed_loop = torch.cat([sim.state.flatten(),
+                                     *(s.flatten().to(sim.state.dtype) for s in controller.state)])
             if t % check_every == 0:
                 snapshot = closed_loop
             elif snapshot is not None and torch.equal(closed_loop, snapshot):

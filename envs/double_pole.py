@@ -66,6 +66,7 @@ GENERALIZATION_STEPS = 1_000  # a generalization start is passed by balancing th
 GENERALIZATION_REQUIRED = 200  # starts of 625 a champion must pass (with the long test) to solve the task
 GENERALIZATION_LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
 GENERALIZATION_RANGES = (4.32, 2.70, 0.12566304, 0.30019504)  # x [m], x_dot [m/s], theta1 [rad], theta1_dot [rad/s]
+GENERALIZATION_STARTS = len(GENERALIZATION_LEVELS) ** len(GENERALIZATION_RANGES)  # 625 (``generalization_starts``)
 SUPPORTED_DTYPES = (torch.float64,)
 
 

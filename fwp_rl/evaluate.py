@@ -56,22 +56,22 @@ def double_pole_episode(policy, env, max_steps: int) -> dict:
     """
     from fwp_rl.envs import double_pole
     from fwp_rl.memory_view import memory_images
+    from fwp_rl.policy import MemoryController
 
     sim = double_pole.DoublePole(env, policy.device)
     obs = sim.reset(1)
-    population = policy.population(policy.get_flat_parameters()[None])
-    state = population.initial_state(1)
+    controller = MemoryController(policy.population(policy.get_flat_parameters()[None]), 1)
     recording = {"frames": [], "memories": [], "outputs": [], "kind": "", "names": ["o"]}
     with torch.no_grad():
         for t in range(max_steps + 1):
             recording["frames"].append(double_pole.render_frame(sim.state[0].cpu()))
-            outputs, state = population.act(obs[None].to(policy.dtype), state)
-            recording["kind"], images = memory_images(tuple(s[0, 0] for s in state))
+            outputs = controller(obs)
+            recording["kind"], images = memory_images(tuple(s[0, 0] for s in controller.state))
             recording["memories"].append(images)
-            recording["outputs"].append(outputs[0, 0].cpu().numpy())
+            recording["outputs"].append(outputs[0].cpu().numpy())
             if t == max_steps or not bool(sim.alive[0]):
                 break
-            obs, _ = sim.step(outputs[0])
+            obs, _ = sim.step(outputs)
     return recording
 
 

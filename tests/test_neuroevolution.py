@@ -12,6 +12,7 @@ from fwp_rl.agents import neuroevolution as ne
 from fwp_rl.cli import main
 from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, from_dict
 from fwp_rl.envs import double_pole
+from fwp_rl.policy import MemoryController
 from fwp_rl.runs import load_checkpoint, read_metrics
 
 NONMARKOV = double_pole.DoublePoleConfig(task="nonmarkov")
@@ -54,6 +55,27 @@ def test_population_fitness_equals_one_by_one(core):
         expected_fitness, expected_steps = one_by_one_fitness(policy, flat[p], NONMARKOV)
         assert int(steps[p]) == int(expected_steps)
         torch.testing.assert_close(fitness[p], expected_fitness, rtol=1e-12, atol=0)
+
+
+def test_memory_controller_drives_a_population_as_stepping_it_by_hand():
+    """P = 3 vectors, E = 2 episodes each: the controller's rows are the population's [P, E] rows in order, and
+    its memory is the state the population's own steps carry."""
+    policy = ne.make_policy(make_config("delta"))
+    g = torch.Generator().manual_seed(6)
+    flat = policy.get_flat_parameters() + 0.5 * torch.randn(3, policy.num_flat_parameters, generator=g)
+    population = policy.population(flat)
+    controller = MemoryController(population, 2)
+    sim, by_hand = double_pole.DoublePole(NONMARKOV), double_pole.DoublePole(NONMARKOV)
+    obs, obs_by_hand = sim.reset(6), by_hand.reset(6)
+    state = population.initial_state(2)
+    with torch.no_grad():
+        for _ in range(40):
+            obs, alive = double_pole.closed_loop_step(sim, controller, obs)
+            actions, state = population.act(obs_by_hand.reshape(3, 2, -1), state)
+            obs_by_hand, alive_by_hand = by_hand.step(actions.reshape(6, 1))
+            assert torch.equal(obs, obs_by_hand) and torch.equal(alive, alive_by_hand)
+            assert all(torch.equal(a, b) for a, b in zip(controller.state, state, strict=True))
+    assert len(set(sim.steps.tolist())) > 1  # the rows ran different episodes
 
 
 @pytest.mark.skipif(double_pole.compile_unavailable("cpu") is not None, reason="torch.compile cannot run here")
