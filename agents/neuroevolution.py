@@ -242,7 +242,7 @@ class DoublePoleProblem(_PolicyProblem):
         super().__init__(policy, search, seed, eval_data_length=1)
 
     def _evaluate_batch(self, batch: SolutionBatch) -> None:
-        fitness, steps = population_fitness(self.policy, batch.values, self.env, self.compile)
+        fitness, steps = double_pole.population_fitness(self.policy, batch.values, self.env, self.compile)
         batch.set_evals(fitness.to(batch.values.dtype), steps[:, None].to(batch.values.dtype))
 
 
@@ -288,86 +288,6 @@ class GymProblem(_PolicyProblem):
         batch.set_evals(torch.as_tensor(returns.reshape(P, E).mean(1), dtype=batch.values.dtype))
 
 
-# ---------------------------------------------------------------------------------------------- double pole
-def population_fitness(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig,
-                       compile: bool = False) -> tuple[Tensor, Tensor]:
-    """One fitness episode per parameter vector, all in one batched rollout (compile: see SearchConfig).
-
-    flat_params [P, num_flat_parameters] -> (fitness [P], control steps balanced [P]), on the policy's device.
-    """
-    controller = MemoryController(policy.population(flat_params), 1)
-    with torch.no_grad():
-        return double_pole.fitness_and_steps(controller, len(flat_params), env, policy.device, compile=compile)
-
-
-def generalization_score(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig,
-                         compile: bool = False) -> int:
-    """How many of the 625 generalization starts one parameter vector [num_flat_parameters] balances 1,000 steps
-    from, its memory fresh at each start (625 rows of one batched rollout)."""
-    controller = MemoryController(policy.population(flat_params[None]), double_pole.GENERALIZATION_STARTS)
-    with torch.no_grad():
-        return int(double_pole.generalization_test(controller, env, policy.device, compile=compile).sum())
-
-
-def long_balance(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig,
-                 steps: int = double_pole.MARKOV_STEPS, check_every: int = 1_000, compile: bool = False) -> int:
-    """Control steps (at most ``steps``) one parameter vector balances from the standard start.
-
-    Exact shortcut: every ``check_every`` steps the whole closed-loop state (the simulation and the
-    controller's memory) is kept, and if a later state within the next ``check_every`` steps equals it
-    bit for bit, the trajectory is periodic from there on. It repeats states that were all balanced, so
-    the controller balances every remaining step: the result is the same as simulating to the end.
-    """
-    sim = double_pole.DoublePole(env, policy.device)
-    obs = sim.reset(1)
-    controller = MemoryController(policy.population(flat_params[None]), 1)
-    snapshot = None
-    with torch.no_grad():
-        for t in range(1, steps + 1):
-            obs, alive = double_pole.closed_loop_step(sim, controller, obs, compile=compile and t > 1)
-            if not bool(alive[0]):
-                return int(sim.steps[0])
-            closed_loop = torch.cat([sim.state.flatten(),
-                                     *(s.flatten().to(sim.state.dtype) for s in controller.state)])
-            if t % check_every == 0:
-                snapshot = closed_loop
-            elif snapshot is not None and torch.equal(closed_loop, snapshot):
-                return steps
-    return steps
-
-
-@dataclass
-class SolutionTest:
-    """The success test of a double pole champion (``specs/double_pole.md``)."""
-
-    balanced: int  # control steps balanced from the standard start, at most 100,000
-    generalization: int | None  # starts passed of 625 (None: not run)
-
-    def solved(self, env: double_pole.DoublePoleConfig) -> bool:
-        long_ok = self.balanced == double_pole.MARKOV_STEPS
-        if env.markov:
-            return long_ok
-        return long_ok and self.generalization is not None and \
-            self.generalization >= double_pole.GENERALIZATION_REQUIRED
-
-
-def champion_test(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig,
-                  episode_steps: int | None = None, compile: bool = False) -> SolutionTest:
-    """Run the success test on one parameter vector: generalization first (625 x 1,000 steps in one
-    batch), then the 100,000-step test only for the non-Markov task when the generalization passed.
-
-    episode_steps: the steps the vector balanced in its fitness episode, when known. A Markov fitness
-    episode is the 100,000-step test itself (the same start, the same number of steps), so it is not run
-    again."""
-    generalization = generalization_score(policy, flat_params, env, compile)
-    if env.markov and episode_steps is not None:
-        return SolutionTest(balanced=episode_steps, generalization=generalization)
-    if not env.markov and generalization < double_pole.GENERALIZATION_REQUIRED:
-        return SolutionTest(balanced=0, generalization=generalization)
-    return SolutionTest(balanced=long_balance(policy, flat_params, env, compile=compile),
-                        generalization=generalization)
-
-
 # ---------------------------------------------------------------------------------------------- training
 def make_policy(config: NeuroevolutionConfig) -> RecurrentPolicy:
     """The policy of ``config`` for its environment's spaces."""
@@ -405,7 +325,7 @@ class GenerationReport:
     best_ever_params: Tensor
     seconds: float
     champion_steps: int | None = None  # double pole: steps the champion balanced in its fitness episode
-    test: SolutionTest | None = None  # double pole: the success test, when the champion was tested
+    test: double_pole.SolutionTest | None = None  # double pole: the success test, when the champion was tested
     restarts: int = 0  # searches started again so far (SearchConfig.restarts)
 
 
@@ -418,7 +338,7 @@ class EvolutionResult:
     generations: int
     evaluations: int
     solved: bool
-    test: SolutionTest | None
+    test: double_pole.SolutionTest | None
     seconds: float
     restarts: int = 0
 
@@ -459,7 +379,8 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
             # The success test starts from the standard start, as the fitness episode does: a champion
             # that fell within that episode cannot pass it.
             if report.champion_steps == env.episode_steps:
-                report.test = champion_test(policy, champion_params, env, report.champion_steps, search.compile)
+                report.test = double_pole.champion_test(policy, champion_params, env, report.champion_steps,
+                                                        search.compile)
                 if report.test.solved(env):
                     kept, kept_fitness, test = champion_params, best, report.test
                     report.best_ever_params = kept
@@ -481,7 +402,7 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
             searcher = make_searcher(problem, search)
             restarts, started_at, longest, progress_at = restarts + 1, problem.evaluations, 0, problem.evaluations
     if env is not None and test is None and kept is not None:
-        test = champion_test(policy, kept, env, compile=search.compile)
+        test = double_pole.champion_test(policy, kept, env, compile=search.compile)
     if env is not None:
         solved = test is not None and test.solved(env)
     else:
@@ -565,5 +486,4 @@ def train(config: NeuroevolutionConfig, console: Console | None = None) -> tuple
 
 
 __all__ = ["ALGORITHMS", "DoublePoleProblem", "EnvConfig", "EvolutionResult", "GenerationReport", "GymProblem",
-           "NeuroevolutionConfig", "SearchConfig", "SolutionTest", "evolve", "generalization_score", "long_balance",
-           "make_policy", "make_problem", "make_searcher", "population_fitness", "champion_test", "train"]
+           "NeuroevolutionConfig", "SearchConfig", "evolve", "make_policy", "make_problem", "make_searcher", "train"]

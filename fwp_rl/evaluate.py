@@ -274,16 +274,15 @@ def _save_figures(checkpoint: Path, figures: dict, console: Console) -> None:
 
 def _evaluate_double_pole(config, policy, checkpoint: Path, video_dir, memory_view: bool, video_steps: int,
                           console: Console) -> dict:
-    from fwp_rl.agents import neuroevolution
     from fwp_rl.envs import double_pole
 
     env = double_pole.make_config(**config.env.options)
     flat = policy.get_flat_parameters()
     # the rollouts of the run (compiled or eager), whose last bits a chaotic trajectory can depend on
     compile = config.search.compile
-    fitness, steps = neuroevolution.population_fitness(policy, flat[None], env, compile)
+    fitness, steps = double_pole.population_fitness(policy, flat[None], env, compile)
     # a Markov fitness episode is the 100,000-step test itself: it is not run twice
-    test = neuroevolution.champion_test(policy, flat, env, int(steps[0]), compile)
+    test = double_pole.champion_test(policy, flat, env, int(steps[0]), compile)
     figures = {"checkpoint": str(checkpoint), "task": env.task, "fitness": float(fitness[0]),
                "fitness_episode_steps": int(steps[0]), "balanced_of_100000": test.balanced,
                "generalization_of_625": test.generalization, "solved": test.solved(env)}

@@ -20,6 +20,7 @@ from fwp_rl import bench
 from fwp_rl.agents import neuroevolution as ne
 from fwp_rl.cli import main
 from fwp_rl.envs import double_pole
+from fwp_rl.envs.double_pole import success
 
 TINY = {"learner": "neuroevolution", "name": "tiny_elman",
         "policy": {"torso": "identity", "core": "elman", "core_options": {"hidden_size": 2}, "action_squash": True},
@@ -36,7 +37,7 @@ def check_success_test(run: bench.DoublePoleRun) -> None:
     """A run reported solved passes the success test again, with the figures it reported."""
     config = bench.load_double_pole_config(run.config, run.task, run.seed)
     env = double_pole.make_config(**config.env.options)
-    test = ne.champion_test(ne.make_policy(config), run.flat_params, env)
+    test = double_pole.champion_test(ne.make_policy(config), run.flat_params, env)
     assert test.solved(env) and (test.generalization, test.balanced) == (run.generalization, run.balanced)
 
 
@@ -73,9 +74,10 @@ def test_a_solved_run_passed_the_success_test(tmp_path, monkeypatch):
     differences are read with large gains) solves the non-Markov task in its first generation. The 100,000-step
     part of the success test is shortened to 1,000 steps, so that this takes seconds."""
     long_steps = 1_000
-    long_balance = ne.long_balance
-    monkeypatch.setattr(double_pole, "MARKOV_STEPS", long_steps)
-    monkeypatch.setattr(ne, "long_balance", lambda *args, **kwargs: long_balance(*args, **kwargs, steps=long_steps))
+    long_balance = success.long_balance
+    monkeypatch.setattr(success, "MARKOV_STEPS", long_steps)
+    monkeypatch.setattr(success, "long_balance",
+                        lambda *args, **kwargs: long_balance(*args, **kwargs, steps=long_steps))
     centre = bench.balancing_policy().get_flat_parameters().tolist()
     path = write_config(tmp_path, "balancing_start", {
         "learner": "neuroevolution",

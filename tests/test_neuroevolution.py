@@ -12,6 +12,7 @@ from fwp_rl.agents import neuroevolution as ne
 from fwp_rl.cli import main
 from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, from_dict
 from fwp_rl.envs import double_pole
+from fwp_rl.envs.double_pole import success
 from fwp_rl.policy import MemoryController
 from fwp_rl.runs import load_checkpoint, read_metrics
 
@@ -50,7 +51,7 @@ def test_population_fitness_equals_one_by_one(core):
     policy = ne.make_policy(make_config(core))
     g = torch.Generator().manual_seed(3)
     flat = policy.get_flat_parameters() + 0.5 * torch.randn(5, policy.num_flat_parameters, generator=g)
-    fitness, steps = ne.population_fitness(policy, flat, NONMARKOV)
+    fitness, steps = double_pole.population_fitness(policy, flat, NONMARKOV)
     for p in range(len(flat)):
         expected_fitness, expected_steps = one_by_one_fitness(policy, flat[p], NONMARKOV)
         assert int(steps[p]) == int(expected_steps)
@@ -85,27 +86,28 @@ def test_compiled_rollouts_equal_the_eager_ones():
     policy = ne.make_policy(make_config("delta"))
     g = torch.Generator().manual_seed(4)
     flat = policy.get_flat_parameters() + 0.5 * torch.randn(5, policy.num_flat_parameters, generator=g)
-    eager = ne.population_fitness(policy, flat, NONMARKOV)
-    compiled = ne.population_fitness(policy, flat, NONMARKOV, compile=True)
+    eager = double_pole.population_fitness(policy, flat, NONMARKOV)
+    compiled = double_pole.population_fitness(policy, flat, NONMARKOV, compile=True)
     assert torch.equal(compiled[1], eager[1]) and int(eager[1].max()) > 1
     torch.testing.assert_close(compiled[0], eager[0], rtol=1e-9, atol=0)
     best = flat[int(eager[1].argmax())]
-    assert ne.long_balance(policy, best, NONMARKOV, steps=5_000, compile=True) == int(eager[1].max())
+    assert double_pole.long_balance(policy, best, NONMARKOV, steps=5_000, compile=True) == int(eager[1].max())
 
 
 def test_long_balance_reports_the_failing_step():
     policy = ne.make_policy(make_config("direct"))
     flat = policy.get_flat_parameters()
-    _, steps = ne.population_fitness(policy, flat[None], NONMARKOV)
+    _, steps = double_pole.population_fitness(policy, flat[None], NONMARKOV)
     assert 0 < int(steps[0]) < 1000
-    assert ne.long_balance(policy, flat, NONMARKOV, steps=5_000, check_every=7) == int(steps[0])
+    assert double_pole.long_balance(policy, flat, NONMARKOV, steps=5_000, check_every=7) == int(steps[0])
 
 
 def test_markov_champion_test_takes_the_fitness_episode_as_the_long_test(monkeypatch):
     markov = double_pole.DoublePoleConfig(task="markov")
     policy = ne.make_policy(make_config("elman", options={"task": "markov"}))
-    monkeypatch.setattr(ne, "long_balance", lambda *args, **kwargs: pytest.fail("the long test ran again"))
-    test = ne.champion_test(policy, policy.get_flat_parameters(), markov, episode_steps=double_pole.MARKOV_STEPS)
+    monkeypatch.setattr(success, "long_balance", lambda *args, **kwargs: pytest.fail("the long test ran again"))
+    test = double_pole.champion_test(policy, policy.get_flat_parameters(), markov,
+                                     episode_steps=double_pole.MARKOV_STEPS)
     assert test.balanced == double_pole.MARKOV_STEPS and test.solved(markov) and 0 <= test.generalization <= 625
 
 

@@ -40,7 +40,7 @@ def test_actors_evaluate_a_population_as_this_process_does():
     g = torch.Generator().manual_seed(5)
     flat = policy.get_flat_parameters() + torch.randn(8, policy.num_flat_parameters, generator=g)
     # The policy goes to the actors with its traced graphs left behind (RecurrentPolicy.__getstate__).
-    ne.population_fitness(policy, flat, double_pole.make_config(task="nonmarkov"))
+    double_pole.population_fitness(policy, flat, double_pole.make_config(task="nonmarkov"))
     here_key = next(iter(policy._population_graphs))
     evals = {}
     for num_actors in (0, 2):
