@@ -9,7 +9,8 @@ evaluate a whole population at once:
   simulations masked, no host synchronisation per step.
 - ``GymProblem``: any registered Gymnasium id, through one Gymnasium vector env of P x E copies.
 
-Both drive the population's memory with a ``MemoryController``.
+Both drive the population's memory with a ``MemoryController``. ``evolve`` runs a *task*, a problem with the
+rule that says when a run solved it: ``DoublePoleTask`` (the benchmark's success test) or ``GymTask`` (a target).
 
 ``num_actors`` > 0 spreads each population over EvoTorch's Ray actors (``pip install fwp-rl[distributed]``).
 """
@@ -161,6 +162,9 @@ class NeuroevolutionConfig:
             if getattr(self.search, key) is not None and self.env.id != DOUBLE_POLE:
                 raise ConfigError(f"search.{key} is allowed for env.id={DOUBLE_POLE!r} only (it counts from its "
                                   f"champions' balanced steps), got env.id={self.env.id!r}")
+        if self.search.target is not None and self.env.id == DOUBLE_POLE:
+            raise ConfigError(f"search.target is allowed for Gymnasium ids only: env.id={DOUBLE_POLE!r} is solved by "
+                              "its success test")
 
 
 # ---------------------------------------------------------------------------------------------- searchers
@@ -307,12 +311,6 @@ def make_policy(config: NeuroevolutionConfig) -> RecurrentPolicy:
     return policy.to(device=config.search.device, dtype=getattr(torch, p.dtype))
 
 
-def make_problem(config: NeuroevolutionConfig, policy: RecurrentPolicy) -> _PolicyProblem:
-    if config.env.id == DOUBLE_POLE:
-        return DoublePoleProblem(policy, double_pole.make_config(**config.env.options), config.search, config.seed)
-    return GymProblem(policy, config.env.id, config.env.options, config.env.episodes, config.search, config.seed)
-
-
 @dataclass
 class GenerationReport:
     """What one generation did, for the progress display and the metrics file."""
@@ -343,6 +341,69 @@ class EvolutionResult:
     restarts: int = 0
 
 
+class DoublePoleTask:
+    """The double pole benchmark as ``evolve`` runs it: its problem (``DoublePoleProblem``), the success test
+    (``double_pole.champion_test``) of each champion that balanced its whole fitness episode, and a run is solved
+    by a champion that passes it (``docs/double_pole.md``). The restarts (SearchConfig) count the steps the
+    champions balanced; the whole episode is the milestone of ``restart_unbalanced_after``."""
+
+    def __init__(self, policy: RecurrentPolicy, env: double_pole.DoublePoleConfig, search: SearchConfig, seed: int):
+        self.policy, self.env, self.compile = policy, env, search.compile
+        self.problem = DoublePoleProblem(policy, env, search, seed)
+        self.milestone = env.episode_steps
+
+    def judge(self, report: GenerationReport, champion_params: Tensor, champion_evals: Tensor) -> bool:
+        """Fill in the report's champion_steps and, for a champion that balanced its whole fitness episode, its
+        success test; -> whether the champion solved the task."""
+        report.champion_steps = int(champion_evals[1])
+        # The success test starts from the standard start, as the fitness episode does: a champion
+        # that fell within that episode cannot pass it.
+        if report.champion_steps != self.milestone:
+            return False
+        report.test = double_pole.champion_test(self.policy, champion_params, self.env, report.champion_steps,
+                                                self.compile)
+        return report.test.solved(self.env)
+
+    def progress(self, report: GenerationReport) -> int:
+        """How far the champion of ``judge``'s report got towards the milestone: the steps it balanced."""
+        return report.champion_steps
+
+    def test_kept(self, kept: Tensor | None) -> tuple[double_pole.SolutionTest | None, bool]:
+        """The success test of the solution kept by a run that no champion solved, and whether it passed."""
+        if kept is None:
+            return None, False
+        test = double_pole.champion_test(self.policy, kept, self.env, compile=self.compile)
+        return test, test.solved(self.env)
+
+
+class GymTask:
+    """A Gymnasium id as ``evolve`` runs it: its problem (``GymProblem``), and a run is solved by a generation
+    whose best reaches ``search.target`` (None: never). There is no success test, and nothing for restarts to
+    count (NeuroevolutionConfig allows them for the double pole only): no progress, a milestone of 0."""
+
+    milestone = 0
+
+    def __init__(self, policy: RecurrentPolicy, env: EnvConfig, search: SearchConfig, seed: int):
+        self.problem = GymProblem(policy, env.id, env.options, env.episodes, search, seed)
+        self.target = search.target
+
+    def judge(self, report: GenerationReport, champion_params: Tensor, champion_evals: Tensor) -> bool:
+        return self.target is not None and report.best >= self.target
+
+    def progress(self, report: GenerationReport) -> int:
+        return 0
+
+    def test_kept(self, kept: Tensor | None) -> tuple[None, bool]:
+        return None, False
+
+
+def make_task(config: NeuroevolutionConfig, policy: RecurrentPolicy) -> DoublePoleTask | GymTask:
+    """The task of ``config.env`` for ``policy``, with its problem."""
+    if config.env.id == DOUBLE_POLE:
+        return DoublePoleTask(policy, double_pole.make_config(**config.env.options), config.search, config.seed)
+    return GymTask(policy, config.env, config.search, config.seed)
+
+
 def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
            on_generation: Callable[[GenerationReport], None] | None = None,
            should_stop: Callable[[], bool] | None = None) -> EvolutionResult:
@@ -353,15 +414,15 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
         # times; a new run's policy never meets the earlier runs' steps again, so they go (torch's compile
         # cache makes the new compiles quick)
         torch._dynamo.reset()
-    problem = make_problem(config, policy)
+    task = make_task(config, policy)
+    problem = task.problem
     searcher = make_searcher(problem, config.search)
-    env = double_pole.make_config(**config.env.options) if config.env.id == DOUBLE_POLE else None
     search = config.search
     start = time.perf_counter()
-    kept, kept_fitness, test, generation = None, -math.inf, None, 0
+    kept, kept_fitness, test, solved, generation = None, -math.inf, None, False, 0
     # Restarts by hand: EvoTorch's restarters (evotorch.algorithms.restarter) end a search on its own
     # termination criteria or a collapsed fitness spread, and here the fitness never stops improving. Per
-    # search: the evaluations at its start, its longest champion episode and the evaluations when it was reached.
+    # search: the evaluations at its start, its champions' furthest progress and the evaluations when it was made.
     restarts, started_at, longest, progress_at = 0, 0, 0, 0
     while True:
         searcher.step()
@@ -374,39 +435,28 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
             kept, kept_fitness = champion_params, best
         report = GenerationReport(generation, problem.evaluations, best, float(population_evals.mean()),
                                   kept_fitness, kept, 0.0, restarts=restarts)
-        if env is not None:
-            report.champion_steps = int(champion.evals[1])
-            # The success test starts from the standard start, as the fitness episode does: a champion
-            # that fell within that episode cannot pass it.
-            if report.champion_steps == env.episode_steps:
-                report.test = double_pole.champion_test(policy, champion_params, env, report.champion_steps,
-                                                        search.compile)
-                if report.test.solved(env):
-                    kept, kept_fitness, test = champion_params, best, report.test
-                    report.best_ever_params = kept
-        if env is not None and report.champion_steps > longest:
-            longest, progress_at = report.champion_steps, problem.evaluations
+        solved = task.judge(report, champion_params, champion.evals)
+        if solved:
+            kept, kept_fitness, test = champion_params, best, report.test
+            report.best_ever_params = kept
+        if task.progress(report) > longest:
+            longest, progress_at = task.progress(report), problem.evaluations
         report.seconds = time.perf_counter() - start
         if on_generation is not None:
             on_generation(report)
-        done = (test is not None or problem.evaluations >= search.max_evaluations
+        done = (solved or problem.evaluations >= search.max_evaluations
                 or (search.max_generations is not None and generation >= search.max_generations)
-                or (search.target is not None and best >= search.target)
                 or (should_stop is not None and should_stop()))
         if done:
             break
         stalled = search.restart_after is not None and problem.evaluations - progress_at >= search.restart_after
-        unbalanced = (search.restart_unbalanced_after is not None and longest < env.episode_steps
+        unbalanced = (search.restart_unbalanced_after is not None and longest < task.milestone
                       and problem.evaluations - started_at >= search.restart_unbalanced_after)
         if stalled or unbalanced:
             searcher = make_searcher(problem, search)
             restarts, started_at, longest, progress_at = restarts + 1, problem.evaluations, 0, problem.evaluations
-    if env is not None and test is None and kept is not None:
-        test = double_pole.champion_test(policy, kept, env, compile=search.compile)
-    if env is not None:
-        solved = test is not None and test.solved(env)
-    else:
-        solved = search.target is not None and kept_fitness >= search.target
+    if not solved:
+        test, solved = task.test_kept(kept)
     return EvolutionResult(kept, kept_fitness, generation, problem.evaluations, solved, test,
                            time.perf_counter() - start, restarts)
 
@@ -485,5 +535,6 @@ def train(config: NeuroevolutionConfig, console: Console | None = None) -> tuple
     return result, run_dir
 
 
-__all__ = ["ALGORITHMS", "DoublePoleProblem", "EnvConfig", "EvolutionResult", "GenerationReport", "GymProblem",
-           "NeuroevolutionConfig", "SearchConfig", "evolve", "make_policy", "make_problem", "make_searcher", "train"]
+__all__ = ["ALGORITHMS", "DoublePoleProblem", "DoublePoleTask", "EnvConfig", "EvolutionResult", "GenerationReport",
+           "GymProblem", "GymTask", "NeuroevolutionConfig", "SearchConfig", "evolve", "make_policy", "make_searcher",
+           "make_task", "train"]

@@ -79,6 +79,48 @@ def test_memory_controller_drives_a_population_as_stepping_it_by_hand():
     assert len(set(sim.steps.tolist())) > 1  # the rows ran different episodes
 
 
+def test_double_pole_task_tests_the_champions_that_balanced_their_episode(monkeypatch):
+    config = make_config("elman")
+    policy = ne.make_policy(config)
+    task = ne.make_task(config, policy)
+    assert isinstance(task, ne.DoublePoleTask) and isinstance(task.problem, ne.DoublePoleProblem)
+    assert task.milestone == double_pole.NONMARKOV_STEPS
+    params, tested, generalization = policy.get_flat_parameters(), [], double_pole.GENERALIZATION_REQUIRED
+
+    def champion_test(policy_, flat, env, episode_steps=None, compile=False):
+        tested.append(episode_steps)
+        return double_pole.SolutionTest(balanced=double_pole.MARKOV_STEPS, generalization=generalization)
+
+    monkeypatch.setattr(double_pole, "champion_test", champion_test)
+    report = ne.GenerationReport(1, 6, 0.25, 0.1, 0.25, params, 0.0)
+    assert not task.judge(report, params, torch.tensor([0.25, 999.0]))  # fell in its episode: not tested
+    assert (report.champion_steps, report.test, task.progress(report), tested) == (999, None, 999, [])
+    assert task.judge(report, params, torch.tensor([0.25, 1000.0]))
+    assert report.champion_steps == task.progress(report) == 1000 and tested == [1000]
+    assert report.test == double_pole.SolutionTest(double_pole.MARKOV_STEPS, generalization)
+    generalization -= 1  # one start short of solving
+    assert not task.judge(report, params, torch.tensor([0.25, 1000.0])) and report.test.generalization == 199
+    assert task.test_kept(None) == (None, False)
+    assert task.test_kept(params) == (double_pole.SolutionTest(double_pole.MARKOV_STEPS, 199), False)
+    assert tested == [1000, 1000, None]  # the kept solution's fitness episode is not known
+
+
+def test_gym_task_is_solved_by_the_target():
+    config = make_config("elman", env_id="CartPole-v1", options={}, target=300.0)
+    policy = ne.make_policy(config)
+    task = ne.make_task(config, policy)
+    assert isinstance(task, ne.GymTask) and isinstance(task.problem, ne.GymProblem)
+    params = policy.get_flat_parameters()
+    evals = torch.tensor([299.0])
+    report = ne.GenerationReport(1, 20, 299.0, 100.0, 299.0, params, 0.0)
+    assert not task.judge(report, params, evals) and task.progress(report) == 0 == task.milestone
+    report.best = 300.0
+    assert task.judge(report, params, evals) and (report.champion_steps, report.test) == (None, None)
+    assert task.test_kept(params) == (None, False)
+    config.search.target = None
+    assert not ne.make_task(config, policy).judge(report, params, evals)
+
+
 @pytest.mark.skipif(double_pole.compile_unavailable("cpu") is not None, reason="torch.compile cannot run here")
 def test_compiled_rollouts_equal_the_eager_ones():
     """search.compile: the fused step gives the eager results on episodes short enough that its reordered
@@ -115,7 +157,7 @@ def test_gym_problem_equals_one_by_one_episodes():
     config = make_config("lstm", env_id="CartPole-v1", options={}, popsize=4)
     config.env.episodes = 2
     policy = ne.make_policy(config)
-    problem = ne.make_problem(config, policy)
+    problem = ne.make_task(config, policy).problem
     g = torch.Generator().manual_seed(0)
     flat = policy.get_flat_parameters() + torch.randn(3, policy.num_flat_parameters, generator=g)
     batch = problem.generate_batch(3)
@@ -209,6 +251,7 @@ def test_cartpole_target_stops_the_search():
      r"search.restart_unbalanced_after=-5 is not allowed: a number of evaluations >= 1, or null"),
     ({"env": {"id": "CartPole-v1"}, "search": {"restart_unbalanced_after": 500}},
      r"search.restart_unbalanced_after is allowed for env.id='double_pole' only .* got env.id='CartPole-v1'"),
+    ({"search": {"target": 0.5}}, r"search.target is allowed for Gymnasium ids only: env.id='double_pole' is solved"),
 ])
 def test_config_errors_name_the_key_and_what_is_allowed(data, message):
     with pytest.raises(ConfigError, match=message):
