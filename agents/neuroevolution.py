@@ -9,6 +9,9 @@ evaluate a whole population at once:
   simulations masked, no host synchronisation per step.
 - ``GymProblem``: any registered Gymnasium id, through one Gymnasium vector env of P x E copies.
 
+Both drive the population's memory with a ``MemoryController``. ``evolve`` runs a *task*, a problem with the
+rule that says when a run solved it: ``DoublePoleTask`` (the benchmark's success test) or ``GymTask`` (a target).
+
 ``num_actors`` > 0 spreads each population over EvoTorch's Ray actors (``pip install fwp-rl[distributed]``).
 """
 
@@ -35,7 +38,7 @@ from torch import Tensor
 from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_seed, parse_device
 from fwp_rl.envs import double_pole
 from fwp_rl.harness import Run, Trained
-from fwp_rl.policy import RecurrentPolicy
+from fwp_rl.policy import MemoryController, RecurrentPolicy
 
 DOUBLE_POLE = "double_pole"
 RESTART_KEYS = ("restart_after", "restart_unbalanced_after")  # the search keys that start fresh searches
@@ -157,6 +160,9 @@ class NeuroevolutionConfig:
             if getattr(self.search, key) is not None and self.env.id != DOUBLE_POLE:
                 raise ConfigError(f"search.{key} is allowed for env.id={DOUBLE_POLE!r} only (it counts from its "
                                   f"champions' balanced steps), got env.id={self.env.id!r}")
+        if self.search.target is not None and self.env.id == DOUBLE_POLE:
+            raise ConfigError(f"search.target is allowed for Gymnasium ids only: env.id={DOUBLE_POLE!r} is solved by "
+                              "its success test")
 
 
 # ---------------------------------------------------------------------------------------------- searchers
@@ -238,7 +244,7 @@ class DoublePoleProblem(_PolicyProblem):
         super().__init__(policy, search, seed, eval_data_length=1)
 
     def _evaluate_batch(self, batch: SolutionBatch) -> None:
-        fitness, steps = population_fitness(self.policy, batch.values, self.env, self.compile)
+        fitness, steps = double_pole.population_fitness(self.policy, batch.values, self.env, self.compile)
         batch.set_evals(fitness.to(batch.values.dtype), steps[:, None].to(batch.values.dtype))
 
 
@@ -270,122 +276,18 @@ class GymProblem(_PolicyProblem):
     def _evaluate_batch(self, batch: SolutionBatch) -> None:
         P, E = len(batch), self.episodes
         envs = self._vector_env(P * E)
-        population = self.policy.population(batch.values)
+        controller = MemoryController(self.policy.population(batch.values), E)
         obs, _ = envs.reset(seed=self._episode_seed)
         self._episode_seed += P * E
-        state = population.initial_state(E)
         returns = np.zeros(P * E)
         running = np.ones(P * E, dtype=bool)
         with torch.no_grad():
             while running.any():
-                obs_t = torch.as_tensor(obs, device=self.policy.device).reshape(P, E, *obs.shape[1:])
-                actions, state = population.act(obs_t, state)
-                flat_actions = actions.reshape(P * E, *actions.shape[2:]).cpu().numpy()
-                obs, reward, terminated, truncated, _ = envs.step(flat_actions)
+                actions = controller(torch.as_tensor(obs, device=self.policy.device)).cpu().numpy()
+                obs, reward, terminated, truncated, _ = envs.step(actions)
                 returns += np.where(running, reward, 0.0)
                 running &= ~(terminated | truncated)
         batch.set_evals(torch.as_tensor(returns.reshape(P, E).mean(1), dtype=batch.values.dtype))
-
-
-# ---------------------------------------------------------------------------------------------- double pole
-def population_fitness(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig,
-                       compile: bool = False) -> tuple[Tensor, Tensor]:
-    """One fitness episode per parameter vector, all in one batched rollout (compile: see SearchConfig).
-
-    flat_params [P, num_flat_parameters] -> (fitness [P], control steps balanced [P]), on the policy's device.
-    """
-    population = policy.population(flat_params)
-    state = population.initial_state(1)
-
-    def controller(obs: Tensor) -> Tensor:
-        nonlocal state
-        actions, state = population.act(obs[:, None].to(policy.dtype), state)
-        return actions[:, 0]
-
-    with torch.no_grad():
-        return double_pole.fitness_and_steps(controller, len(flat_params), env, policy.device, compile=compile)
-
-
-def generalization_score(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig,
-                         compile: bool = False) -> int:
-    """How many of the 625 generalization starts one parameter vector [num_flat_parameters] balances 1,000 steps
-    from, its memory fresh at each start (625 rows of one batched rollout)."""
-    population = policy.population(flat_params[None])
-    starts = double_pole.generalization_starts(policy.device)
-    state = population.initial_state(len(starts))
-
-    def controller(obs: Tensor) -> Tensor:
-        nonlocal state
-        actions, state = population.act(obs[None].to(policy.dtype), state)
-        return actions[0]
-
-    with torch.no_grad():
-        return int(double_pole.generalization_test(controller, env, policy.device, compile=compile).sum())
-
-
-def long_balance(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig,
-                 steps: int = double_pole.MARKOV_STEPS, check_every: int = 1_000, compile: bool = False) -> int:
-    """Control steps (at most ``steps``) one parameter vector balances from the standard start.
-
-    Exact shortcut: every ``check_every`` steps the whole closed-loop state (the simulation and the
-    controller's memory) is kept, and if a later state within the next ``check_every`` steps equals it
-    bit for bit, the trajectory is periodic from there on. It repeats states that were all balanced, so
-    the controller balances every remaining step: the result is the same as simulating to the end.
-    """
-    sim = double_pole.DoublePole(env, policy.device)
-    obs = sim.reset(1)
-    population = policy.population(flat_params[None])
-    state = population.initial_state(1)
-    snapshot = None
-
-    def controller(obs: Tensor) -> Tensor:
-        nonlocal state
-        actions, state = population.act(obs[None].to(policy.dtype), state)
-        return actions[0]
-
-    with torch.no_grad():
-        for t in range(1, steps + 1):
-            obs, alive = double_pole.closed_loop_step(sim, controller, obs, compile=compile and t > 1)
-            if not bool(alive[0]):
-                return int(sim.steps[0])
-            closed_loop = torch.cat([sim.state.flatten(), *(s.flatten().to(sim.state.dtype) for s in state)])
-            if t % check_every == 0:
-                snapshot = closed_loop
-            elif snapshot is not None and torch.equal(closed_loop, snapshot):
-                return steps
-    return steps
-
-
-@dataclass
-class SolutionTest:
-    """The success test of a double pole champion (``docs/double_pole.md``)."""
-
-    balanced: int  # control steps balanced from the standard start, at most 100,000
-    generalization: int | None  # starts passed of 625 (None: not run)
-
-    def solved(self, env: double_pole.DoublePoleConfig) -> bool:
-        long_ok = self.balanced == double_pole.MARKOV_STEPS
-        if env.markov:
-            return long_ok
-        return long_ok and self.generalization is not None and \
-            self.generalization >= double_pole.GENERALIZATION_REQUIRED
-
-
-def champion_test(policy: RecurrentPolicy, flat_params: Tensor, env: double_pole.DoublePoleConfig,
-                  episode_steps: int | None = None, compile: bool = False) -> SolutionTest:
-    """Run the success test on one parameter vector: generalization first (625 x 1,000 steps in one
-    batch), then the 100,000-step test only for the non-Markov task when the generalization passed.
-
-    episode_steps: the steps the vector balanced in its fitness episode, when known. A Markov fitness
-    episode is the 100,000-step test itself (the same start, the same number of steps), so it is not run
-    again."""
-    generalization = generalization_score(policy, flat_params, env, compile)
-    if env.markov and episode_steps is not None:
-        return SolutionTest(balanced=episode_steps, generalization=generalization)
-    if not env.markov and generalization < double_pole.GENERALIZATION_REQUIRED:
-        return SolutionTest(balanced=0, generalization=generalization)
-    return SolutionTest(balanced=long_balance(policy, flat_params, env, compile=compile),
-                        generalization=generalization)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -407,12 +309,6 @@ def make_policy(config: NeuroevolutionConfig) -> RecurrentPolicy:
     return policy.to(device=config.search.device, dtype=getattr(torch, p.dtype))
 
 
-def make_problem(config: NeuroevolutionConfig, policy: RecurrentPolicy) -> _PolicyProblem:
-    if config.env.id == DOUBLE_POLE:
-        return DoublePoleProblem(policy, double_pole.make_config(**config.env.options), config.search, config.seed)
-    return GymProblem(policy, config.env.id, config.env.options, config.env.episodes, config.search, config.seed)
-
-
 @dataclass
 class GenerationReport:
     """What one generation did, for the progress display and the metrics file."""
@@ -425,7 +321,7 @@ class GenerationReport:
     best_ever_params: Tensor
     seconds: float
     champion_steps: int | None = None  # double pole: steps the champion balanced in its fitness episode
-    test: SolutionTest | None = None  # double pole: the success test, when the champion was tested
+    test: double_pole.SolutionTest | None = None  # double pole: the success test, when the champion was tested
     restarts: int = 0  # searches started again so far (SearchConfig.restarts)
 
 
@@ -438,9 +334,72 @@ class EvolutionResult:
     generations: int
     evaluations: int
     solved: bool
-    test: SolutionTest | None
+    test: double_pole.SolutionTest | None
     seconds: float
     restarts: int = 0
+
+
+class DoublePoleTask:
+    """The double pole benchmark as ``evolve`` runs it: its problem (``DoublePoleProblem``), the success test
+    (``double_pole.champion_test``) of each champion that balanced its whole fitness episode, and a run is solved
+    by a champion that passes it (``docs/double_pole.md``). The restarts (SearchConfig) count the steps the
+    champions balanced; the whole episode is the milestone of ``restart_unbalanced_after``."""
+
+    def __init__(self, policy: RecurrentPolicy, env: double_pole.DoublePoleConfig, search: SearchConfig, seed: int):
+        self.policy, self.env, self.compile = policy, env, search.compile
+        self.problem = DoublePoleProblem(policy, env, search, seed)
+        self.milestone = env.episode_steps
+
+    def judge(self, report: GenerationReport, champion_params: Tensor, champion_evals: Tensor) -> bool:
+        """Fill in the report's champion_steps and, for a champion that balanced its whole fitness episode, its
+        success test; -> whether the champion solved the task."""
+        report.champion_steps = int(champion_evals[1])
+        # The success test starts from the standard start, as the fitness episode does: a champion
+        # that fell within that episode cannot pass it.
+        if report.champion_steps != self.milestone:
+            return False
+        report.test = double_pole.champion_test(self.policy, champion_params, self.env, report.champion_steps,
+                                                self.compile)
+        return report.test.solved(self.env)
+
+    def progress(self, report: GenerationReport) -> int:
+        """How far the champion of ``judge``'s report got towards the milestone: the steps it balanced."""
+        return report.champion_steps
+
+    def test_kept(self, kept: Tensor | None) -> tuple[double_pole.SolutionTest | None, bool]:
+        """The success test of the solution kept by a run that no champion solved, and whether it passed."""
+        if kept is None:
+            return None, False
+        test = double_pole.champion_test(self.policy, kept, self.env, compile=self.compile)
+        return test, test.solved(self.env)
+
+
+class GymTask:
+    """A Gymnasium id as ``evolve`` runs it: its problem (``GymProblem``), and a run is solved by a generation
+    whose best reaches ``search.target`` (None: never). There is no success test, and nothing for restarts to
+    count (NeuroevolutionConfig allows them for the double pole only): no progress, a milestone of 0."""
+
+    milestone = 0
+
+    def __init__(self, policy: RecurrentPolicy, env: EnvConfig, search: SearchConfig, seed: int):
+        self.problem = GymProblem(policy, env.id, env.options, env.episodes, search, seed)
+        self.target = search.target
+
+    def judge(self, report: GenerationReport, champion_params: Tensor, champion_evals: Tensor) -> bool:
+        return self.target is not None and report.best >= self.target
+
+    def progress(self, report: GenerationReport) -> int:
+        return 0
+
+    def test_kept(self, kept: Tensor | None) -> tuple[None, bool]:
+        return None, False
+
+
+def make_task(config: NeuroevolutionConfig, policy: RecurrentPolicy) -> DoublePoleTask | GymTask:
+    """The task of ``config.env`` for ``policy``, with its problem."""
+    if config.env.id == DOUBLE_POLE:
+        return DoublePoleTask(policy, double_pole.make_config(**config.env.options), config.search, config.seed)
+    return GymTask(policy, config.env, config.search, config.seed)
 
 
 def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
@@ -453,15 +412,15 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
         # times; a new run's policy never meets the earlier runs' steps again, so they go (torch's compile
         # cache makes the new compiles quick)
         torch._dynamo.reset()
-    problem = make_problem(config, policy)
+    task = make_task(config, policy)
+    problem = task.problem
     searcher = make_searcher(problem, config.search)
-    env = double_pole.make_config(**config.env.options) if config.env.id == DOUBLE_POLE else None
     search = config.search
     start = time.perf_counter()
-    kept, kept_fitness, test, generation = None, -math.inf, None, 0
+    kept, kept_fitness, test, solved, generation = None, -math.inf, None, False, 0
     # Restarts by hand: EvoTorch's restarters (evotorch.algorithms.restarter) end a search on its own
     # termination criteria or a collapsed fitness spread, and here the fitness never stops improving. Per
-    # search: the evaluations at its start, its longest champion episode and the evaluations when it was reached.
+    # search: the evaluations at its start, its champions' furthest progress and the evaluations when it was made.
     restarts, started_at, longest, progress_at = 0, 0, 0, 0
     while True:
         searcher.step()
@@ -474,38 +433,28 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
             kept, kept_fitness = champion_params, best
         report = GenerationReport(generation, problem.evaluations, best, float(population_evals.mean()),
                                   kept_fitness, kept, 0.0, restarts=restarts)
-        if env is not None:
-            report.champion_steps = int(champion.evals[1])
-            # The success test starts from the standard start, as the fitness episode does: a champion
-            # that fell within that episode cannot pass it.
-            if report.champion_steps == env.episode_steps:
-                report.test = champion_test(policy, champion_params, env, report.champion_steps, search.compile)
-                if report.test.solved(env):
-                    kept, kept_fitness, test = champion_params, best, report.test
-                    report.best_ever_params = kept
-        if env is not None and report.champion_steps > longest:
-            longest, progress_at = report.champion_steps, problem.evaluations
+        solved = task.judge(report, champion_params, champion.evals)
+        if solved:
+            kept, kept_fitness, test = champion_params, best, report.test
+            report.best_ever_params = kept
+        if task.progress(report) > longest:
+            longest, progress_at = task.progress(report), problem.evaluations
         report.seconds = time.perf_counter() - start
         if on_generation is not None:
             on_generation(report)
-        done = (test is not None or problem.evaluations >= search.max_evaluations
+        done = (solved or problem.evaluations >= search.max_evaluations
                 or (search.max_generations is not None and generation >= search.max_generations)
-                or (search.target is not None and best >= search.target)
                 or (should_stop is not None and should_stop()))
         if done:
             break
         stalled = search.restart_after is not None and problem.evaluations - progress_at >= search.restart_after
-        unbalanced = (search.restart_unbalanced_after is not None and longest < env.episode_steps
+        unbalanced = (search.restart_unbalanced_after is not None and longest < task.milestone
                       and problem.evaluations - started_at >= search.restart_unbalanced_after)
         if stalled or unbalanced:
             searcher = make_searcher(problem, search)
             restarts, started_at, longest, progress_at = restarts + 1, problem.evaluations, 0, problem.evaluations
-    if env is not None and test is None and kept is not None:
-        test = champion_test(policy, kept, env, compile=search.compile)
-    if env is not None:
-        solved = test is not None and test.solved(env)
-    else:
-        solved = search.target is not None and kept_fitness >= search.target
+    if not solved:
+        test, solved = task.test_kept(kept)
     return EvolutionResult(kept, kept_fitness, generation, problem.evaluations, solved, test,
                            time.perf_counter() - start, restarts)
 
@@ -570,6 +519,6 @@ def train(config: NeuroevolutionConfig, console: Console | None = None) -> Train
     return run.result
 
 
-__all__ = ["ALGORITHMS", "DoublePoleProblem", "EnvConfig", "EvolutionResult", "GenerationReport", "GymProblem",
-           "NeuroevolutionConfig", "SearchConfig", "SolutionTest", "evolve", "generalization_score", "long_balance",
-           "make_policy", "make_problem", "make_searcher", "population_fitness", "champion_test", "train"]
+__all__ = ["ALGORITHMS", "DoublePoleProblem", "DoublePoleTask", "EnvConfig", "EvolutionResult", "GenerationReport",
+           "GymProblem", "GymTask", "NeuroevolutionConfig", "SearchConfig", "evolve", "make_policy", "make_searcher",
+           "make_task", "train"]

@@ -654,11 +654,11 @@ class _Squash(nn.Module):
 
 def _our_evaluation(popsize: int, device: str, compile: bool):
     """() -> (control steps simulated, seconds) of one DoublePoleProblem evaluation of the population."""
-    from fwp_rl.agents.neuroevolution import make_problem
+    from fwp_rl.agents.neuroevolution import make_task
     from fwp_rl.envs.double_pole import NONMARKOV_STEPS
 
     policy = balancing_policy(device)
-    problem = make_problem(_balancing_config(device, compile), policy)
+    problem = make_task(_balancing_config(device, compile), policy).problem
     values = policy.get_flat_parameters().repeat(popsize, 1)
     dev = torch.device(device)
 

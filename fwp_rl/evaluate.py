@@ -61,22 +61,22 @@ def double_pole_episode(policy, env, max_steps: int) -> dict:
     """
     from fwp_rl.envs import double_pole
     from fwp_rl.memory_view import memory_images
+    from fwp_rl.policy import MemoryController
 
     sim = double_pole.DoublePole(env, policy.device)
     obs = sim.reset(1)
-    population = policy.population(policy.get_flat_parameters()[None])
-    state = population.initial_state(1)
+    controller = MemoryController(policy.population(policy.get_flat_parameters()[None]), 1)
     recording = {"frames": [], "memories": [], "outputs": [], "kind": "", "names": ["o"]}
     with torch.no_grad():
         for t in range(max_steps + 1):
             recording["frames"].append(double_pole.render_frame(sim.state[0].cpu()))
-            outputs, state = population.act(obs[None].to(policy.dtype), state)
-            recording["kind"], images = memory_images(tuple(s[0, 0] for s in state))
+            outputs = controller(obs)
+            recording["kind"], images = memory_images(tuple(s[0, 0] for s in controller.state))
             recording["memories"].append(images)
-            recording["outputs"].append(outputs[0, 0].cpu().numpy())
+            recording["outputs"].append(outputs[0].cpu().numpy())
             if t == max_steps or not bool(sim.alive[0]):
                 break
-            obs, _ = sim.step(outputs[0])
+            obs, _ = sim.step(outputs)
     return recording
 
 
@@ -312,16 +312,15 @@ def _save_figures(checkpoint: Path, figures: dict, console: Console) -> None:
 
 def _evaluate_double_pole(config, policy, checkpoint: Path, video_dir, memory_view: bool, video_steps: int,
                           console: Console) -> dict:
-    from fwp_rl.agents import neuroevolution
     from fwp_rl.envs import double_pole
 
     env = double_pole.make_config(**config.env.options)
     flat = policy.get_flat_parameters()
     # the rollouts of the run (compiled or eager), whose last bits a chaotic trajectory can depend on
     compile = config.search.compile
-    fitness, steps = neuroevolution.population_fitness(policy, flat[None], env, compile)
+    fitness, steps = double_pole.population_fitness(policy, flat[None], env, compile)
     # a Markov fitness episode is the 100,000-step test itself: it is not run twice
-    test = neuroevolution.champion_test(policy, flat, env, int(steps[0]), compile)
+    test = double_pole.champion_test(policy, flat, env, int(steps[0]), compile)
     figures = {"checkpoint": str(checkpoint), "task": env.task, "fitness": float(fitness[0]),
                "fitness_episode_steps": int(steps[0]), "balanced_of_100000": test.balanced,
                "generalization_of_625": test.generalization, "solved": test.solved(env)}

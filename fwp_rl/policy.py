@@ -378,4 +378,21 @@ class PolicyPopulation:
         return step(self._params, self._shared, obs, tuple(state), episode_start)
 
 
-__all__ = ["PolicyPopulation", "RecurrentPolicy"]
+class MemoryController:
+    """A ``PolicyPopulation`` and its memory, driven through episodes as one function of the observations of
+    all its rows: obs [P * E, *obs shape] -> env actions [P * E, *action shape] (deterministic), row p * E + e
+    being episode e of vector p. The memory starts fresh and is carried from call to call in ``state`` (each
+    tensor [P, E, ...]); no row starts anew, so each set of episodes takes a new controller. It is the
+    double pole's ``Controller`` of a population, and what steps a population in a Gymnasium vector env."""
+
+    def __init__(self, population: PolicyPopulation, episodes: int):
+        self.population, self.episodes = population, episodes
+        self.state = population.initial_state(episodes)
+
+    def __call__(self, obs: Tensor) -> Tensor:
+        actions, self.state = self.population.act(obs.unflatten(0, (self.population.size, self.episodes)),
+                                                  self.state)
+        return actions.flatten(0, 1)
+
+
+__all__ = ["MemoryController", "PolicyPopulation", "RecurrentPolicy"]

@@ -21,6 +21,7 @@ from fwp_rl import bench
 from fwp_rl.agents import neuroevolution as ne
 from fwp_rl.cli import main
 from fwp_rl.envs import double_pole
+from fwp_rl.envs.double_pole import success
 
 TINY = {"learner": "neuroevolution", "name": "tiny_elman",
         "policy": {"torso": "identity", "core": "elman", "core_options": {"hidden_size": 2}, "action_squash": True},
@@ -37,7 +38,7 @@ def check_success_test(run: bench.DoublePoleRun) -> None:
     """A run reported solved passes the success test again, with the figures it reported."""
     config = bench.load_double_pole_config(run.config, run.task, run.seed)
     env = double_pole.make_config(**config.env.options)
-    test = ne.champion_test(ne.make_policy(config), run.flat_params, env)
+    test = double_pole.champion_test(ne.make_policy(config), run.flat_params, env)
     assert test.solved(env) and (test.generalization, test.balanced) == (run.generalization, run.balanced)
 
 
@@ -48,10 +49,11 @@ GENERALIZATION_STEPS = 100  # the 1,000 steps per generalization start, shortene
 def shorten_success_test(monkeypatch) -> None:
     """Both parts of the success test run, in short: LONG_STEPS steps from the standard start, GENERALIZATION_STEPS
     from each of the 625 starts, so that a run that solves takes seconds."""
-    long_balance = ne.long_balance
-    monkeypatch.setattr(double_pole, "MARKOV_STEPS", LONG_STEPS)
-    monkeypatch.setattr(double_pole, "GENERALIZATION_STEPS", GENERALIZATION_STEPS)
-    monkeypatch.setattr(ne, "long_balance", lambda *args, **kwargs: long_balance(*args, **kwargs, steps=LONG_STEPS))
+    long_balance = success.long_balance
+    monkeypatch.setattr(success, "MARKOV_STEPS", LONG_STEPS)
+    monkeypatch.setattr(success, "GENERALIZATION_STEPS", GENERALIZATION_STEPS)
+    monkeypatch.setattr(success, "long_balance",
+                        lambda *args, **kwargs: long_balance(*args, **kwargs, steps=LONG_STEPS))
 
 
 def write_balancing_start(tmp_path) -> str:

@@ -1,4 +1,4 @@
-"""The torch double pole benchmark (fwp_rl.envs.double_pole) against specs/double_pole.md: the RK4 dynamics
+"""The torch double pole benchmark (fwp_rl.envs.double_pole) against docs/double_pole.md: the RK4 dynamics
 against a plain scalar RK4 of Wieland's equations, batched against one-by-one simulation, the failure limits,
 the fitness functions on trajectories replayed here step by step, the generalization starts, the Gymnasium
 environments, and the errors for bad input. Deterministic, CPU only (the CUDA test skips without CUDA)."""

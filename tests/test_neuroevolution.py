@@ -16,6 +16,8 @@ from fwp_rl.cli import main
 from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, from_dict
 from fwp_rl.cores.rnn import ElmanCore
 from fwp_rl.envs import double_pole
+from fwp_rl.envs.double_pole import success
+from fwp_rl.policy import MemoryController
 from fwp_rl.runs import load_checkpoint, read_metrics
 
 from conftest import assert_frames_show_a_moving_picture
@@ -55,11 +57,74 @@ def test_population_fitness_equals_one_by_one(core):
     policy = ne.make_policy(make_config(core))
     g = torch.Generator().manual_seed(3)
     flat = policy.get_flat_parameters() + 0.5 * torch.randn(5, policy.num_flat_parameters, generator=g)
-    fitness, steps = ne.population_fitness(policy, flat, NONMARKOV)
+    fitness, steps = double_pole.population_fitness(policy, flat, NONMARKOV)
     for p in range(len(flat)):
         expected_fitness, expected_steps = one_by_one_fitness(policy, flat[p], NONMARKOV)
         assert int(steps[p]) == int(expected_steps)
         torch.testing.assert_close(fitness[p], expected_fitness, rtol=1e-12, atol=0)
+
+
+def test_memory_controller_drives_a_population_as_stepping_it_by_hand():
+    """P = 3 vectors, E = 2 episodes each: the controller's rows are the population's [P, E] rows in order, and
+    its memory is the state the population's own steps carry."""
+    policy = ne.make_policy(make_config("delta"))
+    g = torch.Generator().manual_seed(6)
+    flat = policy.get_flat_parameters() + 0.5 * torch.randn(3, policy.num_flat_parameters, generator=g)
+    population = policy.population(flat)
+    controller = MemoryController(population, 2)
+    sim, by_hand = double_pole.DoublePole(NONMARKOV), double_pole.DoublePole(NONMARKOV)
+    obs, obs_by_hand = sim.reset(6), by_hand.reset(6)
+    state = population.initial_state(2)
+    with torch.no_grad():
+        for _ in range(40):
+            obs, alive = double_pole.closed_loop_step(sim, controller, obs)
+            actions, state = population.act(obs_by_hand.reshape(3, 2, -1), state)
+            obs_by_hand, alive_by_hand = by_hand.step(actions.reshape(6, 1))
+            assert torch.equal(obs, obs_by_hand) and torch.equal(alive, alive_by_hand)
+            assert all(torch.equal(a, b) for a, b in zip(controller.state, state, strict=True))
+    assert len(set(sim.steps.tolist())) > 1  # the rows ran different episodes
+
+
+def test_double_pole_task_tests_the_champions_that_balanced_their_episode(monkeypatch):
+    config = make_config("elman")
+    policy = ne.make_policy(config)
+    task = ne.make_task(config, policy)
+    assert isinstance(task, ne.DoublePoleTask) and isinstance(task.problem, ne.DoublePoleProblem)
+    assert task.milestone == double_pole.NONMARKOV_STEPS
+    params, tested, generalization = policy.get_flat_parameters(), [], double_pole.GENERALIZATION_REQUIRED
+
+    def champion_test(policy_, flat, env, episode_steps=None, compile=False):
+        tested.append(episode_steps)
+        return double_pole.SolutionTest(balanced=double_pole.MARKOV_STEPS, generalization=generalization)
+
+    monkeypatch.setattr(double_pole, "champion_test", champion_test)
+    report = ne.GenerationReport(1, 6, 0.25, 0.1, 0.25, params, 0.0)
+    assert not task.judge(report, params, torch.tensor([0.25, 999.0]))  # fell in its episode: not tested
+    assert (report.champion_steps, report.test, task.progress(report), tested) == (999, None, 999, [])
+    assert task.judge(report, params, torch.tensor([0.25, 1000.0]))
+    assert report.champion_steps == task.progress(report) == 1000 and tested == [1000]
+    assert report.test == double_pole.SolutionTest(double_pole.MARKOV_STEPS, generalization)
+    generalization -= 1  # one start short of solving
+    assert not task.judge(report, params, torch.tensor([0.25, 1000.0])) and report.test.generalization == 199
+    assert task.test_kept(None) == (None, False)
+    assert task.test_kept(params) == (double_pole.SolutionTest(double_pole.MARKOV_STEPS, 199), False)
+    assert tested == [1000, 1000, None]  # the kept solution's fitness episode is not known
+
+
+def test_gym_task_is_solved_by_the_target():
+    config = make_config("elman", env_id="CartPole-v1", options={}, target=300.0)
+    policy = ne.make_policy(config)
+    task = ne.make_task(config, policy)
+    assert isinstance(task, ne.GymTask) and isinstance(task.problem, ne.GymProblem)
+    params = policy.get_flat_parameters()
+    evals = torch.tensor([299.0])
+    report = ne.GenerationReport(1, 20, 299.0, 100.0, 299.0, params, 0.0)
+    assert not task.judge(report, params, evals) and task.progress(report) == 0 == task.milestone
+    report.best = 300.0
+    assert task.judge(report, params, evals) and (report.champion_steps, report.test) == (None, None)
+    assert task.test_kept(params) == (None, False)
+    config.search.target = None
+    assert not ne.make_task(config, policy).judge(report, params, evals)
 
 
 @pytest.mark.skipif(double_pole.compile_unavailable("cpu") is not None, reason="torch.compile cannot run here")
@@ -69,20 +134,20 @@ def test_compiled_rollouts_equal_the_eager_ones():
     policy = ne.make_policy(make_config("delta"))
     g = torch.Generator().manual_seed(4)
     flat = policy.get_flat_parameters() + 0.5 * torch.randn(5, policy.num_flat_parameters, generator=g)
-    eager = ne.population_fitness(policy, flat, NONMARKOV)
-    compiled = ne.population_fitness(policy, flat, NONMARKOV, compile=True)
+    eager = double_pole.population_fitness(policy, flat, NONMARKOV)
+    compiled = double_pole.population_fitness(policy, flat, NONMARKOV, compile=True)
     assert torch.equal(compiled[1], eager[1]) and int(eager[1].max()) > 1
     torch.testing.assert_close(compiled[0], eager[0], rtol=1e-9, atol=0)
     best = flat[int(eager[1].argmax())]
-    assert ne.long_balance(policy, best, NONMARKOV, steps=5_000, compile=True) == int(eager[1].max())
+    assert double_pole.long_balance(policy, best, NONMARKOV, steps=5_000, compile=True) == int(eager[1].max())
 
 
 def test_long_balance_reports_the_failing_step():
     policy = ne.make_policy(make_config("direct"))
     flat = policy.get_flat_parameters()
-    _, steps = ne.population_fitness(policy, flat[None], NONMARKOV)
+    _, steps = double_pole.population_fitness(policy, flat[None], NONMARKOV)
     assert 0 < int(steps[0]) < 1000
-    assert ne.long_balance(policy, flat, NONMARKOV, steps=5_000, check_every=7) == int(steps[0])
+    assert double_pole.long_balance(policy, flat, NONMARKOV, steps=5_000, check_every=7) == int(steps[0])
 
 
 UPRIGHT = double_pole.DoublePoleConfig(task="nonmarkov", start_angle=0.0)  # the standard start at rest, upright
@@ -111,14 +176,14 @@ class PushAfterCore(ElmanCore):
 
 
 def count_steps(monkeypatch) -> list[int]:
-    """[control steps simulated so far], counted at ``double_pole.closed_loop_step`` (long_balance's only step)."""
-    count, step = [0], double_pole.closed_loop_step
+    """[control steps simulated so far], counted at ``closed_loop_step`` (long_balance's only step)."""
+    count, step = [0], success.closed_loop_step
 
     def counted(*args, **kwargs):
         count[0] += 1
         return step(*args, **kwargs)
 
-    monkeypatch.setattr(double_pole, "closed_loop_step", counted)
+    monkeypatch.setattr(success, "closed_loop_step", counted)
     return count
 
 
@@ -129,11 +194,11 @@ def test_champion_test_takes_the_exact_shortcut_on_a_closed_loop_that_repeats(mo
     where they are: the long test ends at its first comparison with a snapshot (step 1,001 of 100,000) with every
     step balanced, and the task is solved. It runs only once the generalization reached GENERALIZATION_REQUIRED."""
     policy = bench.balancing_policy()
-    monkeypatch.setattr(ne, "generalization_score", lambda *args, **kwargs: generalization)
+    monkeypatch.setattr(success, "generalization_score", lambda *args, **kwargs: generalization)
     simulated = count_steps(monkeypatch)
-    test = ne.champion_test(policy, policy.get_flat_parameters(), UPRIGHT)
+    test = double_pole.champion_test(policy, policy.get_flat_parameters(), UPRIGHT)
     passed = generalization >= double_pole.GENERALIZATION_REQUIRED
-    assert test == ne.SolutionTest(balanced=double_pole.MARKOV_STEPS if passed else 0, generalization=generalization)
+    assert test == double_pole.SolutionTest(balanced=double_pole.MARKOV_STEPS if passed else 0, generalization=generalization)
     assert test.solved(UPRIGHT) == passed
     assert simulated == [1_001 if passed else 0]
 
@@ -154,10 +219,10 @@ def test_champion_test_runs_a_plant_that_repeats_with_a_memory_that_does_not_to_
 
     failing = int(double_pole.balance(no_force_then_push, 1, double_pole.MARKOV_STEPS, UPRIGHT)[0])
     assert PUSH_AT < failing < PUSH_AT + 100
-    monkeypatch.setattr(ne, "generalization_score", lambda *args, **kwargs: 625)
+    monkeypatch.setattr(success, "generalization_score", lambda *args, **kwargs: 625)
     simulated = count_steps(monkeypatch)
-    test = ne.champion_test(policy, flat, UPRIGHT)
-    assert test == ne.SolutionTest(balanced=failing, generalization=625) and not test.solved(UPRIGHT)
+    test = double_pole.champion_test(policy, flat, UPRIGHT)
+    assert test == double_pole.SolutionTest(balanced=failing, generalization=625) and not test.solved(UPRIGHT)
     assert simulated == [failing + 1]  # every step, the one that failed included
 
 
@@ -165,19 +230,20 @@ def test_solved_needs_the_whole_long_test_and_the_required_generalization():
     """SolutionTest.solved at its thresholds: 100,000 steps, and (non-Markov) at least 200 of the 625 starts."""
     full, required = double_pole.MARKOV_STEPS, double_pole.GENERALIZATION_REQUIRED
     markov = double_pole.DoublePoleConfig(task="markov")
-    assert ne.SolutionTest(full, required).solved(NONMARKOV) and ne.SolutionTest(full, 625).solved(NONMARKOV)
-    assert not ne.SolutionTest(full, required - 1).solved(NONMARKOV)
-    assert not ne.SolutionTest(full, None).solved(NONMARKOV)
-    assert not ne.SolutionTest(full - 1, 625).solved(NONMARKOV)
-    assert ne.SolutionTest(full, 0).solved(markov) and ne.SolutionTest(full, None).solved(markov)
-    assert not ne.SolutionTest(full - 1, 625).solved(markov)
+    assert double_pole.SolutionTest(full, required).solved(NONMARKOV) and double_pole.SolutionTest(full, 625).solved(NONMARKOV)
+    assert not double_pole.SolutionTest(full, required - 1).solved(NONMARKOV)
+    assert not double_pole.SolutionTest(full, None).solved(NONMARKOV)
+    assert not double_pole.SolutionTest(full - 1, 625).solved(NONMARKOV)
+    assert double_pole.SolutionTest(full, 0).solved(markov) and double_pole.SolutionTest(full, None).solved(markov)
+    assert not double_pole.SolutionTest(full - 1, 625).solved(markov)
 
 
 def test_markov_champion_test_takes_the_fitness_episode_as_the_long_test(monkeypatch):
     markov = double_pole.DoublePoleConfig(task="markov")
     policy = ne.make_policy(make_config("elman", options={"task": "markov"}))
-    monkeypatch.setattr(ne, "long_balance", lambda *args, **kwargs: pytest.fail("the long test ran again"))
-    test = ne.champion_test(policy, policy.get_flat_parameters(), markov, episode_steps=double_pole.MARKOV_STEPS)
+    monkeypatch.setattr(success, "long_balance", lambda *args, **kwargs: pytest.fail("the long test ran again"))
+    test = double_pole.champion_test(policy, policy.get_flat_parameters(), markov,
+                                     episode_steps=double_pole.MARKOV_STEPS)
     assert test.balanced == double_pole.MARKOV_STEPS and test.solved(markov) and 0 <= test.generalization <= 625
 
 
@@ -185,7 +251,7 @@ def test_gym_problem_equals_one_by_one_episodes():
     config = make_config("lstm", env_id="CartPole-v1", options={}, popsize=4)
     config.env.episodes = 2
     policy = ne.make_policy(config)
-    problem = ne.make_problem(config, policy)
+    problem = ne.make_task(config, policy).problem
     g = torch.Generator().manual_seed(0)
     flat = policy.get_flat_parameters() + torch.randn(3, policy.num_flat_parameters, generator=g)
     batch = problem.generate_batch(3)
@@ -231,7 +297,12 @@ def test_every_algorithm_climbs_a_quadratic(algorithm, monkeypatch):
     """Each searcher, with the objective sense the policy problems set, improves on its first generation: the best
     of its 20th generation is at most half as far (squared) from the optimum as the best of its first. A running
     maximum would pass with any search; a search that minimised would walk away from the optimum."""
-    monkeypatch.setattr(ne, "make_problem", lambda config, policy: Quadratic(policy, config.search, config.seed))
+    def quadratic_task(config, policy):
+        task = ne.GymTask(policy, config.env, config.search, config.seed)
+        task.problem = Quadratic(policy, config.search, config.seed)
+        return task
+
+    monkeypatch.setattr(ne, "make_task", quadratic_task)
     config = make_config("elman", algorithm, popsize=16, env_id="CartPole-v1", options={}, max_generations=20)
     config.policy.core_options = {"hidden_size": 1}  # 11 parameters
     reports = []
@@ -300,6 +371,7 @@ def test_cartpole_target_stops_the_search():
      r"search.restart_unbalanced_after=-5 is not allowed: a number of evaluations >= 1, or null"),
     ({"env": {"id": "CartPole-v1"}, "search": {"restart_unbalanced_after": 500}},
      r"search.restart_unbalanced_after is allowed for env.id='double_pole' only .* got env.id='CartPole-v1'"),
+    ({"search": {"target": 0.5}}, r"search.target is allowed for Gymnasium ids only: env.id='double_pole' is solved"),
 ])
 def test_config_errors_name_the_key_and_what_is_allowed(data, message):
     with pytest.raises(ConfigError, match=message):

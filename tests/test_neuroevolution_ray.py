@@ -40,11 +40,11 @@ def test_actors_evaluate_a_population_as_this_process_does():
     g = torch.Generator().manual_seed(5)
     flat = policy.get_flat_parameters() + torch.randn(8, policy.num_flat_parameters, generator=g)
     # The policy goes to the actors with its traced graphs left behind (RecurrentPolicy.__getstate__).
-    ne.population_fitness(policy, flat, double_pole.make_config(task="nonmarkov"))
+    double_pole.population_fitness(policy, flat, double_pole.make_config(task="nonmarkov"))
     here_key = next(iter(policy._population_graphs))
     evals = {}
     for num_actors in (0, 2):
-        problem = ne.make_problem(make_config(num_actors), policy)
+        problem = ne.make_task(make_config(num_actors), policy).problem
         batch = problem.generate_batch(len(flat))
         batch.set_values(flat)
         problem.evaluate(batch)
@@ -91,7 +91,7 @@ def test_gymnasium_pieces_play_episodes_of_their_own():
     policy = ne.make_policy(config)
     g = torch.Generator().manual_seed(3)
     flat = (policy.get_flat_parameters() + torch.randn(policy.num_flat_parameters, generator=g)).expand(8, -1)
-    problem = ne.make_problem(config, policy)
+    problem = ne.make_task(config, policy).problem
     batch = problem.generate_batch(8)
     batch.set_values(flat)
     problem.evaluate(batch)
