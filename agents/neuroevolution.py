@@ -38,7 +38,8 @@ from torch import Tensor
 from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_seed, parse_device
 from fwp_rl.envs import double_pole
 from fwp_rl.harness import Run, Trained
-from fwp_rl.policy import MemoryController, RecurrentPolicy
+from fwp_rl.policy import RecurrentPolicy
+from fwp_rl.population import MemoryController
 
 DOUBLE_POLE = "double_pole"
 RESTART_KEYS = ("restart_after", "restart_unbalanced_after")  # the search keys that start fresh searches

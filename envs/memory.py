@@ -13,7 +13,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
-from fwp_rl.cores.base import check_size
+from fwp_rl.checks import check_size
+
 
 POSITIONS = [0, 2]  # x and theta in CartPole's state (x, x_dot, theta, theta_dot)
 

@@ -61,7 +61,7 @@ def double_pole_episode(policy, env, max_steps: int) -> dict:
     """
     from fwp_rl.envs import double_pole
     from fwp_rl.memory_view import memory_images
-    from fwp_rl.policy import MemoryController
+    from fwp_rl.population import MemoryController
 
     sim = double_pole.DoublePole(env, policy.device)
     obs = sim.reset(1)
@@ -118,7 +118,7 @@ class PolicyAgent:
         policy = self.policy
         head, _, self.state = policy(torch.as_tensor(obs, device=policy.device), self.state,
                                      torch.as_tensor(episode_start, device=policy.device), with_values=False)
-        actions = policy._mode(head) if self.deterministic else policy._distribution(head).sample()
+        actions = policy.mode(head) if self.deterministic else policy.distribution(head).sample()
         env_actions = policy.env_actions(actions).cpu().numpy()
         if not record:
             return env_actions, None, None

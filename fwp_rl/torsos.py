@@ -22,7 +22,8 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from fwp_rl.cores.base import check_choice, check_size
+from fwp_rl.checks import check_choice, check_size
+
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
 

@@ -17,7 +17,7 @@ from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, from_dict
 from fwp_rl.cores.rnn import ElmanCore
 from fwp_rl.envs import double_pole
 from fwp_rl.envs.double_pole import success
-from fwp_rl.policy import MemoryController
+from fwp_rl.population import MemoryController
 from fwp_rl.runs import load_checkpoint, read_metrics
 
 from conftest import assert_frames_show_a_moving_picture

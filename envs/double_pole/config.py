@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from fwp_rl.cores.base import check_choice
+from fwp_rl.checks import check_choice
+
 
 # ---------------------------------------------------------------------------------------------- constants
 GRAVITY = -9.8  # m/s^2, the sign convention of the reference codes

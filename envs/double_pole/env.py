@@ -13,7 +13,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
-from fwp_rl.cores.base import check_choice, check_size
+from fwp_rl.checks import check_choice, check_size
 from fwp_rl.envs.double_pole.config import DoublePoleConfig, make_config
 from fwp_rl.envs.double_pole.physics import DoublePole
 from fwp_rl.envs.double_pole.render import render_frame

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fwp_rl.cores.base import check_size
+from fwp_rl.checks import check_size
 from fwp_rl.envs.double_pole.config import (
     ANGLE_LIMIT,
     CART_FRICTION,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from torch import Tensor
 
-from fwp_rl.cores.base import check_size
+from fwp_rl.checks import check_size
 from fwp_rl.envs.double_pole.config import (
     DAMPING_MIN_STEPS,
     GENERALIZATION_LEVELS,
@@ -31,7 +31,7 @@ from fwp_rl.envs.double_pole.config import (
     DoublePoleConfig,
 )
 from fwp_rl.envs.double_pole.physics import DoublePole
-from fwp_rl.policy import MemoryController
+from fwp_rl.population import MemoryController
 
 if TYPE_CHECKING:
     from fwp_rl.policy import RecurrentPolicy

@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 import inspect
 
-from fwp_rl.cores.base import MemoryCore, State, check_choice, check_size
+from fwp_rl.checks import check_choice, check_size
+from fwp_rl.cores.base import MemoryCore, State
 
 # name -> "module:Class"; imported on first use.
 CORES = {

@@ -21,6 +21,8 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
+from fwp_rl.checks import check_input, check_size, check_starts
+
 State = Tuple[Tensor, ...]
 
 
@@ -89,39 +91,6 @@ def head_size(hidden_size: int, num_heads: int, head_dim: int | None) -> int:
     return check_size("head_dim", head_dim)
 
 
-def check_input(x: Tensor, name: str, ndim: int, features: int) -> None:
-    """Raise a ValueError naming ``name`` unless x is a floating tensor [..., features] of ``ndim`` dims."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating point tensor (float32 or float64), got dtype {x.dtype}")
-    layout = "[B, features]" if ndim == 2 else "[T, B, features]"
-    if x.dim() != ndim or x.shape[-1] != features:
-        raise ValueError(f"{name} must have shape {layout} with features={features}, got shape {tuple(x.shape)}")
-
-
-def check_starts(starts: Tensor, name: str, shape: torch.Size) -> None:
-    """Raise unless ``starts`` is a bool tensor of exactly ``shape``."""
-    if not isinstance(starts, Tensor) or starts.dtype != torch.bool:
-        got = starts.dtype if isinstance(starts, Tensor) else type(starts).__name__
-        raise TypeError(f"{name} must be a torch.bool tensor, got {got}")
-    if starts.shape != shape:
-        raise ValueError(f"{name} must have shape {tuple(shape)} to match x, got {tuple(starts.shape)}")
-
-
 def zeros_state(batch_size: int, shapes: list[tuple[int, ...]], device, dtype) -> State:
     """A state of zero tensors [batch_size, *shape] for each shape."""
     return tuple(torch.zeros(batch_size, *s, device=device, dtype=dtype) for s in shapes)
-
-
-def check_size(name: str, value, minimum: int = 1) -> int:
-    """Raise a ValueError naming ``name`` unless value is an integer >= minimum; return it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r} is not allowed: it must be an integer >= {minimum}")
-    return value
-
-
-def check_choice(name: str, value, allowed) -> None:
-    """Raise a ValueError naming ``name`` unless value is one of ``allowed``."""
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of: {', '.join(map(repr, allowed))}")

@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fwp_rl.cores.base import MemoryCore, State, check_choice, check_size, zeros_state
+from fwp_rl.checks import check_choice, check_size
+from fwp_rl.cores.base import MemoryCore, State, zeros_state
 from fwp_rl.ops.direct import ACTIVATIONS, MODES, direct_fwp_step
 
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fwp_rl.cores.base import MemoryCore, State, check_input, check_size, check_starts, head_size
+from fwp_rl.checks import check_input, check_size, check_starts
+from fwp_rl.cores.base import MemoryCore, State, head_size
 from fwp_rl.ops import fla_backend
 from fwp_rl.ops.delta import delta_rule_chunkwise, delta_rule_error_step, with_errors
 from fwp_rl.ops.feature_maps import check_feature_map, feature_dim, feature_map

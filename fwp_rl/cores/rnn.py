@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fwp_rl.cores.base import MemoryCore, State, check_input, check_size, check_starts, zeros_state
+from fwp_rl.checks import check_input, check_size, check_starts
+from fwp_rl.cores.base import MemoryCore, State, zeros_state
 
 
 class TorchRNNCore(MemoryCore):

@@ -14,7 +14,8 @@ import inspect
 
 from torch import Tensor, nn
 
-from fwp_rl.cores.base import MemoryCore, State, check_input
+from fwp_rl.checks import check_input
+from fwp_rl.cores.base import MemoryCore, State
 
 
 class ResidualStack(MemoryCore):
