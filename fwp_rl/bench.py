@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
-import os
 import platform
 import statistics
 import time
@@ -26,7 +24,7 @@ from fwp_rl.cores.fast_weights import DeltaCore
 from fwp_rl.files import atomic_write_text
 from fwp_rl.learners import load_config
 from fwp_rl.ops import fla_backend
-from fwp_rl.progress import ctrl_c_ignored
+from fwp_rl.workers import WorkerDied, run_in_workers
 
 CHUNKWISE_CORES = ("linear", "delta", "gated_delta")
 
@@ -386,61 +384,8 @@ def _run_double_pole_seed(path: str, config) -> DoublePoleRun:
                          None if test is None else test.balanced, seconds, result.flat_params)
 
 
-def _start_double_pole_worker(pids) -> None:
-    pids.put(os.getpid())
-    torch.set_num_threads(1)  # tiny controllers: more threads per run would only contend with the other workers
-    _quiet_evotorch()
-
-
-def _run_job(job: tuple[int, tuple]) -> tuple[int, DoublePoleRun]:
-    i, arguments = job
-    return i, _run_double_pole_seed(*arguments)
-
-
-class WorkerDied(Exception):
-    """A worker process of the double pole bench ended during a run (killed by the system, out of memory, ...)."""
-
-
-def _alive(pid: int) -> bool:
-    if os.name != "posix":  # os.kill(pid, 0) would end the process there: assume it lives
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _run_in_workers(jobs: dict[int, tuple], parallel: int, finish) -> None:
-    """Runs ``jobs`` (index: arguments of _run_double_pole_seed), calling ``finish(index, run)`` as each ends.
-
-    The workers ignore Ctrl-C from their start; Ctrl-C stops this process, and leaving the pool terminates them
-    wherever they are. The runs under way are lost either way; waiting for the workers to stop by themselves let a
-    Ctrl-C that came while they started print their tracebacks and fail the pool, and once (not reproduced) a worker
-    that went on running kept the bench from ending. A multiprocessing Pool replaces a worker that died and waits
-    for its run forever, so every second without a result this checks that the workers it knows are alive, and
-    raises WorkerDied otherwise.
-    """
-    # spawn, not fork: a forked copy of a process that has started torch's threads can deadlock.
-    context = multiprocessing.get_context("spawn")
-    pids, workers = context.SimpleQueue(), []  # each worker's process id, sent by its initializer
-    with ctrl_c_ignored():  # the pool starts its workers here
-        pool = context.Pool(min(parallel, len(jobs)), _start_double_pole_worker, (pids,))
-    with pool:  # leaving it terminates the workers
-        results = pool.imap_unordered(_run_job, jobs.items())
-        for _ in jobs:
-            while True:
-                try:
-                    i, run = results.next(timeout=1.0)
-                    break
-                except multiprocessing.TimeoutError:
-                    while not pids.empty():
-                        workers.append(pids.get())
-                    dead = [pid for pid in workers if not _alive(pid)]
-                    if dead:
-                        raise WorkerDied(f"worker process {dead[0]} ended during a run (killed by the system? out "
-                                         "of memory?)") from None
-            finish(i, run)
+def _run_job(job: tuple[int, tuple]) -> DoublePoleRun:
+    return _run_double_pole_seed(*job[1])
 
 
 def bench_double_pole(config_paths: list[str], tasks=("markov", "nonmarkov"), seeds: int = 50,
@@ -478,8 +423,9 @@ def bench_double_pole(config_paths: list[str], tasks=("markov", "nonmarkov"), se
         runs[slots[run.config, run.seed, run.settings]] = run
     todo = {i: job for i, job in enumerate(jobs) if runs[i] is None}
     _quiet_evotorch()
+    console = console or Console()
     columns = [TextColumn("[bold]double pole runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=console or Console(), transient=True) as progress:
+    with Progress(*columns, console=console, transient=True) as progress:
         bar = progress.add_task("runs", total=len(jobs), completed=len(jobs) - len(todo))
 
         def finish(i: int, run: DoublePoleRun) -> None:
@@ -497,8 +443,9 @@ def bench_double_pole(config_paths: list[str], tasks=("markov", "nonmarkov"), se
                         finish(i, _run_double_pole_seed(*job))
                 finally:
                     torch.set_num_threads(threads)
-            elif todo:
-                _run_in_workers(todo, parallel, finish)
+            elif todo:  # one thread each, as here
+                run_in_workers(_run_job, list(todo.items()), parallel, lambda job, run: finish(job[0], run), console,
+                               threads=1, setup=_quiet_evotorch)
         except KeyboardInterrupt:
             raise DoublePoleBenchInterrupted([r for r in runs if r is not None]) from None
         except WorkerDied as e:
