@@ -190,18 +190,21 @@ def _run(args) -> int:
                             video_dir=args.video, seed=args.seed, memory_view=args.memory_view)
         return 0
     if args.command == "bench" and args.bench == "cores":
-        from fwp_rl.bench import run_cores_bench
+        from fwp_rl.bench.cores import CoresOptions, run_cores_bench
 
-        run_cores_bench(args)
+        run_cores_bench(CoresOptions(seq_lens=args.seq_lens, batch=args.batch, width=args.width, heads=args.heads,
+                                     repeats=args.repeats, device=args.device, cores=args.cores, json=args.json))
     if args.command == "bench" and args.bench == "ppo":
-        from fwp_rl.bench import PPO_BENCH_CONFIGS, run_ppo_bench
+        from fwp_rl.bench.ppo import PpoOptions, run_ppo_bench
 
-        args.configs = args.configs or list(PPO_BENCH_CONFIGS)
-        run_ppo_bench(args)
+        run_ppo_bench(PpoOptions(configs=args.configs, updates=args.updates, device=args.device, json=args.json))
     if args.command == "bench" and args.bench == "double-pole":
-        from fwp_rl.bench import run_double_pole_bench
+        from fwp_rl.bench.double_pole import DoublePoleOptions, run_double_pole_bench
 
-        return run_double_pole_bench(args)
+        return run_double_pole_bench(DoublePoleOptions(
+            configs=args.configs, tasks=args.tasks, seeds=args.seeds, max_evaluations=args.max_evaluations,
+            parallel=args.parallel, popsize=args.popsize, larger_popsizes=args.larger_popsizes, devices=args.devices,
+            repeats=args.repeats, only=args.only, compile=args.compile, json=args.json))
     return 0
 
 

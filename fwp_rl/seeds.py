@@ -11,7 +11,7 @@ directory's name), so a seed resumes like any run (``fwp-rl train --resume runs/
 id), so the seeds of every core sit there beside the LSTM baseline's; each seed's W&B run is named
 <name>/seed_<k> and tagged <name> (``fwp_rl.runs.start_wandb``).
 
-Seeds run one after another, or ``parallel`` at a time in spawned worker processes that split the CPU
+Seeds run one after another, or ``parallel`` at a time in spawned worker processes (fwp_rl.workers) that split the CPU
 threads between them; a worker shows no progress display, only each seed's end is reported. Ctrl-C
 stops the seeds under way after their update (or generation), saved, and starts no other seed.
 """
@@ -20,10 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import multiprocessing
-import os
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +29,8 @@ from rich.table import Table
 from fwp_rl.config import MAX_SEED, ConfigError
 from fwp_rl.harness import Trained
 from fwp_rl.learners import learner
-from fwp_rl.progress import StopOnInterrupt, ctrl_c_ignored, group_stop_requested, stop_with_group
 from fwp_rl.runs import unique_run_dir
+from fwp_rl.workers import WorkerDied, run_in_workers, worker_split
 
 
 @dataclass
@@ -129,85 +125,29 @@ def _train_in_turn(configs: list, console: Console) -> list[SeedRun]:
     return runs
 
 
-def _available_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _start_worker(threads: int, group_stop) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    stop_with_group(group_stop.is_set)
-
-
-def _train_quietly(config) -> SeedRun | None:
-    if group_stop_requested():
-        return None  # Ctrl-C came while this worker started
+def _train_quietly(config) -> SeedRun:
     run_dir, finished = train_run(config, Console(quiet=True))
     return SeedRun(config.seed, run_dir, finished)
 
 
 def _train_in_workers(configs: list, parallel: int, console: Console) -> list[SeedRun]:
-    workers = min(parallel, len(configs))
-    threads = max(1, _available_cpus() // workers)
+    workers, threads = worker_split(parallel, len(configs))
     console.print(f"training seeds {', '.join(str(c.seed) for c in configs)} in {workers} worker processes "
                   f"({threads} CPU threads each); each seed is reported when it ends")
+    runs = []
 
-    def report(r: SeedRun) -> None:
-        if r.lost:
-            console.print(f"seed {r.seed}: lost, its worker process ended")
+    def report(config, run: SeedRun) -> None:
+        runs.append(run)
+        if run.lost:
+            console.print(f"seed {run.seed}: lost, its worker process ended")
         else:
-            console.print(f"seed {r.seed}: {'finished' if r.finished else 'stopped early'}, {r.run_dir}")
+            console.print(f"seed {run.seed}: {'finished' if run.finished else 'stopped early'}, {run.run_dir}")
 
-    # spawn, not fork: a forked copy of a process that has started torch's threads can deadlock.
-    context = multiprocessing.get_context("spawn")
-    group_stop = context.Event()
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(threads, group_stop)) as pool:
-        runs = run_in_turns(pool, _train_quietly, configs, workers, report, console, group_stop.set)
-    by_seed = {c.seed: c for c in configs}
-    for run in runs:
-        if run.lost:  # what the worker made before it ended, if anything
-            made = Path(by_seed[run.seed].run.root) / by_seed[run.seed].name
-            run.run_dir = made if made.is_dir() else None
-    return runs
-
-
-def run_in_turns(pool: Executor, train: Callable, configs: list, workers: int, report: Callable[[SeedRun], None],
-                 console: Console, on_stop: Callable[[], None]) -> list[SeedRun]:
-    """``train(config)`` on ``pool`` for each config, ``workers`` at a time, calling ``report`` as each ends;
-    ``train`` returns a SeedRun, or None for a seed it did not start.
-
-    A seed is handed to the pool only when a worker is free: the pool would start whatever it holds, and after
-    Ctrl-C none may start. Ctrl-C reaches every process of the terminal. The workers, started with Ctrl-C ignored,
-    do not die of it while idle, and their learners stop after the update under way, by their own handler or
-    because ``on_stop`` (called at the first Ctrl-C here) told the workers the group stops.
-
-    A worker process that ends abruptly breaks the pool: the seeds under way come back as SeedRuns marked
-    ``lost`` (run directory unknown here: None), and no other seed starts.
-    """
-    waiting, running, runs = list(configs), {}, []  # running: future -> its config
-
-    def submit_next() -> None:
-        config = waiting.pop(0)
-        running[pool.submit(train, config)] = config
-
-    with StopOnInterrupt(console, "the seeds under way after their update; no other seed starts", on_stop) as stop:
-        with ctrl_c_ignored():  # the pool starts a worker process at each of these first submissions
-            for _ in range(min(workers, len(waiting))):
-                submit_next()
-        broken = False
-        while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                config = running.pop(future)
-                try:
-                    run = future.result()
-                except BrokenExecutor:
-                    run, broken = SeedRun(config.seed, None, finished=False, lost=True), True
-                if run is not None:
-                    runs.append(run)
-                    report(run)
-            while waiting and len(running) < workers and not stop.requested and not broken:
-                submit_next()
+    try:
+        run_in_workers(_train_quietly, configs, parallel, report, console,
+                       stop_when="the seeds under way after their update; no other seed starts")
+    except WorkerDied as e:
+        for config in e.lost:  # with what its worker made before it ended, if anything
+            made = Path(config.run.root) / config.name
+            report(config, SeedRun(config.seed, made if made.is_dir() else None, finished=False, lost=True))
     return runs

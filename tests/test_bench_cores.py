@@ -5,8 +5,8 @@ bad --updates of bench ppo) stop with one line naming them."""
 import pytest
 import torch
 
-from fwp_rl import bench
-from fwp_rl.bench import bench_cores, print_core_table
+from fwp_rl.bench import cores
+from fwp_rl.bench.cores import bench_cores, print_core_table
 from fwp_rl.cli import main
 
 SIZES = dict(seq_lens=(8,), batch=2, width=8, heads=2, repeats=1, cores=["delta", "srwm"])
@@ -26,8 +26,8 @@ def test_the_title_names_the_form_of_each_delta_core_on_cuda(monkeypatch, capsys
                 for core, form in [("nn.LSTM", None), ("delta", "the fla kernels (fla-core 0.6.0; ...)"),
                                    ("gated_delta", "the PyTorch chunkwise form (FWP_RL_FLA=0)"), ("srwm", None)]]
 
-    monkeypatch.setattr(bench, "bench_cores", bench_cores)
-    monkeypatch.setattr(bench, "machine_description", lambda device: "a GPU")
+    monkeypatch.setattr(cores, "bench_cores", bench_cores)
+    monkeypatch.setattr(cores, "machine_description", lambda device: "a GPU")
     assert main(["bench", "cores", "--device", "cpu"]) == 0
     title = " ".join(capsys.readouterr().out.split())  # rich wraps the title to the table's width
     assert ("a GPU; chunkwise delta: the fla kernels (fla-core 0.6.0; ...); chunkwise gated_delta: the PyTorch "
@@ -50,7 +50,7 @@ def test_a_run_out_of_gpu_memory_is_skipped_and_the_bench_goes_on(monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         return 0.01
 
-    monkeypatch.setattr(bench, "median_time", median_time)
+    monkeypatch.setattr(cores, "median_time", median_time)
     rows = bench_cores(**SIZES, memory=2**40)
     assert len(timed) == 4  # nn.LSTM, delta, delta's loop, srwm
     assert [r["skipped"] for r in rows[:2]] == [None, None] and rows[1]["vs_loop"] == 1.0

@@ -17,8 +17,8 @@ import pytest
 import torch
 import yaml
 
-from fwp_rl import bench
 from fwp_rl.agents import neuroevolution as ne
+from fwp_rl.bench import double_pole as bench
 from fwp_rl.cli import main
 from fwp_rl.envs import double_pole
 from fwp_rl.envs.double_pole import success

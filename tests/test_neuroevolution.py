@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from fwp_rl import bench
 from fwp_rl.agents import neuroevolution as ne
+from fwp_rl.bench.double_pole import balancing_policy
 from fwp_rl.cli import main
 from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, from_dict
 from fwp_rl.cores.rnn import ElmanCore
@@ -193,7 +193,7 @@ def test_champion_test_takes_the_exact_shortcut_on_a_closed_loop_that_repeats(mo
     """The hand-made regulator at the upright start outputs exactly 0.5 (no force), so plant and memory stay exactly
     where they are: the long test ends at its first comparison with a snapshot (step 1,001 of 100,000) with every
     step balanced, and the task is solved. It runs only once the generalization reached GENERALIZATION_REQUIRED."""
-    policy = bench.balancing_policy()
+    policy = balancing_policy()
     monkeypatch.setattr(success, "generalization_score", lambda *args, **kwargs: generalization)
     simulated = count_steps(monkeypatch)
     test = double_pole.champion_test(policy, policy.get_flat_parameters(), UPRIGHT)
@@ -208,7 +208,7 @@ def test_champion_test_runs_a_plant_that_repeats_with_a_memory_that_does_not_to_
     upright start its plant stands still for PUSH_AT steps while its memory counts, so no closed-loop state repeats
     and the long test must simulate every step up to the one that fails. A shortcut comparing the plant alone would
     report 100,000 steps balanced and call it solved."""
-    policy = bench.balancing_policy()
+    policy = balancing_policy()
     flat = policy.get_flat_parameters()
     policy.core = PushAfterCore(policy.core, 100.0 * policy.actor.weight.detach()[0].sign())  # tanh(a) = 1: o = 1
     calls = [0]

@@ -377,7 +377,7 @@ def test_resume_from_a_truncated_checkpoint_fails_cleanly_and_writes_nothing(tmp
 
 
 def test_bench_ppo_reports_speed_and_where_the_time_goes(tmp_path, capsys):
-    from fwp_rl.bench import bench_ppo, print_ppo_table
+    from fwp_rl.bench.ppo import bench_ppo, print_ppo_table
 
     path = tmp_path / "recall_lstm.yaml"
     path.write_text("learner: ppo\nenv: {id: fwp_rl/Recall-v0, num_envs: 4}\npolicy: {torso: mlp, core: lstm}\n"

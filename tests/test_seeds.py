@@ -3,17 +3,11 @@ processes; the group in every config and in W&B; the errors a user sees."""
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
-from types import SimpleNamespace
-
 import pytest
 import torch
 import yaml
 
-from fwp_rl import progress, seeds
+from fwp_rl import seeds
 from fwp_rl.cli import main
 from fwp_rl.config import ConfigError
 from fwp_rl.runs import find_run_dirs, load_checkpoint, read_metrics
@@ -133,54 +127,6 @@ def test_a_stopped_seed_starts_no_other(tmp_path, monkeypatch, capsys):
     assert "stopped early" in out and out.count("not started") == 2
 
 
-def test_ctrl_c_among_seeds_in_workers_starts_no_other():
-    """Two workers, three seeds: Ctrl-C while the first two train (seed 0 stops early, seed 1 ends after it) starts
-    no third one, where a pool handed every seed at once would have started it."""
-    from concurrent.futures import ThreadPoolExecutor
-    from rich.console import Console
-
-    interrupted, trained = threading.Event(), []
-
-    def train(config):
-        trained.append(config.seed)
-        if config.seed == 0:
-            while signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # the pool is starting its workers
-                time.sleep(0.001)
-            os.kill(os.getpid(), signal.SIGINT)  # as from the terminal; StopOnInterrupt's handler takes it
-            interrupted.set()
-        assert interrupted.wait(10)
-        return seeds.SeedRun(config.seed, None, config.seed != 0)
-
-    configs = [SimpleNamespace(seed=k) for k in range(3)]
-    with ThreadPoolExecutor(2) as pool:
-        runs = seeds.run_in_turns(pool, train, configs, 2, lambda r: None, Console(quiet=True), lambda: None)
-    assert sorted(trained) == [0, 1] and sorted((r.seed, r.finished) for r in runs) == [(0, False), (1, True)]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-
-
-def test_a_worker_that_dies_loses_the_seeds_under_way_and_starts_no_other():
-    """Three seeds, two workers: seed 1's worker process ends abruptly, which breaks the pool and fails seed 0 too
-    (played by threads raising what a broken process pool raises); seed 2 does not start."""
-    from concurrent.futures import ThreadPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    from rich.console import Console
-
-    both_started, trained = threading.Barrier(2, timeout=10), []
-
-    def train(config):
-        trained.append(config.seed)
-        both_started.wait()
-        raise BrokenProcessPool("A process in the process pool was terminated abruptly")
-
-    configs = [SimpleNamespace(seed=k) for k in range(3)]
-    with ThreadPoolExecutor(2) as pool:
-        runs = seeds.run_in_turns(pool, train, configs, 2, lambda r: None, Console(quiet=True), lambda: None)
-    assert sorted(trained) == [0, 1]
-    assert sorted((r.seed, r.finished, r.lost, r.run_dir) for r in runs) == [(0, False, True, None),
-                                                                             (1, False, True, None)]
-
-
 def test_train_reports_lost_seeds_and_exits_1(tmp_path, monkeypatch, capsys):
     def lost_in_workers(configs, parallel, console):
         finished = seeds.SeedRun(configs[0].seed, tmp_path / "seed_0", finished=True)
@@ -191,13 +137,6 @@ def test_train_reports_lost_seeds_and_exits_1(tmp_path, monkeypatch, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "lost: its worker process ended" in out and "not started" in out and "finished" in out
     assert "a worker process ended in the middle of a seed" in out
-
-
-def test_a_worker_starts_no_seed_once_the_group_stopped(tmp_path, monkeypatch):
-    """A worker that takes a seed after the group's Ctrl-C (which it ignored while it started) does not train it."""
-    monkeypatch.setattr(seeds, "train_run", lambda config, console=None: pytest.fail("a seed was trained"))
-    monkeypatch.setattr(progress, "_group_stop", lambda: True)
-    assert seeds._train_quietly(SimpleNamespace(seed=0)) is None
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -1,12 +1,12 @@
-"""Benchmarks whose figures the README quotes. Each prints a table and can write its rows as JSON."""
+"""``fwp-rl bench double-pole``: neuroevolution on the double pole, success over seeds beside the published table
+(runs in this process or in worker processes, fwp_rl.workers, each kept in the JSON file as it finishes), and the
+simulated steps per second of our batched evaluation against EvoTorch's VecGymNE, both running a hand-made
+controller that balances the whole episode."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -20,233 +20,32 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch import Tensor, nn
 
+from fwp_rl.bench.timing import check_positive, machine_description, sync
 from fwp_rl.config import ConfigError, parse_device, to_dict
-from fwp_rl.cores import CORES, core_options, make_core
-from fwp_rl.cores.fast_weights import DeltaCore
 from fwp_rl.files import atomic_write_text
 from fwp_rl.learners import load_config
-from fwp_rl.ops import fla_backend
-from fwp_rl.progress import ctrl_c_ignored
-
-CHUNKWISE_CORES = ("linear", "delta", "gated_delta")
+from fwp_rl.workers import WorkerDied, run_in_workers
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+@dataclass(frozen=True)
+class DoublePoleOptions:
+    """The options of ``fwp-rl bench double-pole`` (their defaults and help: fwp_rl.cli); ``configs`` None: every
+    file in configs/double_pole/, ``devices`` None: the CPU and CUDA when there is one, ``only`` None: both parts."""
+
+    configs: list[str] | None
+    tasks: list[str]
+    seeds: int
+    max_evaluations: int | None
+    parallel: int
+    popsize: int
+    larger_popsizes: list[int]
+    devices: list[str] | None
+    repeats: int
+    only: str | None
+    compile: bool
+    json: str | None
 
 
-def median_time(fn, repeats: int, device: torch.device) -> float:
-    """Median wall time of fn() over ``repeats`` runs, after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def machine_description(device: torch.device, threads: int | None = None) -> str:
-    """The device, torch's version and, on the CPU, its thread count (default: this process's)."""
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    threads = torch.get_num_threads() if threads is None else threads
-    return (f"{platform.processor() or platform.machine()}, {threads} thread{'s' * (threads != 1)}, "
-            f"torch {torch.__version__}")
-
-
-# Peak memory of a forward+backward, as a multiple of the bytes autograd saves for backward. The rest is
-# backward's temporaries and the allocator's free but unreturned blocks, and it grows with T: measured as the
-# growth of resident memory on the CPU, 1.4 (delta, chunkwise) to 2.6 (srwm) times at T = 64 and 128, while a
-# T = 512 run let through at 3 times (19 GiB estimated) was killed for memory at 24 GiB.
-PEAK_PER_SAVED_BYTE = 5.0
-MEMORY_PROBE_STEPS = 16
-
-
-def available_memory(device: torch.device) -> int | None:
-    """Bytes a run can still allocate on ``device``: free GPU memory, or MemAvailable of /proc/meminfo
-    (None where neither can be read: no run is skipped there)."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            fields = dict(line.split(":", 1) for line in f)
-        return int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-def saved_bytes(fn) -> int:
-    """Bytes of the tensors autograd saves for backward while fn() runs (each storage counted once)."""
-    storages = {}
-
-    def pack(t: Tensor) -> Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(storages.values())
-
-
-def bench_cores(seq_lens=(32, 128, 512), batch: int = 64, width: int = 256, heads: int = 4, repeats: int = 5,
-                device: str = "cpu", cores=None, reset_rate: float = 0.01, seed: int = 0,
-                memory: int | None = None) -> list[dict]:
-    """Forward+backward time of every core over [T, batch, width] sequences, against nn.LSTM of the same width.
-
-    The cores see episode starts at ``reset_rate`` per step (as in real rollouts); nn.LSTM, which cannot
-    reset inside a sequence, runs without them. Chunkwise cores are also timed in their own step loop.
-
-    A step loop keeps every step's fast weights for backward: at T = 512 srwm and delta_lstm need more than
-    the 24 GiB of a small machine, which killed the whole bench. So each run's peak memory is first
-    estimated from what autograd saves over ``MEMORY_PROBE_STEPS`` steps (it grows linearly with T), and a
-    run whose estimate exceeds ``memory`` bytes (default: what the device has available) is skipped, with
-    the estimate in its row's ``skipped``. Estimating costs one short forward, where the alternative of
-    checkpointing every step loop would recompute each forward in training too (the same numbers, slower).
-    """
-    for option, value in (("--batch", batch), ("--width", width), ("--heads", heads), ("--repeats", repeats),
-                          *(("--seq-lens", T) for T in seq_lens)):
-        _check_positive(option, value)
-    if width % heads:
-        raise ConfigError(f"--width {width} is not allowed with --heads {heads}: the heads split the width, "
-                          f"so it must be a multiple of {heads}")
-    dev = parse_device(f"--device {device}", device)
-    names = list(cores or CORES)
-    memory = available_memory(dev) if memory is None else memory
-    rows = []
-    for T in seq_lens:
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randn(T, batch, width, generator=g).to(dev).requires_grad_(True)
-        starts = (torch.rand(T, batch, generator=g) < reset_rate).to(dev)
-        torch.manual_seed(seed)
-        lstm = nn.LSTM(width, width).to(dev)
-
-        def timed(forward) -> tuple[float | None, str | None]:
-            """(median seconds, None), or (None, why it was skipped)."""
-            steps = min(T, MEMORY_PROBE_STEPS)
-            needs = PEAK_PER_SAVED_BYTE * saved_bytes(lambda: forward(x[:steps], starts[:steps])) * T / steps
-            if memory is not None and needs > memory:
-                return None, f"needs about {needs / 2**30:.1f} GiB"
-
-            def run():
-                y = forward(x, starts)
-                y.sum().backward()
-
-            try:
-                return median_time(run, repeats, dev), None
-            except torch.cuda.OutOfMemoryError:  # the estimate let through a run the GPU cannot hold
-                torch.cuda.empty_cache()
-                return None, f"out of GPU memory (estimated {needs / 2**30:.1f} GiB)"
-
-        t_lstm, skipped = timed(lambda x, starts: lstm(x)[0])
-        rows.append(dict(core="nn.LSTM", T=T, ms=_ms(t_lstm), vs_lstm=None if t_lstm is None else 1.0, vs_loop=None,
-                         skipped=skipped, loop_skipped=None, form=None))
-        for name in names:
-            options = {k: v for k, v in dict(hidden_size=width, num_heads=heads).items() if k in core_options(name)}
-            core = make_core(name, width, **options).to(dev)
-            state = core.initial_state(batch, dev)
-            t, skipped = timed(lambda x, starts: core(x, state, starts)[0])
-            t_loop, loop_skipped = None, None
-            if name in CHUNKWISE_CORES:
-                t_loop, loop_skipped = timed(lambda x, starts: core.forward_loop(x, state, starts)[0])
-            form = (fla_backend.route(dev, core.key_dim, core.head_dim, core.uses_gate)
-                    if dev.type == "cuda" and isinstance(core, DeltaCore) else None)
-            rows.append(dict(core=name, T=T, ms=_ms(t), vs_lstm=_ratio(t, t_lstm), vs_loop=_ratio(t_loop, t),
-                             skipped=skipped, loop_skipped=loop_skipped, form=form))
-    return rows
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else 1e3 * seconds
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a / b
-
-
-def print_core_table(rows: list[dict], title: str, console: Console | None = None) -> None:
-    table = Table(title=title)
-    for column in ("core", "T", "fwd+bwd ms", "x nn.LSTM", "loop / chunkwise"):
-        table.add_column(column, justify="left" if column == "core" else "right")
-    for r in rows:
-        if r["skipped"]:
-            table.add_row(r["core"], str(r["T"]), f"skipped: {r['skipped']}", "", "")
-            continue
-        if r["vs_loop"] is not None:
-            loop = f"{r['vs_loop']:.1f}x faster"
-        else:
-            loop = f"loop skipped: {r['loop_skipped']}" if r["loop_skipped"] else ""
-        table.add_row(r["core"], str(r["T"]), f"{r['ms']:.1f}", "" if r["vs_lstm"] is None else f"{r['vs_lstm']:.2f}",
-                      loop)
-    (console or Console()).print(table)
-
-
-def run_cores_bench(args) -> None:
-    rows = bench_cores(args.seq_lens, args.batch, args.width, args.heads, args.repeats, args.device, args.cores)
-    device = torch.device(args.device)
-    title = (f"fwp-rl bench cores: batch {args.batch}, width {args.width}, {args.heads} heads, "
-             f"median of {args.repeats}; {machine_description(device)}")
-    forms = {r["core"]: r["form"] for r in rows if r["form"]}
-    title += "".join(f"; chunkwise {core}: {form}" for core, form in forms.items())
-    print_core_table(rows, title)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(dict(title=title, rows=rows), indent=2))
-
-
-PPO_BENCH_CONFIGS = tuple(f"configs/atari/pong_{core}.yaml" for core in ("lstm", "delta", "rdn"))
-
-
-def bench_ppo(config_paths=PPO_BENCH_CONFIGS, updates: int = 3, device: str = "auto") -> list[dict]:
-    """Training speed of the PPO configs at ``config_paths``: after one warm-up update, the medians over
-    ``updates`` updates of agent steps per second and of the seconds of each part (env stepping, rollout
-    inference, learning)."""
-    from fwp_rl.agents.ppo import Trainer
-
-    _check_positive("--updates", updates)
-    rows = []
-    for path in config_paths:
-        config = load_config(str(path), [f"ppo.device={device}", "run.wandb=disabled"])
-        trainer = Trainer(config)
-        try:
-            trainer.update()
-            figures = [trainer.update() for _ in range(updates)]
-        finally:
-            trainer.close()
-        median = {k: statistics.median(f[k] for f in figures)
-                  for k in ("seconds", "env_seconds", "inference_seconds", "learn_seconds")}
-        rows.append(dict(config=str(path), core=config.policy.core, env=config.env.id,
-                         steps_per_update=config.steps_per_update,
-                         steps_per_second=config.steps_per_update / median["seconds"], **median))
-    return rows
-
-
-def print_ppo_table(rows: list[dict], title: str, console: Console | None = None) -> None:
-    table = Table(title=title)
-    for column in ("config", "steps/s", "s/update", "x lstm", "env %", "infer %", "learn %"):
-        table.add_column(column, justify="left" if column == "config" else "right")
-    lstm = next((r["seconds"] for r in rows if r["core"] == "lstm"), None)
-    for r in rows:
-        share = [f"{100 * r[k] / r['seconds']:.0f}" for k in ("env_seconds", "inference_seconds", "learn_seconds")]
-        table.add_row(Path(r["config"]).stem, f"{r['steps_per_second']:,.0f}", f"{r['seconds']:.2f}",
-                      "" if lstm is None else f"{r['seconds'] / lstm:.2f}", *share)
-    (console or Console()).print(table)
-
-
-def run_ppo_bench(args) -> None:
-    rows = bench_ppo(args.configs, args.updates, args.device)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    title = (f"fwp-rl bench ppo: median of {args.updates} updates after one warm-up; "
-             f"{machine_description(device)}")
-    print_ppo_table(rows, title)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(dict(title=title, rows=rows), indent=2))
-
-
-# ---------------------------------------------------------------------------------------------- double pole
 DOUBLE_POLE_CONFIG_DIR = Path("configs/double_pole")
 DOUBLE_POLE_KIND = "a neuroevolution double pole config (learner: neuroevolution, env.id: double_pole)"
 
@@ -268,11 +67,6 @@ def _quiet_evotorch() -> None:
     from fwp_rl.agents.neuroevolution import quiet_evotorch
 
     quiet_evotorch()
-
-
-def _check_positive(option: str, value: int) -> None:
-    if value < 1:
-        raise ConfigError(f"{option} {value} is not allowed: it must be >= 1")
 
 
 def double_pole_config_paths(paths: list[str] | None = None) -> list[str]:
@@ -386,61 +180,8 @@ def _run_double_pole_seed(path: str, config) -> DoublePoleRun:
                          None if test is None else test.balanced, seconds, result.flat_params)
 
 
-def _start_double_pole_worker(pids) -> None:
-    pids.put(os.getpid())
-    torch.set_num_threads(1)  # tiny controllers: more threads per run would only contend with the other workers
-    _quiet_evotorch()
-
-
-def _run_job(job: tuple[int, tuple]) -> tuple[int, DoublePoleRun]:
-    i, arguments = job
-    return i, _run_double_pole_seed(*arguments)
-
-
-class WorkerDied(Exception):
-    """A worker process of the double pole bench ended during a run (killed by the system, out of memory, ...)."""
-
-
-def _alive(pid: int) -> bool:
-    if os.name != "posix":  # os.kill(pid, 0) would end the process there: assume it lives
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _run_in_workers(jobs: dict[int, tuple], parallel: int, finish) -> None:
-    """Runs ``jobs`` (index: arguments of _run_double_pole_seed), calling ``finish(index, run)`` as each ends.
-
-    The workers ignore Ctrl-C from their start; Ctrl-C stops this process, and leaving the pool terminates them
-    wherever they are. The runs under way are lost either way; waiting for the workers to stop by themselves let a
-    Ctrl-C that came while they started print their tracebacks and fail the pool, and once (not reproduced) a worker
-    that went on running kept the bench from ending. A multiprocessing Pool replaces a worker that died and waits
-    for its run forever, so every second without a result this checks that the workers it knows are alive, and
-    raises WorkerDied otherwise.
-    """
-    # spawn, not fork: a forked copy of a process that has started torch's threads can deadlock.
-    context = multiprocessing.get_context("spawn")
-    pids, workers = context.SimpleQueue(), []  # each worker's process id, sent by its initializer
-    with ctrl_c_ignored():  # the pool starts its workers here
-        pool = context.Pool(min(parallel, len(jobs)), _start_double_pole_worker, (pids,))
-    with pool:  # leaving it terminates the workers
-        results = pool.imap_unordered(_run_job, jobs.items())
-        for _ in jobs:
-            while True:
-                try:
-                    i, run = results.next(timeout=1.0)
-                    break
-                except multiprocessing.TimeoutError:
-                    while not pids.empty():
-                        workers.append(pids.get())
-                    dead = [pid for pid in workers if not _alive(pid)]
-                    if dead:
-                        raise WorkerDied(f"worker process {dead[0]} ended during a run (killed by the system? out "
-                                         "of memory?)") from None
-            finish(i, run)
+def _run_job(job: tuple[int, tuple]) -> DoublePoleRun:
+    return _run_double_pole_seed(*job[1])
 
 
 def bench_double_pole(config_paths: list[str], tasks=("markov", "nonmarkov"), seeds: int = 50,
@@ -462,10 +203,10 @@ def bench_double_pole(config_paths: list[str], tasks=("markov", "nonmarkov"), se
     if unknown or not tasks:
         raise ConfigError(f"--tasks {','.join(tasks)!r} is not allowed; choose from: {', '.join(TASKS)} "
                             "(comma-separated)")
-    _check_positive("--seeds", seeds)
-    _check_positive("--parallel", parallel)
+    check_positive("--seeds", seeds)
+    check_positive("--parallel", parallel)
     if max_evaluations is not None:
-        _check_positive("--max-evaluations", max_evaluations)
+        check_positive("--max-evaluations", max_evaluations)
     jobs = [(str(path), load_double_pole_config(str(path), task, seed, max_evaluations, compile))
             for path in config_paths for task in dict.fromkeys(tasks) for seed in range(seeds)]
     slots = {(path, config.seed, run_settings(config)): i for i, (path, config) in enumerate(jobs)}
@@ -478,8 +219,9 @@ def bench_double_pole(config_paths: list[str], tasks=("markov", "nonmarkov"), se
         runs[slots[run.config, run.seed, run.settings]] = run
     todo = {i: job for i, job in enumerate(jobs) if runs[i] is None}
     _quiet_evotorch()
+    console = console or Console()
     columns = [TextColumn("[bold]double pole runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=console or Console(), transient=True) as progress:
+    with Progress(*columns, console=console, transient=True) as progress:
         bar = progress.add_task("runs", total=len(jobs), completed=len(jobs) - len(todo))
 
         def finish(i: int, run: DoublePoleRun) -> None:
@@ -497,8 +239,9 @@ def bench_double_pole(config_paths: list[str], tasks=("markov", "nonmarkov"), se
                         finish(i, _run_double_pole_seed(*job))
                 finally:
                     torch.set_num_threads(threads)
-            elif todo:
-                _run_in_workers(todo, parallel, finish)
+            elif todo:  # one thread each, as here
+                run_in_workers(_run_job, list(todo.items()), parallel, lambda job, run: finish(job[0], run), console,
+                               threads=1, setup=_quiet_evotorch)
         except KeyboardInterrupt:
             raise DoublePoleBenchInterrupted([r for r in runs if r is not None]) from None
         except WorkerDied as e:
@@ -665,10 +408,10 @@ def _our_evaluation(popsize: int, device: str, compile: bool):
     def evaluate() -> tuple[int, float]:
         batch = problem.generate_batch(popsize)
         batch.set_values(values)
-        _sync(dev)
+        sync(dev)
         start = time.perf_counter()
         problem.evaluate(batch)
-        _sync(dev)
+        sync(dev)
         seconds = time.perf_counter() - start
         balanced = batch.evals[:, 1].to(torch.int64)  # a candidate that fell was simulated for its failing step too
         return int((balanced + 1).clamp(max=NONMARKOV_STEPS).sum()), seconds
@@ -706,7 +449,7 @@ def _vecgymne_evaluation(popsize: int):
 def _check_throughput_options(popsize: int, repeats: int, larger_popsizes, devices: list[str] | None) -> None:
     for option, value in (("--popsize", popsize), ("--repeats", repeats),
                           *(("--larger-popsizes", p) for p in larger_popsizes)):
-        _check_positive(option, value)
+        check_positive(option, value)
     for device in devices or ():
         parse_device(f"--devices {','.join(devices)}: {device!r}", device)
 
@@ -777,30 +520,30 @@ def print_throughput_table(rows: list[dict], title: str, console: Console | None
         console.print(f"{r['side']}: {r['evaluation']}; controller {r['network']}, {r['weights']} weights.")
 
 
-def run_double_pole_bench(args, console: Console | None = None) -> int:
+def run_double_pole_bench(options: DoublePoleOptions, console: Console | None = None) -> int:
     """``fwp-rl bench double-pole``: the success table over seeds beside the published one, then the speed
-    comparison with VecGymNE (``args.only`` picks one of them). ``args.json`` keeps every figure, and every run as
-    soon as it finishes: a bench given the file of an earlier one with the same options keeps its runs and makes
+    comparison with VecGymNE (``options.only`` picks one of them). ``options.json`` keeps every figure, and every run
+    as soon as it finishes: a bench given the file of an earlier one with the same options keeps its runs and makes
     only the others. Returns the exit status: 130 when Ctrl-C stopped the runs, 1 when a worker process died (after
     printing the table of those that finished)."""
     console = console or Console()
     # checked before hours of runs, not after them
-    _check_throughput_options(args.popsize, args.repeats, args.larger_popsizes, args.devices)
-    if args.compile:  # checked before any run
+    _check_throughput_options(options.popsize, options.repeats, options.larger_popsizes, options.devices)
+    if options.compile:  # checked before any run
         from fwp_rl.envs.double_pole import compile_unavailable
 
         unavailable = compile_unavailable("cpu")
         if unavailable:
             raise ConfigError(f"--compile is not possible here: {unavailable}")
-    figures, finished = read_double_pole_bench(args.json) if args.json else ({}, [])
+    figures, finished = read_double_pole_bench(options.json) if options.json else ({}, [])
 
     def save() -> None:
-        if args.json:
-            atomic_write_text(args.json, json.dumps(figures))
+        if options.json:
+            atomic_write_text(options.json, json.dumps(figures))
 
-    if args.only != "throughput":
+    if options.only != "throughput":
         if finished:
-            console.print(f"keeping the {len(finished)} finished runs in {args.json}")
+            console.print(f"keeping the {len(finished)} finished runs in {options.json}")
 
         def keep(runs: list[DoublePoleRun]) -> None:
             figures.update(runs=[r.to_json() for r in runs], rows=summarize_double_pole(runs))
@@ -808,14 +551,15 @@ def run_double_pole_bench(args, console: Console | None = None) -> int:
 
         stopped_by = None
         try:
-            runs = bench_double_pole(double_pole_config_paths(args.configs), args.tasks, args.seeds,
-                                     args.max_evaluations, args.parallel, console, args.compile, finished, keep)
+            runs = bench_double_pole(double_pole_config_paths(options.configs), options.tasks, options.seeds,
+                                     options.max_evaluations, options.parallel, console, options.compile, finished,
+                                     keep)
         except DoublePoleBenchInterrupted as e:
             runs, stopped_by = e.runs, e.by
         keep(runs)
-        workers = "" if args.parallel == 1 else f"; {args.parallel} worker processes"
-        workers += "; search.compile" if args.compile else ""
-        title = f"fwp-rl bench double-pole: seeds 0 to {args.seeds - 1} of each config and task{workers}"
+        workers = "" if options.parallel == 1 else f"; {options.parallel} worker processes"
+        workers += "; search.compile" if options.compile else ""
+        title = f"fwp-rl bench double-pole: seeds 0 to {options.seeds - 1} of each config and task{workers}"
         if stopped_by:
             title += f"; interrupted: the {len(runs)} runs that finished"
         # every run uses one thread (bench_double_pole sees to it), whatever this process has
@@ -823,15 +567,15 @@ def run_double_pole_bench(args, console: Console | None = None) -> int:
         print_double_pole_table(figures["rows"], f"{title}; {machine}", console)
         print_published_comparison(figures["rows"], console)
         if stopped_by:
-            again = f"; the same command continues it from {args.json}" if args.json else ""
+            again = f"; the same command continues it from {options.json}" if options.json else ""
             console.print(f"[yellow]stopped by {stopped_by}: the runs under way are lost{again}[/yellow]")
             return 130 if stopped_by == "Ctrl-C" else 1
-    if args.only != "success":
-        rows = bench_double_pole_throughput(args.popsize, args.repeats, args.devices, args.compile,
-                                            tuple(args.larger_popsizes))
+    if options.only != "success":
+        rows = bench_double_pole_throughput(options.popsize, options.repeats, options.devices, options.compile,
+                                            tuple(options.larger_popsizes))
         machines = "; ".join(dict.fromkeys(machine_description(torch.device(r["device"])) for r in rows))
         print_throughput_table(rows, f"Simulated steps per second of one population evaluation, median of "
-                                     f"{args.repeats}; {machines}", console)
+                                     f"{options.repeats}; {machines}", console)
         figures.update(throughput=rows)
         save()
     return 0
