@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # the CUDA build of torch first and then `pip install -e .[gpu]`.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup test main clean
+.PHONY: setup test main mutations clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,6 +17,9 @@ setup: $(VENV)/.installed
 
 test: setup
 	$(PY) -m pytest -q -n 2
+
+mutations: setup
+	$(PY) tests/mutations.py
 
 main: setup
 	$(VENV)/bin/fwp-rl train configs/double_pole/nonmarkov_delta_error_cmaes.yaml

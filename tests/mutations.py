@@ -7,7 +7,7 @@ tree, runs the tests that guard that code, and restores the file, then prints a 
 caught when a test fails (or the run times out); a mutant that does not even import is reported as
 BROKEN, a mistake in the list. Every mutation of the list must be caught.
 
-    .venv/bin/python tests/mutations.py                 # all, one after the other (about 15 minutes on 2 cores)
+    .venv/bin/python tests/mutations.py                 # all, one after the other (about 7 minutes on 2 cores)
     .venv/bin/python tests/mutations.py --only ppo-surrogate-sign,gae-no-bootstrap-cut
     .venv/bin/python tests/mutations.py --list
 
