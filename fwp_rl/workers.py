@@ -12,6 +12,11 @@
   here at once and the workers are terminated, their jobs lost.
 - A worker process that ends in the middle of a job (killed by the system, say for memory) raises WorkerDied
   naming it and the jobs under way, which are lost: the other workers are terminated.
+
+Written on multiprocessing's processes and pipes rather than a library pool: concurrent.futures'
+ProcessPoolExecutor, when a worker dies, breaks the whole pool without saying which worker or job it was and
+offers no public way to stop its workers at once, and multiprocessing.Pool waits forever for a job whose worker
+died. Here the end of a worker's pipe is its death, seen at once and for that worker alone.
 """
 
 from __future__ import annotations
