@@ -14,7 +14,7 @@ Modules, from the bottom up (each name is also one of this package's, ``double_p
   ``output_to_force``, ``balanced``, ``observe``, and ``DoublePole``, N simulations on one device;
 - ``success``: the benchmark's fitness and success test, for any controller (``fitness_and_steps``,
   ``long_test``, ``generalization_test``) and for a policy's parameter vectors driven by a
-  ``fwp_rl.policy.MemoryController`` (``population_fitness``, ``champion_test`` -> ``SolutionTest``);
+  ``fwp_rl.population.MemoryController`` (``population_fitness``, ``champion_test`` -> ``SolutionTest``);
 - ``render``: ``render_frame``, a picture of one state;
 - ``env``: ``DoublePoleEnv`` and ``DoublePoleVectorEnv`` (registered by ``fwp_rl.envs`` as
   "fwp_rl/DoublePole-v0" and "fwp_rl/DoublePoleNoVel-v0").
