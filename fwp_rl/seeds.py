@@ -144,7 +144,7 @@ def _train_in_workers(configs: list, parallel: int, console: Console) -> list[Se
             console.print(f"seed {run.seed}: {'finished' if run.finished else 'stopped early'}, {run.run_dir}")
 
     try:
-        run_in_workers(_train_quietly, configs, parallel, report, console,
+        run_in_workers(_train_quietly, configs, parallel, report, console, threads=threads,
                        stop_when="the seeds under way after their update; no other seed starts")
     except WorkerDied as e:
         for config in e.lost:  # with what its worker made before it ended, if anything
