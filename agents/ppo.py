@@ -18,6 +18,7 @@ checkpoints, Weights & Biases, Ctrl-C that saves, and ``--resume``.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import typing
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from fwp_rl.cores import State
 from fwp_rl.envs.vector import VectorEnvConfig, make_vector_env
 from fwp_rl.harness import Run, Trained
 from fwp_rl.policy import RecurrentPolicy
-from fwp_rl.runs import CheckpointError
+from fwp_rl.runs import CheckpointError, NonFiniteError
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -44,6 +45,9 @@ class PPOHyperparameters:
     total_steps: agent steps summed over envs. num_steps: rollout length per env. sequence_length: the
     training sequences' length (None: the whole rollout); it must divide num_steps. num_minibatches: the
     sequences of one epoch are split into this many minibatches. device: "auto" takes CUDA when present.
+    nonfinite: what a minibatch whose loss or gradient norm is nan or inf does: "stop" the run with an error
+    naming the update (the last checkpoint is kept), or "skip" its optimizer step (counted in the metrics as
+    skipped_minibatches). A parameter that is not finite after an update always stops the run.
     """
 
     total_steps: int = 10_000_000
@@ -63,6 +67,7 @@ class PPOHyperparameters:
     max_grad_norm: float = 0.5
     target_kl: float | None = None
     device: str = "auto"
+    nonfinite: typing.Literal["stop", "skip"] = "stop"
 
     def validate(self, prefix: str) -> None:
         for key in ("total_steps", "num_steps", "update_epochs", "num_minibatches"):
@@ -177,7 +182,9 @@ def _split_sequences(x: Tensor, length: int) -> Tensor:
 
 def ppo_update(policy: RecurrentPolicy, optimizer: torch.optim.Optimizer, rollout: Rollout, hp: PPOHyperparameters,
                generator: torch.Generator) -> dict[str, float]:
-    """``update_epochs`` passes of clipped PPO over the rollout's sequences; returns the losses' means."""
+    """``update_epochs`` passes of clipped PPO over the rollout's sequences; returns the losses' means (over the
+    minibatches that stepped). A minibatch whose loss or gradient norm is not finite raises NonFiniteError, or with
+    ``hp.nonfinite == "skip"`` makes no step and is counted in ``skipped_minibatches``."""
     advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.starts, rollout.next_value,
                                       rollout.next_start, hp.gamma, hp.gae_lambda)
     T = rollout.obs.shape[0]
@@ -190,6 +197,7 @@ def ppo_update(policy: RecurrentPolicy, optimizer: torch.optim.Optimizer, rollou
     per_batch = num_sequences // hp.num_minibatches
     # Figures stay tensors until the end: reading each on the host would synchronise a GPU every minibatch.
     stats: dict[str, list[Tensor]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")}
+    skipped = 0
     for _ in range(hp.update_epochs):
         order = torch.randperm(num_sequences, generator=generator).to(rollout.obs.device)
         for start in range(0, num_sequences, per_batch):
@@ -215,19 +223,43 @@ def ppo_update(policy: RecurrentPolicy, optimizer: torch.optim.Optimizer, rollou
             loss = policy_loss - hp.ent_coef * entropy_mean + hp.vf_coef * value_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(policy.parameters(), hp.max_grad_norm)
-            optimizer.step()
+            grad_norm = nn.utils.clip_grad_norm_(policy.parameters(), hp.max_grad_norm)
+            # The one host synchronisation of a minibatch: a step with a nan in it would spoil every parameter.
+            if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
+                if hp.nonfinite == "stop":
+                    raise NonFiniteError(f"the loss or its gradient is not finite (policy_loss {policy_loss.item():.4g}, "
+                                         f"value_loss {value_loss.item():.4g}, entropy {entropy_mean.item():.4g}, "
+                                         f"gradient norm {grad_norm.item():.4g})")
+                skipped += 1
+                continue
+            try:
+                optimizer.step()
+            except RuntimeError as e:  # Adam's step size itself overflows the parameters' dtype
+                if "overflow" not in str(e):
+                    raise
+                raise NonFiniteError(f"the optimizer's step overflows: {e}") from None
             stats["policy_loss"].append(policy_loss.detach())
             stats["value_loss"].append(value_loss.detach())
             stats["entropy"].append(entropy_mean.detach())
         epoch_kl = torch.stack(stats["approx_kl"][-hp.num_minibatches:]).mean()
         if hp.target_kl is not None and float(epoch_kl) > hp.target_kl:
             break
-    out = {k: float(torch.stack(v).mean()) for k, v in stats.items()}
+    out = {k: float(torch.stack(v).mean()) if v else math.nan for k, v in stats.items()}
+    out["skipped_minibatches"] = skipped
     variance = float(returns.var())
     unexplained = float((returns - rollout.values).var())
     out["explained_variance"] = float("nan") if variance == 0 else 1 - unexplained / variance
     return out
+
+
+def check_parameters(module: nn.Module) -> None:
+    """NonFiniteError naming the first parameter of ``module`` with a nan or an infinity in it (one host
+    synchronisation when all are finite)."""
+    parameters = dict(module.named_parameters())
+    if bool(torch.stack([torch.isfinite(p).all() for p in parameters.values()]).all()):
+        return
+    name = next(name for name, p in parameters.items() if not bool(torch.isfinite(p).all()))
+    raise NonFiniteError(f"parameter {name} is not finite")
 
 
 class Trainer:
@@ -311,7 +343,13 @@ class Trainer:
         start = time.perf_counter()
         rollout, episodes, timing = self.collect()
         learn_start = time.perf_counter()
-        figures = ppo_update(self.policy, self.optimizer, rollout, hp, self.generator)
+        try:
+            figures = ppo_update(self.policy, self.optimizer, rollout, hp, self.generator)
+            check_parameters(self.policy)
+        except NonFiniteError as e:
+            raise NonFiniteError(f"update {self.update_index + 1} of {self.config.num_updates}: {e}. No checkpoint "
+                                 "holds it. Lower ppo.learning_rate, or set ppo.nonfinite=skip to skip such "
+                                 "minibatches") from None
         end = time.perf_counter()
         self.update_index += 1
         figures.update(timing, learn_seconds=end - learn_start, seconds=end - start,

@@ -62,7 +62,7 @@ info["episode"] gives the logged episodes:
 Resuming (``fwp-rl train --resume RUN_DIR``) builds the model from the run's config (with any ``--set``)
 and puts the checkpoint into it, as our PPO does:
 
-- restored exactly: the policy and Adam's state (SB3's saved model), the step counter, so the annealed
+- restored exactly: the policy's weights and Adam's state (their state dicts), the step counter, so the annealed
   learning rate goes on where it stopped (its schedule is made from the config: ``--set
   ppo.total_steps=...`` re-spreads the rest as ours), the update count, and the global torch, NumPy and
   Python generators SB3 draws from (actions from torch, minibatch order from NumPy), as they were at the
@@ -83,11 +83,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
+import math
 import random
 import time
 import typing
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,10 +104,11 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
 from fwp_rl.agents.ppo import PPOHyperparameters, RolloutCounts, UpdateDisplay, resolve_device
-from fwp_rl.config import ConfigError, RunConfig, check_seed
+from fwp_rl.config import ConfigError, RunConfig, check_seed, from_dict
 from fwp_rl.envs.vector import Envs, Episode, Step, VectorEnvConfig
 from fwp_rl.harness import Run, Trained
-from fwp_rl.runs import CheckpointError, load_checkpoint
+from fwp_rl.agents.ppo import check_parameters
+from fwp_rl.runs import CheckpointError, NonFiniteError, load_checkpoint
 
 gym.register_envs(ale_py)
 
@@ -142,6 +142,10 @@ class SB3Config(RolloutCounts):
         if self.steps_per_update % self.ppo.num_minibatches:
             raise ConfigError(f"ppo.num_minibatches={self.ppo.num_minibatches} is not allowed: it must divide the "
                               f"{self.steps_per_update} steps of a rollout (env.num_envs x ppo.num_steps)")
+        if self.ppo.nonfinite != "stop":
+            raise ConfigError(f"ppo.nonfinite={self.ppo.nonfinite!r} is not allowed for {LEARNER}: SB3 steps its "
+                              "optimizer itself, so a run stops at a loss or parameter that is not finite; it must be "
+                              "'stop'")
         if self.env.atari:
             _check_atari(self.env)
         elif self.env.options.get("vectorization_mode", "sync") != "sync":
@@ -240,42 +244,59 @@ def make_model(config: SB3Config, env: VecEnv) -> RecurrentPPO:
 
 
 def load_model(checkpoint: str | Path, device: str = "cpu") -> RecurrentPPO:
-    """The RecurrentPPO of a checkpoint file or run directory written by ``train`` (without an env)."""
-    return model_from_payload(load_checkpoint(checkpoint, learner=LEARNER), device)
+    """The RecurrentPPO of a checkpoint file or run directory written by ``train``, on one env of its config."""
+    payload = load_checkpoint(checkpoint, learner=LEARNER)
+    config = from_dict(SB3Config, payload["config"])
+    return model_from_payload(payload, make_env(dataclasses.replace(
+        config, env=dataclasses.replace(config.env, num_envs=1))), device)
 
 
-def model_from_payload(payload: dict, device: str | torch.device = "cpu") -> RecurrentPPO:
-    """The RecurrentPPO of a checkpoint's contents (``load_checkpoint``), without an env."""
+def model_from_payload(payload: dict, env: VecEnv, device: str = "cpu") -> RecurrentPPO:
+    """The RecurrentPPO of a checkpoint's contents (``load_checkpoint``) on ``env``: made from the checkpoint's config,
+    with its weights. Not SB3's ``load``: SB3's saved models keep objects (the policy class, the schedules) that
+    loading them rebuilds by running code from the file."""
+    config = from_dict(SB3Config, payload["config"])
+    model = make_model(dataclasses.replace(config, ppo=dataclasses.replace(config.ppo, device=device)), env)
+    load_state(model, payload)
+    return model
+
+
+def load_state(model: RecurrentPPO, payload: dict) -> None:
+    """Put a checkpoint's policy weights, Adam state and step counter into ``model``; a CheckpointError when they do
+    not fit."""
     try:
-        return RecurrentPPO.load(io.BytesIO(payload["sb3_zip"]), device=device)
-    except (KeyError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"the checkpoint holds no readable SB3 model: {type(e).__name__}: {e}") from None
+        model.policy.load_state_dict(payload["policy"])
+        model.policy.optimizer.load_state_dict(payload["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        first_line = str(e).splitlines()[0]
+        raise CheckpointError(f"the checkpoint does not fit this config's policy: {type(e).__name__}: "
+                              f"{first_line}") from None
+    model.num_timesteps = int(payload["global_step"])
 
 
 def restore(model: RecurrentPPO, payload: dict, config: SB3Config) -> None:
     """Put a checkpoint's policy, Adam state and step counter into a model made from ``config`` (module
     docstring); the env restarts from seed config.seed + the update count. The generators are restored
     apart, just before training goes on (``set_generator_states``)."""
-    try:
-        model.set_parameters(io.BytesIO(payload["sb3_zip"]), exact_match=True, device=model.device)
-    except (RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        first_line = str(e).splitlines()[0]
-        raise CheckpointError(f"the checkpoint does not fit this config's policy: {first_line}") from None
-    model.num_timesteps = int(payload["global_step"])
+    load_state(model, payload)
     # RecurrentPPO seeded its env with config.seed; a restart from the same seed would replay the first episodes.
     model.env.seed(config.seed + int(payload["update"]))
 
 
 def generator_states() -> dict:
-    """The global generators RecurrentPPO draws from: torch (actions), NumPy (minibatch order), Python."""
-    return {"torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
+    """The global generators RecurrentPPO draws from: torch (actions), NumPy (minibatch order), Python; as tensors
+    and plain data (a checkpoint holds nothing else: NumPy's key array becomes a list)."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    return {"torch_rng": torch.get_rng_state(), "numpy_rng": (name, keys.tolist(), position, has_gauss, gauss),
+            "python_rng": random.getstate()}
 
 
 def set_generator_states(payload: dict) -> None:
     if "torch_rng" not in payload:  # written before runs could resume: the generators stay as the model seeded them
         return
     torch.set_rng_state(payload["torch_rng"])
-    np.random.set_state(payload["numpy_rng"])
+    name, keys, position, has_gauss, gauss = payload["numpy_rng"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
     random.setstate(payload["python_rng"])
 
 
@@ -297,36 +318,37 @@ class EvaluationEnvs(Envs):
     and VecFrameStack), seeded with ``seed``, behind ``fwp_rl.envs.vector.Envs`` for ``fwp-rl evaluate``:
     whole episodes from Monitor (raw returns; an Atari game through its lost lives), lengths in agent
     steps. ``render()`` is the env's own picture (SB3 makes its envs with render_mode "rgb_array"; for
-    Atari the colour screen)."""
+    Atari the colour screen). ``venv`` is the SB3 vector env itself.
+    """
 
     def __init__(self, config: SB3Config, seed: int):
-        self._venv = make_env(dataclasses.replace(config, seed=seed, env=dataclasses.replace(config.env, num_envs=1)))
+        self.venv = make_env(dataclasses.replace(config, seed=seed, env=dataclasses.replace(config.env, num_envs=1)))
         self.num_envs = self.batch_size = 1
         self.env_ids = np.arange(1)
-        self.single_observation_space = self._venv.observation_space
-        self.single_action_space = self._venv.action_space
+        self.single_observation_space = self.venv.observation_space
+        self.single_action_space = self.venv.action_space
         self._lengths = np.zeros(1, dtype=np.int64)
         self._actions: np.ndarray | None = None
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         if seed is not None:
-            self._venv.seed(seed)
+            self.venv.seed(seed)
         self._lengths[:] = 0
-        return self._venv.reset()
+        return self.venv.reset()
 
     def send(self, actions: np.ndarray) -> None:
         self._actions = actions
 
     def recv(self) -> Step:
-        obs, reward, done, infos = self._venv.step(self._actions)
+        obs, reward, done, infos = self.venv.step(self._actions)
         self._lengths += 1
         return Step(obs, reward.astype(np.float32), done, monitor_episodes(infos, self._lengths))
 
     def render(self) -> np.ndarray:
-        return np.asarray(self._venv.get_images()[0])
+        return np.asarray(self.venv.get_images()[0])
 
     def close(self) -> None:
-        self._venv.close()
+        self.venv.close()
 
 
 class EvaluationAgent:
@@ -428,9 +450,20 @@ class UpdateCallback(BaseCallback):
 
 
 def checkpoint_payload(model: RecurrentPPO, update: int) -> dict:
-    zipped = io.BytesIO()
-    model.save(zipped)
-    return {"update": update, "global_step": model.num_timesteps, "sb3_zip": zipped.getvalue(), **generator_states()}
+    return {"update": update, "global_step": model.num_timesteps, "policy": model.policy.state_dict(),
+            "optimizer": model.policy.optimizer.state_dict(), **generator_states()}
+
+
+def check_update(figures: dict, model: RecurrentPPO, update: int) -> None:
+    """NonFiniteError naming ``update`` when its losses or the policy's parameters are not finite: SB3 steps its
+    optimizer whatever its loss, and the next rollout would fail on a nan in the policy."""
+    spoiled = [key for key in ("policy_loss", "value_loss", "entropy", "approx_kl") if not math.isfinite(figures[key])]
+    try:
+        if spoiled:
+            raise NonFiniteError(f"{', '.join(spoiled)} not finite")
+        check_parameters(model.policy)
+    except NonFiniteError as e:
+        raise NonFiniteError(f"update {update}: {e}. No checkpoint holds it. Lower ppo.learning_rate") from None
 
 
 def train(config: SB3Config, resume: str | Path | None = None, console: Console | None = None) -> Trained:
@@ -448,6 +481,7 @@ def train(config: SB3Config, resume: str | Path | None = None, console: Console 
         with run.start(total=total, tags=["lstm", "sb3"], iteration="update"):
 
             def on_update(figures: dict, last: bool) -> None:
+                check_update(figures, model, run.iterations + 1)
                 run.log(model.num_timesteps, update=run.iterations + 1, **figures)
                 run.show(display.status(figures))
                 run.checkpoint(lambda: checkpoint_payload(model, run.iterations), final=last)

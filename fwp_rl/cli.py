@@ -221,13 +221,16 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)  # first: --help and argument errors need no torch
     from fwp_rl.config import ConfigError
-    from fwp_rl.runs import CheckpointError
+    from fwp_rl.runs import CheckpointError, NonFiniteError
 
     try:
         return _run(args)
-    except (ConfigError, CheckpointError) as e:
+    except (ConfigError, CheckpointError) as e:  # what the user gave is wrong
         print(f"fwp-rl: error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteError as e:  # training diverged; the last good checkpoint is kept
+        print(f"fwp-rl: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

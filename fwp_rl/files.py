@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -49,3 +50,14 @@ def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], object]) ->
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def atomic_copy(source: str | Path, path: str | Path) -> None:
+    """Make ``path`` a copy of ``source``, atomically: a hard link to the same data where the file system has them
+    (``source`` replaced by a rename later leaves it as it was), else a copy of the bytes."""
+    with replacing(path) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)

@@ -22,9 +22,10 @@ records after its checkpoint: they get logged again); takes Ctrl-C (``fwp_rl.pro
 asks the run to stop after the update or generation under way, the second stops it at once); and shows a progress
 line counting the learner's step unit. When the block ends, by an error too, metrics.jsonl and W&B are closed.
 
-A checkpoint is checkpoints/latest.pt, written atomically: the learner, the config, the W&B run id and what the
-learner hands over. A resumable learner's (``fwp_rl.learners``) holds ``update``, the updates done, and
-``global_step``, the step of the last metrics record: a resumed run goes on from there.
+A checkpoint is checkpoints/latest.pt, written atomically (the one it replaces is kept as previous.pt): the
+learner, the config, the W&B run id and what the learner hands over. A resumable learner's (``fwp_rl.learners``)
+holds ``update``, the updates done, and ``global_step``, the step of the last metrics record: a resumed run goes
+on from there.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Run:
         self.saved = None if resume is None else load_checkpoint(resume, learner=config.learner)
         self.run_dir = None if resume is None else Path(resume)
         self.iterations = 0 if self.saved is None else int(self.saved["update"])  # updates or generations logged
+        self._checkpointed_at = self.iterations if self.saved is not None else None  # the iteration latest.pt holds
         self.wandb_id: str | None = None
         self.stopped = False
 
@@ -104,11 +106,17 @@ class Run:
 
     def checkpoint(self, payload: Callable[[], dict], final: bool = False) -> None:
         """Write checkpoints/latest.pt with what ``payload()`` gives, after every ``run.checkpoint_every`` updates
-        (or generations) and when ``final``: at the end of the run, or where Ctrl-C stopped it."""
+        (or generations) and when ``final``: at the end of the run, or where Ctrl-C stopped it. The checkpoint it
+        replaces is kept as checkpoints/previous.pt; a payload with nan or inf in it is not written
+        (``fwp_rl.runs.NonFiniteError``)."""
         if final or self.iterations % self.config.run.checkpoint_every == 0:
-            save_checkpoint(self.run_dir / "checkpoints" / "latest.pt",
+            folder = self.run_dir / "checkpoints"
+            # a final checkpoint of the update the last one covered replaces it: previous.pt stays an update older
+            keep = self.iterations != self._checkpointed_at
+            save_checkpoint(folder / "latest.pt",
                             {"learner": self.config.learner, "config": to_dict(self.config), "wandb_id": self.wandb_id,
-                             **payload()})
+                             **payload()}, previous=folder / "previous.pt" if keep else None)
+            self._checkpointed_at = self.iterations
 
     @property
     def stop_requested(self) -> bool:

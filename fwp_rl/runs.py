@@ -2,7 +2,7 @@
 
     runs/<name>/config.yaml        the resolved config the run was started with
     runs/<name>/metrics.jsonl      one JSON object per logged step, appended and flushed line by line
-    runs/<name>/checkpoints/       latest.pt and step_<N>.pt, each written atomically
+    runs/<name>/checkpoints/       latest.pt, and previous.pt: the one latest.pt replaced; each written atomically
     runs/<name>/wandb/             W&B's own files (offline by default: `wandb sync` uploads them later)
 
 Every learner's run writes them through ``fwp_rl.harness.Run``. The seeds of ``fwp-rl train --seeds`` are
@@ -10,7 +10,10 @@ run directories inside one group directory, runs/<name>/seed_<k>/ (``fwp_rl.seed
 finds run directories at any depth.
 
 A checkpoint is first written to a temporary file in the same directory and then renamed over the
-old one, so an interruption at any moment leaves the previous checkpoint intact.
+old one, so an interruption at any moment leaves the previous checkpoint intact. A checkpoint holds tensors
+and plain data only (numbers, strings, lists, dicts): ``save_checkpoint`` refuses a tensor with nan or inf in
+it, and ``load_checkpoint`` reads with ``torch.load(weights_only=True)``, whose unpickler rebuilds nothing else,
+so a crafted file cannot run code when a run is evaluated or resumed.
 """
 
 from __future__ import annotations
@@ -18,18 +21,24 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fwp_rl.files import atomic_write_bytes
+from fwp_rl.files import atomic_copy, atomic_write_bytes
 
 CHECKPOINT_FORMAT = 1
 
 
 class CheckpointError(ValueError):
     """A path that is not a readable fwp-rl checkpoint."""
+
+
+class NonFiniteError(RuntimeError):
+    """Training made a nan or an infinity (a loss, a gradient, a parameter), or was about to save one."""
 
 
 def unique_run_dir(root: str | Path, name: str) -> Path:
@@ -60,10 +69,35 @@ def find_run_dirs(path: str | Path) -> list[Path]:
     return sorted(found)
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` (config, weights, learner state, ...) to ``path`` atomically."""
+def save_checkpoint(path: str | Path, payload: dict[str, Any], previous: str | Path | None = None) -> None:
+    """Write ``payload`` (config, weights, learner state, ...) to ``path`` atomically; a NonFiniteError, and
+    nothing written, when a floating-point tensor in it holds nan or inf. With ``previous``, the checkpoint at
+    ``path`` is first kept there, so one bad write cannot take the only good state."""
+    spoiled = _nonfinite_tensor(payload)
+    if spoiled is not None:
+        raise NonFiniteError(f"not writing {str(path)!r}: {spoiled} holds nan or inf (the checkpoint there is kept)")
     payload = {"format": CHECKPOINT_FORMAT, **payload}
+    if previous is not None and Path(path).is_file():
+        atomic_copy(path, previous)
     atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
+
+
+def _nonfinite_tensor(value, where: str = "the checkpoint") -> str | None:
+    """Where in ``value`` (nested dicts, lists and tuples) a floating-point tensor holds nan or inf, or None."""
+    if isinstance(value, torch.Tensor):
+        finite = not value.is_floating_point() or bool(torch.isfinite(value).all())
+        return None if finite else where
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _nonfinite_tensor(item, f"{where}[{key!r}]")
+        if found is not None:
+            return found
+    return None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
@@ -78,7 +112,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     if not file.is_file():
         raise CheckpointError(f"checkpoint {str(file)!r} does not exist")
     try:
-        payload = torch.load(file, map_location=map_location, weights_only=False)
+        payload = torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only: an object other than a tensor or plain data, which unpickling would run code to rebuild
+        named = re.search(r"GLOBAL ([\w.]+)", str(e))
+        raise CheckpointError(f"{str(file)!r} holds {named.group(1) if named else 'an object'}, which loading would "
+                              "run code to rebuild: refused (fwp-rl checkpoints hold tensors and plain data only)"
+                              ) from None
     except Exception as e:  # torch raises many kinds of errors for truncated or foreign files
         raise CheckpointError(f"{str(file)!r} is not a readable fwp-rl checkpoint (truncated or another format): "
                               f"{type(e).__name__}: {e}") from None

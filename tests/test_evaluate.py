@@ -95,7 +95,7 @@ def double_pole_run(tmp_path_factory):
 
 
 def test_a_run_evolved_on_a_gpu_replays_on_the_cpu(double_pole_run, tmp_path, monkeypatch, capsys):
-    payload = torch.load(double_pole_run / "checkpoints" / "latest.pt", weights_only=False)
+    payload = torch.load(double_pole_run / "checkpoints" / "latest.pt", weights_only=True)
     payload["config"]["search"]["device"] = "cuda"
     torch.save(payload, tmp_path / "gpu.pt")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

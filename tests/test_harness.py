@@ -46,9 +46,9 @@ def saved(monkeypatch):
     """The update (or generation) of every checkpoint the harness writes."""
     save, iterations = harness.save_checkpoint, []
 
-    def recorded(path, payload):
+    def recorded(path, payload, previous):
         iterations.append(payload.get("update", payload.get("generation")))
-        save(path, payload)
+        save(path, payload, previous)
 
     monkeypatch.setattr(harness, "save_checkpoint", recorded)
     return iterations

@@ -1,6 +1,9 @@
 """Recurrent PPO: GAE against its definition, sequence splitting, the first learning pass replaying the rollout
 exactly (states at sequence starts, resets inside sequences), the loss and the step of one minibatch against the
-formulas computed by hand, the learning-rate schedule, target_kl, runs, resume and config errors."""
+formulas computed by hand, the learning-rate schedule, target_kl, a nan that stops the update or skips its step,
+runs, resume and config errors."""
+
+import math
 
 import numpy as np
 import pytest
@@ -10,8 +13,8 @@ from torch.distributions import Categorical
 
 from fwp_rl.agents import ppo
 from fwp_rl.cli import main
-from fwp_rl.config import from_dict
-from fwp_rl.runs import load_checkpoint, read_metrics, save_checkpoint
+from fwp_rl.config import dump_yaml, from_dict
+from fwp_rl.runs import NonFiniteError, load_checkpoint, read_metrics, save_checkpoint
 
 
 def reference_gae(rewards, values, starts, next_value, next_start, gamma, lam):
@@ -242,6 +245,49 @@ def test_the_step_is_clipped_to_max_grad_norm():
                                atol=1e-14)
     np.testing.assert_allclose(policy.values.detach().numpy() - data["values"], -scale * grad_values, rtol=1e-4,
                                atol=1e-14)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_loss_that_is_not_finite_stops_the_update_or_skips_its_step(bad):
+    policy, rollout, _ = table_rollout()
+    rollout.rewards[1, 2] = bad
+    before = [p.detach().clone() for p in policy.parameters()]
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.1)
+    with pytest.raises(NonFiniteError, match=r"the loss or its gradient is not finite \(policy_loss nan"):
+        ppo.ppo_update(policy, optimizer, rollout, table_hp(), torch.Generator().manual_seed(0))
+    figures = ppo.ppo_update(policy, optimizer, rollout, table_hp(nonfinite="skip"), torch.Generator().manual_seed(0))
+    assert figures["skipped_minibatches"] == 1 and math.isnan(figures["policy_loss"])
+    assert all(torch.equal(p, q) for p, q in zip(policy.parameters(), before))
+
+
+def test_a_run_stops_at_the_update_that_spoils_a_parameter_and_keeps_the_checkpoints_before(tmp_path, monkeypatch,
+                                                                                            capsys):
+    config = recall_config(tmp_path)
+    update = ppo.ppo_update
+
+    def spoiling(policy, *args):
+        figures = update(policy, *args)
+        if len(read_metrics_of(tmp_path)) == 2:
+            with torch.no_grad():
+                next(policy.parameters())[0] = float("nan")
+        return figures
+
+    monkeypatch.setattr(ppo, "ppo_update", spoiling)
+    path = tmp_path / "recall.yaml"
+    dump_yaml(config, path)
+    assert main(["train", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "update 3 of 3: parameter torso.net.1.weight is not finite" in err
+    checkpoints = tmp_path / "recall" / "checkpoints"
+    assert load_checkpoint(checkpoints / "latest.pt")["update"] == 2
+    assert load_checkpoint(checkpoints / "previous.pt")["update"] == 1
+    assert [r["update"] for r in read_metrics_of(tmp_path)] == [1, 2]
+
+
+def read_metrics_of(tmp_path):
+    path = tmp_path / "recall" / "metrics.jsonl"
+    return read_metrics(path) if path.exists() else []
 
 
 def count_steps(optimizer) -> list[float]:

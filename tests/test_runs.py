@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from fwp_rl.cli import main
-from fwp_rl.runs import (CheckpointError, MetricsLog, load_checkpoint, read_metrics, save_checkpoint,
+from fwp_rl.runs import (CheckpointError, MetricsLog, NonFiniteError, load_checkpoint, read_metrics, save_checkpoint,
                          unique_run_dir)
 
 
@@ -159,3 +159,56 @@ def test_a_disabled_run_starts_no_w_and_b_run(tmp_path, wandb_runs):
                         f"ppo: {PPO_STEPS % 48}\n")
     assert main(["train", str(config), "--set", "run.wandb=disabled"]) == 0
     assert wandb_runs == [] and len(read_metrics(tmp_path / "runs" / "recall" / "metrics.jsonl")) == 1
+
+
+# ---------------------------------------------------------------------------------------------- safe checkpoints
+class Payload:
+    """What a crafted checkpoint holds: unpickling it would run open(marker, "w"), which makes the file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_crafted_checkpoint_runs_nothing_and_is_named(tmp_path, capsys):
+    run_dir = ppo_run(tmp_path)
+    latest, marker = run_dir / "checkpoints" / "latest.pt", tmp_path / "ran"
+    payload = torch.load(latest, weights_only=True)
+    torch.save({**payload, "policy": Payload(marker)}, latest)
+    for argv in (["evaluate", str(run_dir)], ["evaluate", str(latest)], ["train", "--resume", str(run_dir)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert f"{str(latest)!r} holds io.open, which loading would run code to rebuild: refused" in err
+        assert not marker.exists()
+    torch.load(latest, weights_only=False)  # what loading it as fwp-rl did before would have done
+    assert marker.exists()
+
+
+def test_a_checkpoint_with_nan_or_inf_is_not_written(tmp_path):
+    path = tmp_path / "latest.pt"
+    save_checkpoint(path, {"policy": {"w": torch.ones(2)}, "step": 1})
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(NonFiniteError, match=r"the checkpoint\['optimizer'\]\['state'\]\[0\] holds nan or inf"):
+            save_checkpoint(path, {"policy": {"w": torch.ones(2)}, "optimizer": {"state": [torch.tensor([1.0, bad])]}})
+    save_checkpoint(path, {"counts": torch.arange(3), "policy": {"w": torch.zeros(2)}})  # integer tensors pass
+    assert sorted(os.listdir(tmp_path)) == ["latest.pt"]
+
+
+def test_the_run_keeps_the_checkpoint_that_latest_replaced(tmp_path):
+    run_dir = ppo_run(tmp_path, updates=3)
+    checkpoints = run_dir / "checkpoints"
+    assert sorted(os.listdir(checkpoints)) == ["latest.pt", "previous.pt"]
+    assert load_checkpoint(checkpoints / "latest.pt")["update"] == 3
+    assert load_checkpoint(checkpoints / "previous.pt")["update"] == 2
+
+
+def ppo_run(tmp_path, updates=1):
+    path = tmp_path / "ppo.yaml"
+    path.write_text(f"learner: ppo\nname: safe\n{RECALL_ENV}policy: {{torso: mlp, core: delta}}\n"
+                    f"ppo: {PPO_STEPS % (48 * updates)}\n"
+                    f"run: {{root: {str(tmp_path / 'runs')!r}, wandb: disabled, checkpoint_every: 1}}\n")
+    assert main(["train", str(path)]) == 0
+    return tmp_path / "runs" / "safe"

@@ -3,7 +3,6 @@ back), the ppo keys as RecurrentPPO arguments, the Atari wrappers, config errors
 (episodes, videos, memory view) and resume."""
 
 import dataclasses
-import io
 import json
 import tempfile
 
@@ -20,7 +19,7 @@ from fwp_rl.config import from_dict
 from fwp_rl.evaluate import run_episodes
 from fwp_rl.learners import load_config
 from fwp_rl.memory_view import memory_images
-from fwp_rl.runs import load_checkpoint, read_metrics, save_checkpoint
+from fwp_rl.runs import NonFiniteError, load_checkpoint, read_metrics, save_checkpoint
 
 from conftest import assert_frames_show_a_moving_picture, coloured_fraction
 
@@ -163,9 +162,7 @@ def test_evaluate_plays_the_episodes_sb3s_evaluate_policy_plays(sb3_run, tmp_pat
     with torch.no_grad():
         model.policy.action_net.weight.mul_(100)
     payload = load_checkpoint(sb3_run)
-    zipped = io.BytesIO()
-    model.save(zipped)
-    payload["sb3_zip"] = zipped.getvalue()
+    payload["policy"] = model.policy.state_dict()
     save_checkpoint(tmp_path / "sharp.pt", payload)
 
     assert main(["evaluate", str(tmp_path / "sharp.pt"), "--episodes", "8", "--seed", "1", "--deterministic"]) == 0
@@ -228,11 +225,11 @@ def test_evaluate_writes_the_video_of_an_sb3_checkpoint(sb3_run, tmp_path, memor
 
 def test_evaluate_refuses_an_sb3_checkpoint_without_its_model(sb3_run, tmp_path, capsys):
     payload = load_checkpoint(sb3_run)
-    del payload["sb3_zip"]
+    del payload["policy"]
     save_checkpoint(tmp_path / "empty.pt", payload)
     assert main(["evaluate", str(tmp_path / "empty.pt")]) == 2
     err = capsys.readouterr().err
-    assert "holds no readable SB3 model" in err and "Traceback" not in err
+    assert "does not fit this config's policy: KeyError" in err and "Traceback" not in err
 
 
 def test_resume_restores_the_model_the_optimizer_the_step_and_the_generators(sb3_run):
@@ -315,3 +312,20 @@ def test_resume_names_the_learners_it_works_for(tmp_path, capsys):
     (tmp_path / "config.yaml").write_text("learner: neuroevolution\nsearch: {popsize: 8}\n")
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "--resume works for 'ppo' and 'sb3_recurrent_ppo' runs" in capsys.readouterr().err
+
+
+def test_an_update_with_a_nan_loss_or_parameter_stops_the_run(sb3_run):
+    model = sb3.load_model(sb3_run)
+    figures = dict(policy_loss=0.1, value_loss=0.2, entropy=1.0, approx_kl=0.01)
+    sb3.check_update(figures, model, 3)
+    with pytest.raises(NonFiniteError, match="update 3: value_loss, approx_kl not finite. No checkpoint holds it"):
+        sb3.check_update(dict(figures, value_loss=float("inf"), approx_kl=float("nan")), model, 3)
+    with torch.no_grad():
+        model.policy.value_net.bias.fill_(float("nan"))
+    with pytest.raises(NonFiniteError, match="update 4: parameter value_net.bias is not finite"):
+        sb3.check_update(figures, model, 4)
+
+
+def test_sb3_has_no_skipping_of_nonfinite_minibatches(tmp_path, capsys):
+    assert main(["train", str(write_config(tmp_path)), "--set", "ppo.nonfinite=skip"]) == 2
+    assert "ppo.nonfinite='skip' is not allowed for sb3_recurrent_ppo" in capsys.readouterr().err
