@@ -297,7 +297,11 @@ def make_policy(config: NeuroevolutionConfig) -> RecurrentPolicy:
     if config.env.id == DOUBLE_POLE:
         observation_space, action_space = double_pole.spaces(double_pole.make_config(**config.env.options))
     else:
-        probe = gym.make(config.env.id, **config.env.options)
+        try:
+            probe = gym.make(config.env.id, **config.env.options)
+        except TypeError as e:  # options the env does not take
+            raise ConfigError(f"env.options {config.env.options} do not fit {config.env.id!r}: "
+                              f"{str(e).splitlines()[0]}") from None
         observation_space, action_space = probe.observation_space, probe.action_space
         probe.close()
     p = config.policy

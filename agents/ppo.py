@@ -76,6 +76,9 @@ class PPOHyperparameters:
         for key in ("learning_rate", "clip_coef", "max_grad_norm"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{prefix}.{key}={getattr(self, key)} is not allowed: it must be > 0")
+        if self.target_kl is not None and not self.target_kl > 0:
+            raise ConfigError(f"{prefix}.target_kl={self.target_kl} is not allowed: it must be > 0 (or null for no "
+                              "early stop)")
         for key in ("gamma", "gae_lambda"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ConfigError(f"{prefix}.{key}={getattr(self, key)} is not allowed: it must be in [0, 1]")

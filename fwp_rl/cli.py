@@ -94,6 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
                                   "given the file of an interrupted bench with the same options, keep its runs and "
                                   "make the others")
 
+    faults = benches.add_parser(
+        "faults", help="what a run promises, tried: bad inputs must give clear errors, and runs killed at random "
+                       "moments and resumed must lose nothing",
+        description="Runs every case of fwp_rl.bench.bad_inputs (a config, --set value, run directory, checkpoint or "
+                    "metrics file a user can get wrong) and counts the clear one-line errors; then trains a small run "
+                    "of each learner once uninterrupted and once killed (SIGKILL) again and again and resumed, and "
+                    "prints what survived (see fwp_rl.bench.faults). Exit code 1 when a promise broke.")
+    faults.add_argument("--kills", type=int, default=10, help="kills per run (default: 10)")
+    faults.add_argument("--learners", type=lambda t: t.split(","), default=None,
+                        help="comma-separated learners whose runs are killed (default: every learner)")
+    faults.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
+    faults.add_argument("--max-delay", type=float, default=1.0, metavar="SECONDS",
+                        help="each kill lands within this many seconds of the run's first new record (default: 1)")
+    faults.add_argument("--only", choices=("inputs", "kills"), default=None, help="run only one of the two parts")
+    faults.add_argument("--json", default=None, help="also write the counts to this JSON file")
+
     train = commands.add_parser("train", help="train from a YAML config")
     train.add_argument("config", nargs="?", help="YAML config file (configs/...); with --resume, the run's own")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -205,6 +221,11 @@ def _run(args) -> int:
             configs=args.configs, tasks=args.tasks, seeds=args.seeds, max_evaluations=args.max_evaluations,
             parallel=args.parallel, popsize=args.popsize, larger_popsizes=args.larger_popsizes, devices=args.devices,
             repeats=args.repeats, only=args.only, compile=args.compile, json=args.json))
+    if args.command == "bench" and args.bench == "faults":
+        from fwp_rl.bench.faults import FaultsOptions, run_faults_bench
+
+        return run_faults_bench(FaultsOptions(learners=args.learners, kills=args.kills, seed=args.seed,
+                                              max_delay=args.max_delay, only=args.only, json=args.json))
     return 0
 
 

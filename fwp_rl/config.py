@@ -61,14 +61,23 @@ def check_seed(seed: int, name: str = "seed") -> None:
         raise ConfigError(f"{name}={seed} is not allowed: it must be an integer from 0 to {MAX_SEED}")
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's error in one line: what is wrong, and where."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return problem if mark is None else f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not a text file (UTF-8)") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {_yaml_problem(e)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -114,11 +114,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     try:
         payload = torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        # weights_only: an object other than a tensor or plain data, which unpickling would run code to rebuild
+        # weights_only names the object other than a tensor or plain data that unpickling would run code to rebuild
         named = re.search(r"GLOBAL ([\w.]+)", str(e))
-        raise CheckpointError(f"{str(file)!r} holds {named.group(1) if named else 'an object'}, which loading would "
-                              "run code to rebuild: refused (fwp-rl checkpoints hold tensors and plain data only)"
-                              ) from None
+        if named is None:
+            raise CheckpointError(f"{str(file)!r} is not a readable fwp-rl checkpoint (another format)") from None
+        raise CheckpointError(f"{str(file)!r} holds {named.group(1)}, which loading would run code to rebuild: "
+                              "refused (fwp-rl checkpoints hold tensors and plain data only)") from None
     except Exception as e:  # torch raises many kinds of errors for truncated or foreign files
         raise CheckpointError(f"{str(file)!r} is not a readable fwp-rl checkpoint (truncated or another format): "
                               f"{type(e).__name__}: {e}") from None
