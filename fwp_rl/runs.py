@@ -177,7 +177,7 @@ def read_metrics(path: str | Path) -> list[dict]:
         except json.JSONDecodeError as e:
             if number == len(lines):
                 break  # written in part when the run was interrupted
-            raise MetricsError(f"{str(path)!r} line {number} is not JSON ({e.msg} at column {e.colno}): not a "
+            raise MetricsError(f"{str(path)!r} line {number} is not JSON ({e.msg}: column {e.colno}): not a "
                                "metrics file, or one that was edited by hand") from None
         if not isinstance(record, dict) or isinstance(record.get("step"), bool) \
                 or not isinstance(record.get("step"), int):
