@@ -134,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=10, help="episodes to run (one after another)")
     evaluate.add_argument("--deterministic", action="store_true", help="take the most likely action")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the env and of action sampling")
-    evaluate.add_argument("--video", default=None, metavar="DIR", help="write an mp4 of the first episode into DIR")
+    evaluate.add_argument("--video", default=None, metavar="DIR",
+                          help="write an mp4 of the first episode into DIR (DIR/<name>.mp4, or <name>_memory.mp4)")
+    evaluate.add_argument("--overwrite", action="store_true", help="with --video: replace a video already there")
     evaluate.add_argument("--memory-view", action="store_true",
                           help="with --video: show the memory (fast weights per head, the direct FWP's fast net, "
                                "or the LSTM cell) and the action probabilities (double pole: the output o) beside "
@@ -202,8 +204,11 @@ def _run(args) -> int:
 
         if args.memory_view and args.video is None:
             raise ConfigError("--memory-view draws into the video: give --video DIR too")
+        if args.overwrite and args.video is None:
+            raise ConfigError("--overwrite replaces a video already there: give --video DIR too")
         evaluate_checkpoint(args.checkpoint, episodes=args.episodes, deterministic=args.deterministic,
-                            video_dir=args.video, seed=args.seed, memory_view=args.memory_view)
+                            video_dir=args.video, seed=args.seed, memory_view=args.memory_view,
+                            overwrite=args.overwrite)
         return 0
     if args.command == "bench" and args.bench == "cores":
         from fwp_rl.bench.cores import CoresOptions, run_cores_bench
