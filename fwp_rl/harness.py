@@ -105,11 +105,10 @@ class Run:
         with contextlib.ExitStack() as held:
             if self.saved is None:
                 self.run_dir = unique_run_dir(config.run.root, config.name)
-                held.enter_context(lock_run_dir(self.run_dir))
-            else:
-                held.enter_context(lock_run_dir(self.run_dir))
+            held.enter_context(lock_run_dir(self.run_dir))
+            if self.saved is not None:
                 console.print(f"resuming {self.run_dir} at {iteration} {self.iterations}, step {step:,}")
-                self._remove_leftovers()
+            self._remove_leftovers()  # a new run's directory is new: nothing there
             dump_yaml(config, self.run_dir / "config.yaml")
             plain = to_dict(config)
             wandb_run = start_wandb(config.run.wandb, config.run.project, self.run_dir, self.run_dir.name,
