@@ -35,7 +35,7 @@ from evotorch.operators import GaussianMutation, SimulatedBinaryCrossOver
 from rich.console import Console
 from torch import Tensor
 
-from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_seed, parse_device
+from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_run_name, check_seed, parse_device
 from fwp_rl.envs import double_pole
 from fwp_rl.harness import Run, Trained
 from fwp_rl.policy import RecurrentPolicy
@@ -154,6 +154,7 @@ class NeuroevolutionConfig:
 
     def validate(self, prefix: str) -> None:
         check_seed(self.seed)
+        check_run_name(self.name)
         if self.search.compile and self.env.id != DOUBLE_POLE:
             raise ConfigError(f"search.compile=true is allowed for env.id={DOUBLE_POLE!r} only (its rollouts are "
                               f"torch programs), got env.id={self.env.id!r}")

@@ -29,7 +29,7 @@ import torch
 from rich.console import Console
 from torch import Tensor, nn
 
-from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_seed, parse_device
+from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_run_name, check_seed, parse_device
 from fwp_rl.cores import State
 from fwp_rl.envs.vector import VectorEnvConfig, make_vector_env
 from fwp_rl.harness import Run, Trained
@@ -116,6 +116,7 @@ class PPOConfig(RolloutCounts):
 
     def validate(self, prefix: str) -> None:
         check_seed(self.seed)
+        check_run_name(self.name)
         batch_size = self.env.options.get("batch_size") if self.env.atari else None
         if batch_size is not None and batch_size != self.env.num_envs:
             raise ConfigError(f"env.options.batch_size={batch_size} is not allowed for PPO: its rollouts step all "

@@ -104,7 +104,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
 from fwp_rl.agents.ppo import PPOHyperparameters, RolloutCounts, UpdateDisplay, resolve_device
-from fwp_rl.config import ConfigError, RunConfig, check_seed, from_dict
+from fwp_rl.config import ConfigError, RunConfig, check_run_name, check_seed, from_dict
 from fwp_rl.envs.vector import Envs, Episode, Step, VectorEnvConfig
 from fwp_rl.harness import Run, Trained
 from fwp_rl.agents.ppo import check_parameters
@@ -135,6 +135,7 @@ class SB3Config(RolloutCounts):
 
     def validate(self, prefix: str) -> None:
         check_seed(self.seed)
+        check_run_name(self.name)
         if self.ppo.sequence_length is not None:
             raise ConfigError(f"ppo.sequence_length={self.ppo.sequence_length} is not allowed for {LEARNER}: "
                               "RecurrentPPO cuts its own sequences (at episode starts and minibatch edges); "

@@ -1,4 +1,11 @@
-"""The ``fwp-rl`` command line."""
+"""The ``fwp-rl`` command line.
+
+Exit status: 0 done (a run that Ctrl-C stopped and saved too); 1 a seed of ``train --seeds --parallel`` lost with its
+worker process; 2 a user mistake (a bad config or option, a path that is not a run or checkpoint, a broken
+metrics.jsonl, a run that another process is training), reported in one line; 130 stopped at once by a second
+Ctrl-C (or SIGTERM); 143 (128 + SIGTERM) a ``train`` that SIGTERM stopped after the update under way, saved, so that
+``--resume`` goes on from there.
+"""
 
 from __future__ import annotations
 
@@ -115,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set search.popsize=32 (repeatable)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR",
-                       help=f"continue the {' or '.join(RESUMABLE)} run in RUN_DIR from its latest checkpoint")
+                       help=f"continue the {' or '.join(RESUMABLE)} run in RUN_DIR from its latest checkpoint; --set "
+                            "may change its budget, device and run settings, nothing else (see fwp_rl.learners)")
     train.add_argument("--seeds", default=None, metavar="0,1,2",
                        help="seeds, comma-separated, each a seed or a range a-b (0,1,2 or 0-13 or 0-4,10): one "
                             "run per seed, grouped: runs/<name>/seed_<k>/ (see fwp_rl.seeds)")
@@ -142,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=10, help="episodes to run (one after another)")
     evaluate.add_argument("--deterministic", action="store_true", help="take the most likely action")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the env and of action sampling")
-    evaluate.add_argument("--video", default=None, metavar="DIR", help="write an mp4 of the first episode into DIR")
+    evaluate.add_argument("--video", default=None, metavar="DIR",
+                          help="write an mp4 of the first episode into DIR (DIR/<name>.mp4, or <name>_memory.mp4)")
+    evaluate.add_argument("--overwrite", action="store_true", help="with --video: replace a video already there")
     evaluate.add_argument("--memory-view", action="store_true",
                           help="with --video: show the memory (fast weights per head, the direct FWP's fast net, "
                                "or the LSTM cell) and the action probabilities (double pole: the output o) beside "
@@ -172,8 +182,7 @@ def _train(args) -> int:
         if not config_path.is_file():
             raise ConfigError(f"--resume {args.resume!r} is not a run directory (no config.yaml in it)")
         config = load_config(str(config_path), args.overrides)
-        learner(config.learner).train(config, resume=args.resume)
-        return 0
+        return _status(learner(config.learner).train(config, resume=args.resume).finished)
     if args.config is None:
         raise ConfigError("train needs a CONFIG file (or --resume RUN_DIR)")
     seeds = None if args.seeds is None else parse_seeds(args.seeds)
@@ -181,10 +190,19 @@ def _train(args) -> int:
         raise ConfigError("--set seed=... and --seeds both set the seed: give one of them")
     config = load_config(args.config, args.overrides)
     if seeds is None:
-        learner(config.learner).train(config)
-        return 0
+        return _status(learner(config.learner).train(config).finished)
     runs = train_seeds(config, seeds, args.parallel or 1)
-    return 1 if any(r.lost for r in runs) else 0
+    return 1 if any(r.lost for r in runs) else _status(all(r.finished for r in runs))
+
+
+def _status(finished: bool) -> int:
+    """The exit status of a train that saved what it trained: 143 (128 + SIGTERM) when SIGTERM stopped it early, so
+    that a job scheduler sees it terminated; else 0 (Ctrl-C stops are the user's own)."""
+    import signal
+
+    from fwp_rl.progress import terminated
+
+    return 128 + signal.SIGTERM if not finished and terminated() else 0
 
 
 def _run(args) -> int:
@@ -202,8 +220,11 @@ def _run(args) -> int:
 
         if args.memory_view and args.video is None:
             raise ConfigError("--memory-view draws into the video: give --video DIR too")
+        if args.overwrite and args.video is None:
+            raise ConfigError("--overwrite replaces a video already there: give --video DIR too")
         evaluate_checkpoint(args.checkpoint, episodes=args.episodes, deterministic=args.deterministic,
-                            video_dir=args.video, seed=args.seed, memory_view=args.memory_view)
+                            video_dir=args.video, seed=args.seed, memory_view=args.memory_view,
+                            overwrite=args.overwrite)
         return 0
     if args.command == "bench" and args.bench == "cores":
         from fwp_rl.bench.cores import CoresOptions, run_cores_bench
@@ -242,11 +263,11 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)  # first: --help and argument errors need no torch
     from fwp_rl.config import ConfigError
-    from fwp_rl.runs import CheckpointError, NonFiniteError
+    from fwp_rl.runs import CheckpointError, MetricsError, NonFiniteError, RunDirInUse
 
     try:
         return _run(args)
-    except (ConfigError, CheckpointError) as e:  # what the user gave is wrong
+    except (ConfigError, CheckpointError, MetricsError, RunDirInUse) as e:  # what the user gave is wrong
         print(f"fwp-rl: error: {e}", file=sys.stderr)
         return 2
     except NonFiniteError as e:  # training diverged; the last good checkpoint is kept

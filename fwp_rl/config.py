@@ -68,6 +68,14 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return problem if mark is None else f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
 
 
+def check_run_name(name: str, key: str = "name") -> None:
+    """A ConfigError naming ``key`` unless ``name`` names one directory inside run.root: not empty, no path separator
+    (/ or \\), not starting with a dot (nor . or ..: hidden, or a way out of run.root), no NUL."""
+    if not name or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
+        raise ConfigError(f"{key}={name!r} is not allowed: it names the run's directory inside run.root, so it must "
+                          "be a plain name, not empty, without / or \\ and not starting with '.'")
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -209,7 +217,8 @@ class RunConfig:
     """Where a run writes and how it logs.
 
     group: the seed group the run belongs to, None for a run on its own; ``fwp-rl train --seeds`` sets it
-    to the name of the group directory that holds the seeds' run directories (``fwp_rl.seeds``).
+    to the name of the group directory that holds the seeds' run directories (``fwp_rl.seeds``), so it is checked
+    as a directory name, like a config's ``name`` (``check_run_name``).
     """
 
     root: str = "runs"
@@ -221,3 +230,5 @@ class RunConfig:
     def validate(self, prefix: str) -> None:
         if self.checkpoint_every < 1:
             raise ConfigError(f"{prefix}.checkpoint_every={self.checkpoint_every} is not allowed: it must be >= 1")
+        if self.group is not None:
+            check_run_name(self.group, f"{prefix}.group")

@@ -4,7 +4,8 @@ Checkpoints of every learner on any env: PPO (Atari and Gymnasium ids), SB3's re
 SB3 trained in, acting by SB3's own ``predict``) and neuroevolution (the double pole, with its success
 test, and Gymnasium ids). Episodes run one after another in a single env, so short episodes are not
 over-represented. The figures are printed as a table and written as JSON beside the checkpoint
-(``<checkpoint>.eval.json``); ``--video`` writes an mp4 of the first episode, and ``memory_view`` puts
+(``<checkpoint>.eval.json``); ``--video DIR`` writes an mp4 of the first episode (``video_path``: a video there
+already is refused before any episode is played, unless ``overwrite``), and ``memory_view`` puts
 the agent's memory and its action probabilities (a double pole controller's output o) beside the game
 (``fwp_rl.memory_view``). Each learner's entry in ``fwp_rl.learners`` names its evaluation here
 (``evaluate_ppo``, ``evaluate_sb3``, ``evaluate_neuroevolution``), which plays the episodes and hands
@@ -270,13 +271,15 @@ def evaluate_sb3(payload: dict, replay: Replay) -> dict:
 
 def evaluate_checkpoint(path: str, episodes: int = 10, deterministic: bool = False, video_dir: str | None = None,
                         seed: int = 0, memory_view: bool = False, video_steps: int = 1_000,
-                        console: Console | None = None) -> dict:
+                        console: Console | None = None, overwrite: bool = False) -> dict:
     """Replay the checkpoint at ``path`` (a file or a run directory) by its learner's evaluation; print the
     figures, write them as JSON beside the checkpoint and return them; with ``video_dir``, write an mp4 of the
-    first episode."""
+    first episode (a ConfigError, before any episode, when that video exists and not ``overwrite``)."""
     if episodes < 1:
         raise ConfigError(f"--episodes={episodes} is not allowed: it must be >= 1")
     check_seed(seed, "--seed")
+    if video_dir is not None and Path(video_dir).exists() and not Path(video_dir).is_dir():
+        raise ConfigError(f"--video {video_dir}: that is a file; --video names the directory to write the video into")
     payload = load_checkpoint(path)
     checkpoint = Path(path) / "checkpoints" / "latest.pt" if Path(path).is_dir() else Path(path)
     try:
@@ -284,8 +287,19 @@ def evaluate_checkpoint(path: str, episodes: int = 10, deterministic: bool = Fal
     except ConfigError:
         raise CheckpointError(f"{str(path)!r} is a checkpoint of learner {payload.get('learner')!r}; supported: "
                               f"{', '.join(map(repr, LEARNERS))}") from None
+    name = payload.get("config", {}).get("name") if isinstance(payload.get("config"), dict) else None
+    if video_dir is not None and isinstance(name, str) and not overwrite:
+        out = video_path(Path(video_dir), name, memory_view)
+        if out.exists():
+            raise ConfigError(f"--video {video_dir}: {out} exists already; give --overwrite to replace it, or "
+                              "another directory")
     return entry.evaluate(payload, Replay(checkpoint, episodes, deterministic, seed, video_dir, memory_view,
                                           video_steps, console or Console()))
+
+
+def video_path(video_dir: Path, name: str, memory_view: bool) -> Path:
+    """Where ``--video`` writes the video of a run called ``name``."""
+    return video_dir / f"{name}{'_memory' if memory_view else ''}.mp4"
 
 
 def _episode_video(recording: dict, video_dir: Path, name: str, memory_view: bool, fps: int, console: Console,
@@ -298,7 +312,7 @@ def _episode_video(recording: dict, video_dir: Path, name: str, memory_view: boo
     if memory_view:
         frames = render_memory_video(frames, recording["memories"], recording["outputs"], recording["kind"],
                                      recording["names"], output_label, trace)
-    out = video_dir / f"{name}{'_memory' if memory_view else ''}.mp4"
+    out = video_path(video_dir, name, memory_view)
     _write_video(out, frames, fps)
     console.print(f"video: {out} ({len(frames)} frames)")
 

@@ -1,7 +1,7 @@
 """The run every learner's ``train`` goes through: ``Run``. It does everything but the algorithm, so a ``train``
 reads top to bottom; ``fwp_rl.agents.ppo.train``, in outline:
 
-    run = Run(config, resume, console)   # a resumed run's checkpoint is read and checked; nothing is written
+    run = Run(config, resume, console)   # a resume's checkpoint, config and metrics are checked; nothing is written
     with contextlib.closing(Trainer(config)) as trainer:   # what the user can get wrong fails here
         if run.saved is not None:
             trainer.load_state_dict(run.saved)
@@ -15,17 +15,26 @@ reads top to bottom; ``fwp_rl.agents.ppo.train``, in outline:
     run.summary([f"{trainer.global_step:,} steps in {trainer.update_index} updates"])
     return run.result                                           # the run directory, and whether it finished
 
-``start`` makes the run directory (``fwp_rl.runs``: runs/<name>/, or <name>-2, -3, ... beside an existing one)
-and writes config.yaml into it, or prints where the resumed run goes on; starts W&B in the learner's group
-(``fwp_rl.learners``; a resumed run continues its W&B run); opens metrics.jsonl (a resumed run first drops the
-records after its checkpoint: they get logged again); takes Ctrl-C (``fwp_rl.progress.StopOnInterrupt``: the first
-asks the run to stop after the update or generation under way, the second stops it at once); and shows a progress
-line counting the learner's step unit. When the block ends, by an error too, metrics.jsonl and W&B are closed.
+A resumed run (``resume``: its run directory) is refused, with a ConfigError that shows the difference, when its
+config (the run's config.yaml plus ``--set``) differs from its checkpoint's in a key that its learner's
+``resume_may_change`` (``fwp_rl.learners``: the budget, the device, run settings) does not name; and, before anything
+is built, when another process is training it or its metrics.jsonl has a line that is not a record.
 
-A checkpoint is checkpoints/latest.pt, written atomically (the one it replaces is kept as previous.pt): the
-learner, the config, the W&B run id and what the learner hands over. A resumable learner's (``fwp_rl.learners``)
-holds ``update``, the updates done, and ``global_step``, the step of the last metrics record: a resumed run goes
-on from there.
+``start`` makes the run directory (``fwp_rl.runs``: runs/<name>/, or <name>-2, -3, ... beside an existing one), or
+prints where the resumed run goes on; holds run_dir/.lock (``fwp_rl.runs.lock_run_dir``: a second process that would
+train the run stops with an error) until the block ends, by an error too; removes the temporary files that writes cut
+short by a kill left in the run directory and checkpoints/ (``fwp_rl.files.remove_temporaries``); writes config.yaml,
+the config the run goes on with (so a resume's longer budget is what the next resume reads); starts W&B in the
+learner's group (``fwp_rl.learners``; a resumed run continues its W&B run); opens metrics.jsonl (a resumed run first
+drops the records after its checkpoint: they get logged again); takes Ctrl-C and SIGTERM
+(``fwp_rl.progress.StopOnInterrupt``: the first asks the run to stop after the update or generation under way, the
+second stops it at once); and shows a progress line counting the learner's step unit. When the block ends, by an
+error too, metrics.jsonl and W&B are closed and the lock is released.
+
+A checkpoint is checkpoints/latest.pt, written atomically after metrics.jsonl is flushed and fsynced (every record
+it covers is on disk), the one it replaces kept as previous.pt: the learner, the config, the W&B run id and what the
+learner hands over. A resumable learner's (``fwp_rl.learners``) holds ``update``, the updates done, and
+``global_step``, the step of the last metrics record: a resumed run goes on from there.
 """
 
 from __future__ import annotations
@@ -37,15 +46,19 @@ from typing import NamedTuple
 
 from rich.console import Console
 
-from fwp_rl.config import dump_yaml, to_dict
+from fwp_rl.config import ConfigError, dump_yaml, to_dict
+from fwp_rl.files import remove_temporaries
 from fwp_rl.learners import learner
 from fwp_rl.progress import StopOnInterrupt, run_progress
-from fwp_rl.runs import MetricsLog, load_checkpoint, save_checkpoint, start_wandb, unique_run_dir
+from fwp_rl.runs import (MetricsLog, load_checkpoint, lock_run_dir, read_metrics, save_checkpoint, start_wandb,
+                         unique_run_dir)
+
+MAX_CHANGES_SHOWN = 8  # of a refused resume's config changes; the rest are counted
 
 
 class Trained(NamedTuple):
     """What a learner's ``train`` returns: its run directory, and whether it trained to its end rather than being
-    stopped by Ctrl-C."""
+    stopped by Ctrl-C or SIGTERM."""
 
     run_dir: Path
     finished: bool
@@ -61,10 +74,28 @@ class Run:
         # the checkpoint a resumed run goes on from (None: a new run)
         self.saved = None if resume is None else load_checkpoint(resume, learner=config.learner)
         self.run_dir = None if resume is None else Path(resume)
+        if resume is not None:
+            self._check_resume(resume)
         self.iterations = 0 if self.saved is None else int(self.saved["update"])  # updates or generations logged
         self._checkpointed_at = self.iterations if self.saved is not None else None  # the iteration latest.pt holds
         self.wandb_id: str | None = None
         self.stopped = False
+
+    def _check_resume(self, resume: str | Path) -> None:
+        """Refuse to resume a run that another process trains, whose config changed more than its learner allows,
+        or whose metrics.jsonl is broken: before anything is built or written."""
+        with lock_run_dir(self.run_dir):  # only asked here: it is held from ``start`` on
+            pass
+        saved = self.saved.get("config")
+        refused = self.learner.refused_changes(saved if isinstance(saved, dict) else {}, to_dict(self.config))
+        if refused:
+            more = len(refused) - MAX_CHANGES_SHOWN
+            shown = ", ".join(refused[:MAX_CHANGES_SHOWN]) + (f" and {more} more" if more > 0 else "")
+            raise ConfigError(f"--resume {resume}: the config differs from the checkpoint's: {shown}; only "
+                              f"{', '.join(self.learner.resume_may_change)} may change on resume")
+        metrics = self.run_dir / "metrics.jsonl"
+        if metrics.is_file():
+            read_metrics(metrics)
 
     @contextlib.contextmanager
     def start(self, total: int, tags: list[str], iteration: str) -> Iterator[Run]:
@@ -72,26 +103,34 @@ class Run:
         the W&B run's, ``iteration`` what the learner calls one pass of its loop (say "update")."""
         config, console = self.config, self.console
         step = 0 if self.saved is None else int(self.saved["global_step"])
-        if self.saved is None:
-            self.run_dir = unique_run_dir(config.run.root, config.name)
+        with contextlib.ExitStack() as held:
+            if self.saved is None:
+                self.run_dir = unique_run_dir(config.run.root, config.name)
+            held.enter_context(lock_run_dir(self.run_dir))
+            if self.saved is not None:
+                console.print(f"resuming {self.run_dir} at {iteration} {self.iterations}, step {step:,}")
+            self._remove_leftovers()  # a new run's directory is new: nothing there
             dump_yaml(config, self.run_dir / "config.yaml")
-        else:
-            console.print(f"resuming {self.run_dir} at {iteration} {self.iterations}, step {step:,}")
-        plain = to_dict(config)
-        wandb_run = start_wandb(config.run.wandb, config.run.project, self.run_dir, self.run_dir.name,
-                                self.learner.wandb_group(plain), tags, plain,
-                                run_id=None if self.saved is None else self.saved.get("wandb_id"))
-        self.wandb_id = None if wandb_run is None else wandb_run.id
-        self._metrics = MetricsLog(self.run_dir / "metrics.jsonl", wandb_run,
-                                   keep_until=None if self.saved is None else step)
-        try:
+            plain = to_dict(config)
+            wandb_run = start_wandb(config.run.wandb, config.run.project, self.run_dir, self.run_dir.name,
+                                    self.learner.wandb_group(plain), tags, plain,
+                                    run_id=None if self.saved is None else self.saved.get("wandb_id"))
+            self.wandb_id = None if wandb_run is None else wandb_run.id
+            self._metrics = MetricsLog(self.run_dir / "metrics.jsonl", wandb_run,
+                                       keep_until=None if self.saved is None else step)
+            held.callback(self._metrics.close)
             with StopOnInterrupt(console, f"after this {iteration}") as self._stop:
                 with run_progress(console, self.learner.step_unit) as self._progress:
                     self._total = total
                     self._task = self._progress.add_task(config.name, total=total, completed=step, status="")
                     yield self
-        finally:
-            self._metrics.close()
+
+    def _remove_leftovers(self) -> None:
+        """Remove the temporary files of the run's own writes (config, metrics, checkpoints) that a kill cut short."""
+        removed = [*remove_temporaries(self.run_dir, lambda name: name in ("config.yaml", "metrics.jsonl")),
+                   *remove_temporaries(self.run_dir / "checkpoints", lambda name: name.endswith(".pt"))]
+        if removed:
+            self.console.print(f"removed what writes cut short left: {', '.join(p.name for p in removed)}")
 
     def log(self, step: int, **figures) -> None:
         """The record of one update (or generation) at ``step``: into metrics.jsonl and W&B, and the progress line
@@ -106,10 +145,11 @@ class Run:
 
     def checkpoint(self, payload: Callable[[], dict], final: bool = False) -> None:
         """Write checkpoints/latest.pt with what ``payload()`` gives, after every ``run.checkpoint_every`` updates
-        (or generations) and when ``final``: at the end of the run, or where Ctrl-C stopped it. The checkpoint it
-        replaces is kept as checkpoints/previous.pt; a payload with nan or inf in it is not written
+        (or generations) and when ``final``: at the end of the run, or where Ctrl-C or SIGTERM stopped it. The
+        checkpoint it replaces is kept as checkpoints/previous.pt; a payload with nan or inf in it is not written
         (``fwp_rl.runs.NonFiniteError``)."""
         if final or self.iterations % self.config.run.checkpoint_every == 0:
+            self._metrics.sync()  # every update the checkpoint covers is in metrics.jsonl on disk
             folder = self.run_dir / "checkpoints"
             # a final checkpoint of the update the last one covered replaces it: previous.pt stays an update older
             keep = self.iterations != self._checkpointed_at
@@ -120,8 +160,9 @@ class Run:
 
     @property
     def stop_requested(self) -> bool:
-        """Whether Ctrl-C asked the run to stop. Ask it where the run would go on otherwise, after an update (or
-        generation) that was not its last: once the answer is yes, the run stopped early (``result.finished``)."""
+        """Whether Ctrl-C (or SIGTERM) asked the run to stop. Ask it where the run would go on otherwise, after an
+        update (or generation) that was not its last: once the answer is yes, the run stopped early
+        (``result.finished``)."""
         self.stopped = self.stopped or self._stop.requested
         return self.stopped
 

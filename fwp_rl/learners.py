@@ -6,6 +6,10 @@ An entry says everything the rest of the code asks of a learner:
   trains one run (``fwp_rl.harness``) and returns a ``fwp_rl.harness.Trained``;
 - ``config_class``: the schema ``load_config`` checks a file with this learner against;
 - ``resumes``: whether its ``train`` also takes ``resume=RUN_DIR`` and continues that run (``train --resume``);
+- ``resume_may_change``: the config keys (dotted, e.g. ``ppo.total_steps``) whose values a resumed run may take from
+  its config (the run's config.yaml plus ``--set``) where they differ from its checkpoint's: the budget, the device
+  and the ``RUN_SETTINGS``, none of which changes what is learned. A change of any other key is refused
+  (``Learner.refused_changes``, checked by ``fwp_rl.harness.Run``);
 - ``evaluation``: the function of ``fwp_rl.evaluate`` that replays its checkpoints;
 - ``step_unit``: what the ``step`` of its metrics counts, and so its progress line and the x axis of
   ``fwp-rl compare`` (runs whose steps count different things are not compared);
@@ -49,6 +53,23 @@ def _env_id_and_double_pole_task(config: dict) -> str:
     return f"{DOUBLE_POLE}-{double_pole.make_config(**(env.get('options') or {})).task}"
 
 
+RUN_SETTINGS = ("run.root", "run.wandb", "run.project", "run.checkpoint_every")
+"""The run.* keys a resume may change: where new runs go, W&B's mode and project, how often to save. Not run.group:
+it names the seed group the run belongs to (W&B name and tag)."""
+
+_ABSENT = object()  # a key one config has and the other lacks
+
+
+def _flat(data, prefix: str = "") -> dict:
+    """Nested mappings as {dotted key: value} (an empty mapping adds no key)."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    flat = {}
+    for key, value in data.items():
+        flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
 @dataclass(frozen=True)
 class Learner:
     """One learner (module docstring)."""
@@ -62,6 +83,7 @@ class Learner:
     default_metric: str
     core: str | None = None
     wandb_group: Callable[[dict], str] = _env_id
+    resume_may_change: tuple[str, ...] = RUN_SETTINGS
 
     @property
     def config(self) -> type:
@@ -77,6 +99,19 @@ class Learner:
                               f"{self.name!r} run")
         return train(config, resume=resume, console=console)
 
+    def refused_changes(self, saved: dict, config: dict) -> list[str]:
+        """The changes from ``saved`` (a checkpoint's config, plain data) to ``config`` that a resume may not make,
+        each as "key old -> new" (``resume_may_change``)."""
+        before, after = _flat(saved), _flat(config)
+        refused = []
+        for key in [*before, *(k for k in after if k not in before)]:
+            old, new = before.get(key, _ABSENT), after.get(key, _ABSENT)
+            if old == new or any(key == k or key.startswith(k + ".") for k in self.resume_may_change):
+                continue
+            refused.append(f"{key} {'(absent)' if old is _ABSENT else repr(old)} -> "
+                           f"{'(absent)' if new is _ABSENT else repr(new)}")
+        return refused
+
     def evaluate(self, payload: dict, replay) -> dict:
         """Replay a checkpoint of this learner (``fwp_rl.evaluate.Replay``) -> the figures."""
         return getattr(importlib.import_module("fwp_rl.evaluate"), self.evaluation)(payload, replay)
@@ -85,12 +120,15 @@ class Learner:
 LEARNERS: dict[str, Learner] = {entry.name: entry for entry in (
     Learner("neuroevolution", "fwp_rl.agents.neuroevolution", "NeuroevolutionConfig", resumes=False,
             evaluation="evaluate_neuroevolution", step_unit="evaluations", default_metric="best",
-            wandb_group=_env_id_and_double_pole_task),
+            wandb_group=_env_id_and_double_pole_task,
+            resume_may_change=("search.max_evaluations", "search.max_generations", "search.device", *RUN_SETTINGS)),
     Learner("ppo", "fwp_rl.agents.ppo", "PPOConfig", resumes=True, evaluation="evaluate_ppo",
-            step_unit="agent steps", default_metric="episodic_return"),
+            step_unit="agent steps", default_metric="episodic_return",
+            resume_may_change=("ppo.total_steps", "ppo.device", *RUN_SETTINGS)),
     # SB3's policy is its own LSTM: its runs are the "sb3_lstm" core, beside our cores' PPO runs.
     Learner("sb3_recurrent_ppo", "fwp_rl.agents.sb3", "SB3Config", resumes=True, evaluation="evaluate_sb3",
-            step_unit="agent steps", default_metric="episodic_return", core="sb3_lstm"),
+            step_unit="agent steps", default_metric="episodic_return", core="sb3_lstm",
+            resume_may_change=("ppo.total_steps", "ppo.device", *RUN_SETTINGS)),
 )}
 RESUMABLE = tuple(name for name, entry in LEARNERS.items() if entry.resumes)
 

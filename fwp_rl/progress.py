@@ -1,4 +1,4 @@
-"""What a run shows while it trains, and how Ctrl-C stops it: shared by every learner and ``--seeds``."""
+"""What a run shows while it trains, and how Ctrl-C (or SIGTERM) stops it: shared by every learner and ``--seeds``."""
 
 from __future__ import annotations
 
@@ -45,14 +45,28 @@ def group_stop_requested() -> bool:
     return _group_stop is not None and _group_stop()
 
 
-class StopOnInterrupt:
-    """Ctrl-C asks a run to stop where stopping leaves it consistent, instead of killing it.
+# The signal that last asked a StopOnInterrupt of this process to stop (None: none did since the last one began):
+# ``fwp-rl train`` exits with 128 + SIGTERM when SIGTERM stopped its run (``terminated``).
+_stopped_by: int | None = None
 
-    Inside ``with StopOnInterrupt(console, "after this update") as stop:`` the first Ctrl-C sets
+
+def terminated() -> bool:
+    """Whether SIGTERM asked the latest StopOnInterrupt of this process to stop."""
+    return _stopped_by == signal.SIGTERM
+
+
+class StopOnInterrupt:
+    """Ctrl-C, or SIGTERM (what ``kill`` and job schedulers send), asks a run to stop where stopping leaves it
+    consistent, instead of killing it.
+
+    Inside ``with StopOnInterrupt(console, "after this update") as stop:`` the first Ctrl-C or SIGTERM sets
     ``stop.requested``, calls ``on_request`` and prints what will happen; the loop checks ``stop.requested``
-    after each update or generation, and saves. A second Ctrl-C raises KeyboardInterrupt at once. The
-    handler that was there before is back when the block ends.
+    after each update or generation, and saves. A second one (Ctrl-C or SIGTERM) raises KeyboardInterrupt at
+    once. The handlers that were there before are back when the block ends. ``terminated()`` tells afterwards
+    whether it was SIGTERM that asked.
     """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, console: Console, when: str, on_request: Callable[[], None] | None = None):
         self.console, self.when, self.on_request = console, when, on_request
@@ -64,16 +78,24 @@ class StopOnInterrupt:
         return self._requested or group_stop_requested()
 
     def __enter__(self) -> StopOnInterrupt:
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        global _stopped_by
+        _stopped_by = None
+        self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
         return self
 
     def __exit__(self, *exc_info) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
     def _handle(self, signum, frame) -> None:
+        global _stopped_by
         if self._requested:
             raise KeyboardInterrupt
-        self._requested = True
+        self._requested, _stopped_by = True, signum
         if self.on_request is not None:
             self.on_request()
-        self.console.print(f"[yellow]stopping {self.when} (Ctrl-C again to stop at once)[/yellow]")
+        if signum == signal.SIGTERM:
+            self.console.print(f"[yellow]SIGTERM: stopping {self.when} (Ctrl-C or SIGTERM again to stop at "
+                               "once)[/yellow]")
+        else:
+            self.console.print(f"[yellow]stopping {self.when} (Ctrl-C again to stop at once)[/yellow]")

@@ -1,9 +1,10 @@
 """Run directories: the resolved config, checkpoints, a metrics file, and the Weights & Biases mirror.
 
-    runs/<name>/config.yaml        the resolved config the run was started with
+    runs/<name>/config.yaml        the resolved config the run goes on with (a resume may extend its budget)
     runs/<name>/metrics.jsonl      one JSON object per logged step, appended and flushed line by line
     runs/<name>/checkpoints/       latest.pt, and previous.pt: the one latest.pt replaced; each written atomically
     runs/<name>/wandb/             W&B's own files (offline by default: `wandb sync` uploads them later)
+    runs/<name>/.lock              held (flock) by the process that trains the run (``lock_run_dir``)
 
 Every learner's run writes them through ``fwp_rl.harness.Run``. The seeds of ``fwp-rl train --seeds`` are
 run directories inside one group directory, runs/<name>/seed_<k>/ (``fwp_rl.seeds``); ``find_run_dirs``
@@ -13,16 +14,19 @@ A checkpoint is first written to a temporary file in the same directory and then
 old one, so an interruption at any moment leaves the previous checkpoint intact. A checkpoint holds tensors
 and plain data only (numbers, strings, lists, dicts): ``save_checkpoint`` refuses a tensor with nan or inf in
 it, and ``load_checkpoint`` reads with ``torch.load(weights_only=True)``, whose unpickler rebuilds nothing else,
-so a crafted file cannot run code when a run is evaluated or resumed.
+so a crafted file cannot run code when a run is evaluated or resumed. ``read_metrics`` skips a last line cut short
+by an interruption; anything else in metrics.jsonl that is not a record is a ``MetricsError``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import pickle
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,38 @@ class CheckpointError(ValueError):
 
 class NonFiniteError(RuntimeError):
     """Training made a nan or an infinity (a loss, a gradient, a parameter), or was about to save one."""
+
+
+class MetricsError(ValueError):
+    """A metrics.jsonl with a line that is not a metrics record: reported as one line, without a traceback."""
+
+
+class RunDirInUse(RuntimeError):
+    """A run directory that another process is training (``lock_run_dir``): reported as one line."""
+
+
+@contextlib.contextmanager
+def lock_run_dir(run_dir: str | Path) -> Iterator[None]:
+    """Hold run_dir/.lock (an exclusive flock) inside the block, or raise RunDirInUse at once when another process
+    holds it. The lock goes with the file descriptor: it is released when the block ends, by an exception too, and
+    when the process dies however it dies, so a killed run leaves nothing to clean up. The file keeps the pid of the
+    last process that held it, for the message."""
+    import fcntl  # POSIX only; here so that this module imports elsewhere
+
+    path = Path(run_dir) / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            raise RunDirInUse(f"{str(run_dir)!r} is in use: another process{f' (pid {holder})' if holder else ''} "
+                              "is training it; wait for it to end or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
 
 
 def unique_run_dir(root: str | Path, name: str) -> Path:
@@ -151,20 +187,45 @@ class MetricsLog:
         if self.wandb_run is not None:
             self.wandb_run.log(values, step=int(step))
 
+    def sync(self) -> None:
+        """Put every record logged so far on disk (flush and fsync): a checkpoint written after this covers no
+        update that a crash could take out of metrics.jsonl."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
     def close(self) -> None:
         self._file.close()
         if self.wandb_run is not None:
             self.wandb_run.finish()
 
 
+_JSON_KINDS = {list: "a JSON array", str: "a JSON string", int: "a number", float: "a number", bool: "a boolean",
+               type(None): "null"}
+
+
 def read_metrics(path: str | Path) -> list[dict]:
-    """The records of a metrics.jsonl file; a last line cut short by an interruption is skipped."""
+    """The records of a metrics.jsonl file. A last line cut short by an interruption (no newline at its end, not
+    JSON) is skipped; any other line that is not a JSON object with an integer ``step`` is a MetricsError naming
+    the file and the line. Blank lines are skipped."""
+    text = Path(path).read_text(errors="replace")
+    lines = text.split("\n")  # the last item: what follows the last newline, a line cut short or ""
     records = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
             continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if number == len(lines):
+                break  # written in part when the run was interrupted
+            raise MetricsError(f"{str(path)!r} line {number} is not JSON ({e.msg}: column {e.colno}): not a "
+                               "metrics file, or one that was edited by hand") from None
+        if not isinstance(record, dict) or isinstance(record.get("step"), bool) \
+                or not isinstance(record.get("step"), int):
+            what = "has no integer 'step'" if isinstance(record, dict) else f"is {_JSON_KINDS[type(record)]}"
+            raise MetricsError(f"{str(path)!r} line {number} {what}, not a metrics record (a JSON object with an "
+                               "integer 'step')")
+        records.append(record)
     return records
 
 

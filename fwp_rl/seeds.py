@@ -12,7 +12,7 @@ id), so the seeds of every core sit there beside the LSTM baseline's; each seed'
 <name>/seed_<k> and tagged <name> (``fwp_rl.runs.start_wandb``).
 
 Seeds run one after another, or ``parallel`` at a time in spawned worker processes (fwp_rl.workers) that split the CPU
-threads between them; a worker shows no progress display, only each seed's end is reported. Ctrl-C
+threads between them; a worker shows no progress display, only each seed's end is reported. Ctrl-C (or SIGTERM)
 stops the seeds under way after their update (or generation), saved, and starts no other seed.
 """
 

@@ -9,9 +9,11 @@
   idle or importing. Then either the jobs under way stop by themselves: the first Ctrl-C here sets the group stop
   that the workers' StopOnInterrupt sees (fwp_rl.progress.stop_with_group) and a worker given a job after it does
   not start it; or (``stop_when`` None: a job stopped half way is worth nothing) Ctrl-C raises KeyboardInterrupt
-  here at once and the workers are terminated, their jobs lost.
+  here at once and the workers are killed, their jobs lost.
+- With ``stop_when``, SIGTERM to this process stops as the first Ctrl-C does (fwp_rl.progress.StopOnInterrupt).
 - A worker process that ends in the middle of a job (killed by the system, say for memory) raises WorkerDied
-  naming it and the jobs under way, which are lost: the other workers are terminated.
+  naming it and the jobs under way, which are lost: the other workers are killed. Killed with SIGKILL, not
+  terminated with SIGTERM: a worker's run takes SIGTERM as a request to stop after its update.
 
 Written on multiprocessing's processes and pipes rather than a library pool: concurrent.futures'
 ProcessPoolExecutor, when a worker dies, breaks the whole pool without saying which worker or job it was and
@@ -128,5 +130,5 @@ def run_in_workers(fn: Callable, jobs: Sequence, parallel: int, report: Callable
     finally:
         for process in processes.values():
             if not ended:
-                process.terminate()  # a no-op for one that has ended
+                process.kill()  # a no-op for one that has ended; SIGTERM would only ask its run to stop
             process.join()

@@ -164,6 +164,10 @@ def test_sb3_runs_are_the_sb3_lstm_core_beside_ppo_runs(tmp_path):
     (lambda p: write_run(p / "a", "lstm", [1]), ["a", "--metric", "retrun"], "--metric 'retrun' is not allowed: "
      "no run logged it; the runs logged: episodic_return, update"),
     (lambda p: write_run(p / "a", "lstm", [1]), ["a", "--window", "0"], "--window 0 is not allowed: it must be >= 1"),
+    (lambda p: write_run(p / "a", "lstm", [1], tail='{"step": 20, "episodic_ret\n{"step": 30}\n'), ["a"],
+     "'a/metrics.jsonl' line 2 is not JSON (Unterminated string starting at: column 14): not a metrics file"),
+    (lambda p: write_run(p / "a", "lstm", [1], tail='{"update": 2}\n'), ["a"],
+     "'a/metrics.jsonl' line 2 has no integer 'step', not a metrics record"),
     (lambda p: (write_run(p / "a", "lstm", [1], wandb="online"), write_run(p / "b", "delta", [1], wandb="online",
                                                                          project="other")),
      ["a", "b"], "--wandb online: the runs belong to different W&B projects (fwp-rl, other)"),

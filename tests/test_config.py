@@ -1,3 +1,4 @@
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -113,3 +114,17 @@ def test_parse_device_checks_the_cuda_devices_of_this_machine(monkeypatch):
     assert parse_device("d", "cuda:1") == torch.device("cuda:1")
     with pytest.raises(ConfigError, match=r"^d but this machine has 2 CUDA devices: cuda:0, cuda:1$"):
         parse_device("d", "cuda:2")
+
+
+@pytest.mark.parametrize("learner_name", ["ppo", "sb3_recurrent_ppo", "neuroevolution"])
+@pytest.mark.parametrize("key, value", [("name", "../escape"), ("name", "a/b"), ("name", ""), ("name", ".hidden"),
+                                        ("name", ".."), ("name", "a\\b"), ("run.group", "../up"), ("run.group", "")])
+def test_a_run_name_that_is_not_one_plain_directory_name_is_refused(tmp_path, learner_name, key, value):
+    """config.name (and run.group) name a directory inside run.root: a path, a hidden name or none is refused."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"learner: {learner_name}\n" + ("policy: MlpLstmPolicy\nppo: {sequence_length: null}\n"
+                                                    if learner_name == "sb3_recurrent_ppo" else ""))
+    with pytest.raises(ConfigError, match=r"it names the run's directory inside run\.root") as error:
+        load_config(str(path), [f"{key}={json.dumps(value)}"])  # a YAML string
+    assert str(error.value).startswith(f"{key}={value!r} is not allowed")
+    assert load_config(str(path), [f"{key}=seed_1-2.b"])  # dots, dashes and underscores inside are fine

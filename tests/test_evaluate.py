@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fwp_rl.agents import neuroevolution as ne
+from fwp_rl import evaluate as evaluate_module
 from fwp_rl.agents import ppo
 from fwp_rl.cli import main
 from fwp_rl.config import PolicyConfig, from_dict
@@ -79,6 +80,25 @@ def test_evaluate_errors(recall_run, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "foreign.pt")]) == 2
     err = capsys.readouterr().err
     assert "env cannot be built here" in err and "NotHere-v0" in err and "Traceback" not in err
+
+
+def test_a_video_already_there_is_a_one_line_error_before_any_episode_unless_overwrite(recall_run, tmp_path, capsys,
+                                                                                      monkeypatch):
+    old = tmp_path / "recall.mp4"
+    old.write_bytes(b"an earlier video")
+    played, episodes = [], evaluate_module.policy_episodes
+    monkeypatch.setattr(evaluate_module, "policy_episodes", lambda *a, **k: (played.append(1), episodes(*a, **k))[1])
+    for argv, message in [(["--video", str(tmp_path)], f"--video {tmp_path}: {old} exists already; give --overwrite "
+                                                       "to replace it, or another directory"),
+                          (["--video", str(old)], f"--video {old}: that is a file; --video names the directory to "
+                                                  "write the video into"),
+                          (["--overwrite"], "--overwrite replaces a video already there: give --video DIR too")]:
+        assert main(["evaluate", str(recall_run), "--episodes", "1", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err == f"fwp-rl: error: {message}\n"
+    assert played == [] and old.read_bytes() == b"an earlier video"
+    assert main(["evaluate", str(recall_run), "--episodes", "1", "--video", str(tmp_path), "--overwrite"]) == 0
+    assert played == [1] and len(imageio.mimread(old)) == 4  # the 4-step episode
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ def test_the_bench_counts_an_unclear_case_and_fails(monkeypatch, capsys):
     assert "not clear: train ppo.yaml --set ppo.gamma=0.5: exit code 0" in out
 
 
-@pytest.mark.parametrize("learner", ["ppo", "neuroevolution"])
+@pytest.mark.parametrize("learner", ["ppo", "sb3_recurrent_ppo", "neuroevolution"])
 def test_a_run_killed_three_times_and_resumed_loses_nothing(learner, tmp_path):
     report = faults.kill_and_resume(learner, tmp_path, kills=3, seed=1)
     assert report.kills == 3

@@ -1,7 +1,10 @@
 """The run harness (fwp_rl.harness) under every learner: a tiny config of each, trained through its registry entry,
 makes the same run directory, logs its default metric at steps of its unit, checkpoints every run.checkpoint_every
 updates (or generations) and at the end, and starts W&B in its group; Ctrl-C stops it after the update under way
-with a checkpoint there; a resumed run goes on in its metrics and its W&B run; a bad config writes nothing."""
+with a checkpoint there; a resumed run goes on in its metrics and its W&B run; a bad config writes nothing. What a
+run guards: a resume that changes more than its learner allows, or whose metrics file is broken, is refused; the run
+directory is locked while a run writes it; a resume removes what a kill left half written; metrics.jsonl is on disk
+before each checkpoint."""
 
 import io
 import json
@@ -14,7 +17,7 @@ from rich.console import Console
 from fwp_rl import harness
 from fwp_rl.config import ConfigError, to_dict
 from fwp_rl.learners import LEARNERS, RESUMABLE, learner, load_config
-from fwp_rl.runs import load_checkpoint, read_metrics
+from fwp_rl.runs import MetricsError, RunDirInUse, load_checkpoint, lock_run_dir, read_metrics
 
 RECALL = "env: {id: fwp_rl/Recall-v0, num_envs: 4, options: {k: 3, delay: 5}}\n"
 PPO = "ppo: {total_steps: 288, num_steps: 24, num_minibatches: 2, update_epochs: 1, device: cpu}\n"
@@ -120,3 +123,109 @@ def test_a_config_that_cannot_run_writes_nothing(tmp_path, wandb_runs, name, ove
     with pytest.raises(ConfigError, match="policy"):
         learner(name).train(tiny_config(tmp_path, name, override))
     assert not (tmp_path / "runs").exists() and wandb_runs == []
+
+
+# ---------------------------------------------------------------------------------------------- what a run guards
+def run_files(run_dir):
+    """Every file of a run directory (W&B's own aside) and its bytes."""
+    return {p.relative_to(run_dir): p.read_bytes() for p in sorted(run_dir.rglob("*"))
+            if p.is_file() and "wandb" not in p.parts}
+
+
+@pytest.mark.parametrize("name", RESUMABLE)
+def test_a_resume_that_changes_what_is_learned_is_refused_with_the_change_and_writes_nothing(tmp_path, name):
+    run_dir = learner(name).train(tiny_config(tmp_path, name, "ppo.total_steps=192")).run_dir
+    before = run_files(run_dir)
+    changed = tiny_config(tmp_path, name, "ppo.total_steps=288", "ppo.gamma=0.9", "seed=3")
+    with pytest.raises(ConfigError) as error:
+        learner(name).train(changed, resume=run_dir)
+    assert str(error.value) == (f"--resume {run_dir}: the config differs from the checkpoint's: seed 0 -> 3, "
+                                "ppo.gamma 0.99 -> 0.9; only ppo.total_steps, ppo.device, run.root, run.wandb, "
+                                "run.project, run.checkpoint_every may change on resume")
+    assert run_files(run_dir) == before
+
+
+@pytest.mark.parametrize("name", RESUMABLE)
+def test_a_resume_may_change_the_budget_and_run_settings_and_config_yaml_keeps_them(tmp_path, name, saved):
+    run_dir = learner(name).train(tiny_config(tmp_path, name, "ppo.total_steps=96")).run_dir
+    config = load_config(str(run_dir / "config.yaml"), ["ppo.total_steps=384", "run.checkpoint_every=1",
+                                                        "run.wandb=disabled", "ppo.device=cpu"])
+    assert learner(name).train(config, resume=run_dir) == (run_dir, True)
+    assert yaml.safe_load((run_dir / "config.yaml").read_text()) == to_dict(config)
+    assert load_checkpoint(run_dir)["config"] == to_dict(config)
+    assert saved[:4] == [1, 2, 3, 4]  # the first run's end, then every update as run.checkpoint_every now says
+
+
+def test_the_run_directory_is_locked_while_the_run_writes_it_and_free_after_even_after_an_error(tmp_path, monkeypatch):
+    log, seen = harness.Run.log, []
+
+    def log_and_try_the_lock(run, step, **figures):
+        log(run, step, **figures)
+        with pytest.raises(RunDirInUse, match="another process .* is training it"):
+            with lock_run_dir(run.run_dir):
+                pass
+        seen.append(run.iterations)
+        if run.iterations == 3:
+            raise RuntimeError("a bug in update 3")
+
+    monkeypatch.setattr(harness.Run, "log", log_and_try_the_lock)
+    with pytest.raises(RuntimeError, match="a bug in update 3"):
+        learner("ppo").train(tiny_config(tmp_path, "ppo", "run.wandb=disabled"))
+    assert seen == [1, 2, 3]
+    with lock_run_dir(tmp_path / "runs" / "tiny"):  # released by the error
+        pass
+    run_dir = tmp_path / "runs" / "tiny"
+    with lock_run_dir(run_dir):  # another process trains it: a resume stops before it builds anything
+        with pytest.raises(RunDirInUse, match=f"'{run_dir}' is in use: another process"):
+            learner("ppo").train(load_config(str(run_dir / "config.yaml"), []), resume=run_dir)
+
+
+def test_a_resume_removes_the_temporary_files_that_a_kill_left_and_nothing_else(tmp_path):
+    run_dir = learner("ppo").train(tiny_config(tmp_path, "ppo", "ppo.total_steps=192", "run.wandb=disabled")).run_dir
+    checkpoints = run_dir / "checkpoints"
+    leftovers = [checkpoints / ".latest.pt.0123456789ab.tmp.pt", checkpoints / ".step_2.pt.0a0a0a0a0a0a.tmp.pt",
+                 run_dir / ".config.yaml.a1b2c3d4e5f6.tmp.yaml", run_dir / ".metrics.jsonl.0123456789ab.tmp.jsonl"]
+    kept = [checkpoints / ".latest.pt.eval.json.0123456789ab.tmp.json",  # an evaluate's, under way
+            checkpoints / "notes.tmp.pt", run_dir / ".latest.pt.0123456789ab.tmp.pt"]
+    for path in leftovers + kept:
+        path.write_bytes(b"\x80half a file")
+    console = wide_console()
+    config = load_config(str(run_dir / "config.yaml"), ["ppo.total_steps=288"])
+    assert learner("ppo").train(config, resume=run_dir, console=console) == (run_dir, True)
+    assert [p for p in leftovers if p.exists()] == [] and all(p.exists() for p in kept)
+    assert "removed what writes cut short left: " in console.export_text()
+
+
+def test_every_update_a_checkpoint_covers_is_on_disk_in_metrics_jsonl_first(tmp_path, monkeypatch):
+    """Before each checkpoint, metrics.jsonl is flushed and fsynced: what it holds then covers the checkpoint."""
+    import os
+
+    from fwp_rl import runs
+
+    events, fsync, save = [], os.fsync, harness.save_checkpoint
+
+    def recorded_fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def recorded_save(path, payload, previous):
+        events.append(("save", payload["update"], len(read_metrics(path.parent.parent / "metrics.jsonl"))))
+        save(path, payload, previous)
+
+    monkeypatch.setattr(runs.os, "fsync", recorded_fsync)
+    monkeypatch.setattr(harness, "save_checkpoint", recorded_save)
+    run_dir = learner("ppo").train(tiny_config(tmp_path, "ppo", "run.wandb=disabled")).run_dir
+    metrics = str(run_dir / "metrics.jsonl")
+    saves = [i for i, e in enumerate(events) if e[0] == "save"]
+    assert [events[i] for i in saves] == [("save", 2, 2), ("save", 3, 3)]
+    assert all(events[i - 1] == ("fsync", metrics) for i in saves)
+
+
+def test_a_resume_with_a_broken_metrics_file_is_refused_naming_the_line_and_writes_nothing(tmp_path):
+    run_dir = learner("ppo").train(tiny_config(tmp_path, "ppo", "ppo.total_steps=192", "run.wandb=disabled")).run_dir
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    (run_dir / "metrics.jsonl").write_text("\n".join([lines[0], "{not json", lines[1]]) + "\n")
+    before = run_files(run_dir)
+    with pytest.raises(MetricsError, match=f"'{run_dir / 'metrics.jsonl'}' line 2 is not JSON"):
+        learner("ppo").train(load_config(str(run_dir / "config.yaml"), ["ppo.total_steps=288"]), resume=run_dir)
+    assert run_files(run_dir) == before

@@ -11,7 +11,7 @@ import pytest
 
 from fwp_rl import evaluate
 from fwp_rl.config import ConfigError, to_dict
-from fwp_rl.learners import LEARNERS, RESUMABLE, learner, load_config
+from fwp_rl.learners import LEARNERS, RESUMABLE, _flat, learner, load_config
 
 ALLOWED = "choose one of: neuroevolution, ppo, sb3_recurrent_ppo"
 
@@ -26,6 +26,33 @@ def test_every_entry_is_complete(name):
     assert callable(getattr(evaluate, entry.evaluation))
     assert entry.step_unit and entry.default_metric and entry.core in (None, "sb3_lstm")
     assert isinstance(entry.wandb_group(to_dict(entry.config())), str)
+    flat = _flat(to_dict(entry.config()))
+    assert entry.resume_may_change and all(key in flat for key in entry.resume_may_change)
+    assert {"run.wandb", "run.project", "run.checkpoint_every"} <= set(entry.resume_may_change)
+    assert not {"seed", "name", "run.group"} & set(entry.resume_may_change)
+
+
+def test_a_resume_may_change_the_budget_the_device_and_run_settings_and_nothing_else():
+    ppo = learner("ppo")
+    saved = to_dict(ppo.config())
+    changed = to_dict(ppo.config())
+    changed["ppo"].update(total_steps=5, device="cpu")
+    changed["run"].update(wandb="disabled", checkpoint_every=3)
+    assert ppo.refused_changes(saved, changed) == []
+    changed["policy"]["core"] = "lstm"
+    changed["policy"]["core_options"] = {"hidden_size": 8}
+    changed["run"]["group"] = "g"
+    del changed["ppo"]["gamma"]
+    assert ppo.refused_changes(saved, changed) == ["policy.core 'delta' -> 'lstm'", "ppo.gamma 0.99 -> (absent)",
+                                                   "run.group None -> 'g'",
+                                                   "policy.core_options.hidden_size (absent) -> 8"]
+    ne = learner("neuroevolution")
+    saved = to_dict(ne.config())
+    changed = to_dict(ne.config())
+    changed["search"].update(max_evaluations=7, max_generations=2, device="cuda")
+    assert ne.refused_changes(saved, changed) == []
+    changed["search"]["popsize"] = 8
+    assert ne.refused_changes(saved, changed) == ["search.popsize None -> 8"]
 
 
 @pytest.mark.parametrize("name", LEARNERS)

@@ -381,6 +381,15 @@ def test_train_writes_a_run_and_resume_continues_it(tmp_path):
 def test_resume_refuses_a_checkpoint_of_another_policy(tmp_path, capsys):
     run_dir = ppo.train(recall_config(tmp_path, total_steps=96)).run_dir
     assert main(["train", "--resume", str(run_dir), "--set", "policy.core_options.hidden_size=32"]) == 2
+    assert "the config differs from the checkpoint's: policy.core_options.hidden_size 16 -> 32" in \
+        capsys.readouterr().err
+    # A checkpoint whose config says what the run's says but whose weights do not fit it.
+    latest = run_dir / "checkpoints" / "latest.pt"
+    payload = load_checkpoint(latest)
+    payload["config"]["policy"]["core_options"]["hidden_size"] = 32
+    from fwp_rl.runs import save_checkpoint
+    save_checkpoint(latest, payload)
+    assert main(["train", "--resume", str(run_dir), "--set", "policy.core_options.hidden_size=32"]) == 2
     assert "does not fit this config's policy" in capsys.readouterr().err
 
 

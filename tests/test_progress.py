@@ -1,4 +1,4 @@
-"""Ctrl-C during a run: the first asks it to stop at its next safe point, the second stops it at once."""
+"""Ctrl-C (or SIGTERM) during a run: the first asks it to stop at its next safe point, the second stops it at once."""
 
 import signal
 import subprocess
@@ -24,6 +24,25 @@ def test_first_ctrl_c_requests_a_stop_the_second_raises_and_the_old_handler_come
     assert asked == [1]
     assert signal.getsignal(signal.SIGINT) is before
     assert "stopping after this update (Ctrl-C again to stop at once)" in console.export_text()
+
+
+def test_sigterm_asks_to_stop_as_ctrl_c_does_and_is_told_apart():
+    """SIGTERM (kill, a job scheduler) requests a stop like the first Ctrl-C; a second signal raises at once; the old
+    handlers come back; ``terminated()`` says whether SIGTERM asked."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    console = Console(record=True, width=200)
+    with StopOnInterrupt(console, "after this update") as stop:
+        signal.raise_signal(signal.SIGTERM)
+        assert stop.requested and progress.terminated()
+    assert "SIGTERM: stopping after this update" in console.export_text()
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    with pytest.raises(KeyboardInterrupt):
+        with StopOnInterrupt(console, "after this update"):
+            assert not progress.terminated()  # a new block forgets the last one's
+            signal.raise_signal(signal.SIGINT)
+            assert not progress.terminated()
+            signal.raise_signal(signal.SIGTERM)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_a_group_stop_stops_a_worker_run_that_missed_the_ctrl_c(monkeypatch):

@@ -8,8 +8,8 @@ import torch
 import yaml
 
 from fwp_rl.cli import main
-from fwp_rl.runs import (CheckpointError, MetricsLog, NonFiniteError, load_checkpoint, read_metrics, save_checkpoint,
-                         unique_run_dir)
+from fwp_rl.runs import (CheckpointError, MetricsError, MetricsLog, NonFiniteError, RunDirInUse, load_checkpoint,
+                         lock_run_dir, read_metrics, save_checkpoint, unique_run_dir)
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -76,6 +76,75 @@ def test_metrics_survive_a_cut_last_line(tmp_path):
         f.write('{"step": 3, "ret"')  # what an interruption mid-write leaves
     assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 1, "ret": 1.5, "loss": 0.25},
                                                         {"step": 2, "ret": None}]
+
+
+@pytest.mark.parametrize("text, line, what", [
+    ('{"step": 1}\n{"step": 2, "ret"\n{"step": 3}\n', 2, "is not JSON"),  # cut short, then written after
+    ('{"step": 1}\n{"step": 2, "ret"\n', 2, "is not JSON"),  # a whole line (it ends in a newline) that is not JSON
+    ('{"step": 1}\n[1, 2]\n', 2, "is a JSON array"),
+    ('{"step": 1}\n{"ret": 1.5}\n', 2, "has no integer 'step'"),
+    ('{"step": "1"}\n', 1, "has no integer 'step'"),
+    ('{"step": 1}\n\n7\n{"step": 2}', 3, "is a number"),
+])
+def test_a_line_that_is_not_a_record_is_an_error_naming_the_file_and_the_line(tmp_path, text, line, what):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(text)
+    with pytest.raises(MetricsError) as error:
+        read_metrics(path)
+    message = str(error.value)
+    assert message.startswith(f"{str(path)!r} line {line} {what}") and "\n" not in message
+
+
+def test_only_a_last_line_without_its_newline_counts_as_cut_short(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n\n{"step": 2}')  # blank lines are nothing; a whole last line without "\n" is kept
+    assert read_metrics(path) == [{"step": 1}, {"step": 2}]
+    path.write_text('{"step": 1}\n\x00\x00\x00')  # what a crash can leave at the end of a file
+    assert read_metrics(path) == [{"step": 1}]
+
+
+def test_sync_puts_the_records_on_disk(tmp_path, monkeypatch):
+    synced = []
+    fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), fsync(fd)))
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    log.log(1, ret=1.0)
+    log.sync()
+    assert synced == [str(tmp_path / "metrics.jsonl")] and read_metrics(tmp_path / "metrics.jsonl") == [
+        {"step": 1, "ret": 1.0}]
+    log.close()
+
+
+def test_the_lock_of_a_run_directory_is_held_by_one_at_a_time_and_released_however_the_block_ends(tmp_path):
+    with lock_run_dir(tmp_path):
+        with pytest.raises(RunDirInUse, match=rf"'{tmp_path}' is in use: another process \(pid {os.getpid()}\) is "
+                                              "training it"):
+            with lock_run_dir(tmp_path):
+                pass
+    with pytest.raises(RuntimeError):
+        with lock_run_dir(tmp_path):
+            raise RuntimeError
+    with lock_run_dir(tmp_path):  # free again
+        pass
+
+
+def test_the_lock_of_a_killed_process_goes_with_it(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys, time\nfrom fwp_rl.runs import lock_run_dir\nwith lock_run_dir(sys.argv[1]):\n"
+            "    print('held', flush=True)\n    time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "held\n"
+        with pytest.raises(RunDirInUse, match=f"another process \\(pid {child.pid}\\)"):
+            with lock_run_dir(tmp_path):
+                pass
+    finally:
+        child.kill()
+        child.wait()
+    with lock_run_dir(tmp_path):  # kill -9 left the file, not the lock
+        pass
 
 
 # ---------------------------------------------------------------------------------------------- the W&B mirror
