@@ -1,7 +1,8 @@
 """The ``fwp-rl`` command line.
 
-Exit status: 0 done (a run that Ctrl-C stopped and saved too); 1 a seed of ``train --seeds --parallel`` lost with its
-worker process; 2 a user mistake (a bad config or option, a path that is not a run or checkpoint, a broken
+Exit status: 0 done (a run that Ctrl-C stopped and saved too); 1 a run that made a nan or an infinity (its last good
+checkpoint kept), a seed of ``train --seeds --parallel`` lost with its worker process, or a ``bench faults`` whose
+promises broke; 2 a user mistake (a bad config or option, a path that is not a run or checkpoint, a broken
 metrics.jsonl, a run that another process is training), reported in one line; 130 stopped at once by a second
 Ctrl-C (or SIGTERM); 143 (128 + SIGTERM) a ``train`` that SIGTERM stopped after the update under way, saved, so that
 ``--resume`` goes on from there.
