@@ -127,6 +127,9 @@ class SearchConfig:
         for key in ("stdev_init", "init_bound", "max_evaluations"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{prefix}.{key}={getattr(self, key)!r} is not allowed: it must be > 0")
+        if self.max_generations is not None and self.max_generations < 1:
+            raise ConfigError(f"{prefix}.max_generations={self.max_generations} is not allowed: it must be >= 1, or "
+                              "null for no such limit")
         for key in RESTART_KEYS:
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"{prefix}.{key}={getattr(self, key)} is not allowed: a number of evaluations "

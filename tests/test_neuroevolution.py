@@ -364,6 +364,7 @@ def test_cartpole_target_stops_the_search():
     ({"search": {"device": "gpu"}}, r"search.device='gpu' is not allowed: 'cpu', 'cuda', 'cuda:1', \.\.\.$"),
     ({"env": {"id": "CartPole-v1"}, "search": {"compile": True}},
      r"search.compile=true is allowed for env.id='double_pole' only .* got env.id='CartPole-v1'"),
+    ({"search": {"max_generations": 0}}, r"search.max_generations=0 is not allowed: it must be >= 1, or null"),
     ({"search": {"restart_after": 0}}, r"search.restart_after=0 is not allowed: a number of evaluations >= 1"),
     ({"env": {"id": "CartPole-v1"}, "search": {"restart_after": 500}},
      r"search.restart_after is allowed for env.id='double_pole' only .* got env.id='CartPole-v1'"),
