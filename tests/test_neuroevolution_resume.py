@@ -1,0 +1,145 @@
+"""Neuroevolution goes on exactly from its state: a searcher of every algorithm restored from its state equals the
+saved one attribute by attribute and makes the populations the saved one makes; a double pole run stopped and resumed
+(restarts before and after the resume point too) ends with the champion, fitness, test and counts of the run never
+stopped; a Gymnasium run goes on with its episode seeds."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from evotorch import SolutionBatch
+from evotorch.distributions import Distribution
+from evotorch.optimizers import ClipUp, TorchOptimizer
+
+from fwp_rl.agents import neuroevolution as ne
+from fwp_rl.config import PolicyConfig, RunConfig
+
+DIRECT = dict(hidden_size=1, slow_size=3)  # 43 parameters: quick populations
+
+
+def make_config(algorithm="cmaes", popsize=8, core="direct", core_options=DIRECT, env_id=ne.DOUBLE_POLE, **search):
+    options = {"task": "nonmarkov"} if env_id == ne.DOUBLE_POLE else {}
+    return ne.NeuroevolutionConfig(
+        name="resume", env=ne.EnvConfig(id=env_id, options=options),
+        policy=PolicyConfig(torso="identity", core=core, core_options=core_options, action_squash=True),
+        search=ne.SearchConfig(algorithm=algorithm, popsize=popsize, **search), run=RunConfig(wandb="disabled"))
+
+
+def through_a_file(payload: dict) -> dict:
+    """``payload`` saved and loaded back as checkpoints will be: safe loading takes tensors and plain values only."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def resumed(config, payload: dict) -> ne.Evolution:
+    """A fresh Evolution of ``config`` that goes on from ``payload``, with torch's global generator moved elsewhere
+    (as in a new process): the searchers draw from the problem's generator only."""
+    evolution = ne.Evolution(config)
+    evolution.load_state_dict(through_a_file(payload))
+    torch.manual_seed(12345)
+    return evolution
+
+
+def assert_same(a, b, where: str) -> None:
+    """Two searchers' attribute values are equal, where they are state (tensors, populations, distributions,
+    optimizers, plain values); objects made from the config (problem, hooks, operators, methods) are not compared."""
+    if isinstance(a, SolutionBatch):
+        assert torch.equal(a.values, b.values) and torch.equal(a.evals, b.evals), where
+    elif isinstance(a, Distribution):
+        assert_same(a.parameters, b.parameters, where)
+    elif isinstance(a, ClipUp):
+        assert_same(a._velocity, b._velocity, where)
+    elif isinstance(a, TorchOptimizer):
+        assert_same(a.contained_optimizer.state_dict(), b.contained_optimizer.state_dict(), where)
+    elif isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    elif a is None or isinstance(a, (bool, int, float, str)):
+        assert a == b, where
+
+
+# Every algorithm, and SNES with an optimizer of the centre set in search.options (PGPE's own is ClipUp).
+SEARCHES = [(algorithm, {}) for algorithm in ne.ALGORITHMS] + [("snes", {"optimizer": "adam"})]
+IDS = [*ne.ALGORITHMS, "snes-adam"]
+
+
+@pytest.mark.parametrize("algorithm, options", SEARCHES, ids=IDS)
+def test_a_restored_searcher_equals_the_saved_one_attribute_by_attribute(algorithm, options):
+    """Every attribute a searcher of EvoTorch holds, whatever SEARCHER_STATE names, is restored (its status cache and
+    first step's time aside): an attribute left out of SEARCHER_STATE that a search changes fails here."""
+    config = make_config(algorithm, options=options)
+    saved = ne.Evolution(config)
+    for _ in range(3):
+        saved.step()
+    restored = resumed(config, saved.state_dict())
+    for name, value in vars(saved.searcher).items():
+        if not name.startswith("_LazyReporter") and name != "_first_step_datetime":
+            assert_same(value, getattr(restored.searcher, name), f"{algorithm}.{name}")
+
+
+@pytest.mark.parametrize("algorithm, options", SEARCHES, ids=IDS)
+def test_a_resumed_search_makes_the_populations_of_the_saved_one(algorithm, options):
+    config = make_config(algorithm, options=options)
+    saved = ne.Evolution(config)
+    for _ in range(3):
+        saved.step()
+    restored = resumed(config, saved.state_dict())
+    for _ in range(4):
+        a, b = saved.step(), restored.step()
+        assert torch.equal(saved.searcher.population.values, restored.searcher.population.values)
+        assert torch.equal(saved.searcher.population.evals, restored.searcher.population.evals)
+        assert (a.generation, a.evaluations, a.best, a.mean) == (b.generation, b.evaluations, b.best, b.mean)
+        assert torch.equal(a.best_ever_params, b.best_ever_params)
+
+
+def report_figures(r: ne.GenerationReport) -> tuple:
+    return r.generation, r.evaluations, r.best, r.mean, r.best_ever, r.champion_steps, r.test, r.restarts
+
+
+@pytest.mark.parametrize("stop_after", [3, 5])
+def test_a_double_pole_run_stopped_and_resumed_ends_as_the_run_never_stopped(stop_after):
+    """Each search is cut after 18 evaluations (restarts as generations 4, 7 and 10 start): stopped after generation 3
+    the resumed run makes the restart that was due, stopped after 5 it resumes between two. Stopping, as Ctrl-C
+    does, tests the solution kept before the checkpoint."""
+    config = make_config(core="elman", core_options=dict(hidden_size=3), popsize=6, max_generations=10,
+                         restart_unbalanced_after=18)
+    whole = []
+    expected = ne.evolve(config, on_generation=whole.append)
+    assert [r.restarts for r in whole] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]
+    stopped = ne.Evolution(config)
+    for _ in range(stop_after):
+        stopped.step()
+    stopped.finish()
+    evolution, rest = resumed(config, stopped.state_dict()), []
+    while not evolution.done:
+        rest.append(evolution.step())
+    result = evolution.finish()
+    assert [report_figures(r) for r in rest] == [report_figures(r) for r in whole[stop_after:]]
+    assert torch.equal(result.flat_params, expected.flat_params)
+    assert (result.fitness, result.generations, result.evaluations, result.solved, result.test, result.restarts) == (
+        expected.fitness, expected.generations, expected.evaluations, expected.solved, expected.test, expected.restarts)
+    assert result.test is not None and result.seconds > 0
+
+
+def test_a_gymnasium_run_goes_on_with_its_episode_seeds():
+    config = make_config("snes", popsize=6, core="elman", core_options=dict(hidden_size=3), env_id="CartPole-v1")
+    config.env.episodes = 2
+    saved = ne.Evolution(config)
+    for _ in range(2):
+        saved.step()
+    restored = resumed(config, saved.state_dict())
+    assert restored.problem._episode_seed == saved.problem._episode_seed == config.seed + 2 * 6 * 2
+    for _ in range(3):
+        assert report_figures(saved.step()) == report_figures(restored.step())
+        assert torch.equal(saved.searcher.population.evals, restored.searcher.population.evals)
