@@ -25,6 +25,7 @@ import time
 import typing
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import gymnasium as gym
@@ -39,11 +40,12 @@ from evotorch.optimizers import ClipUp, TorchOptimizer
 from rich.console import Console
 from torch import Tensor
 
-from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_seed, parse_device
+from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_seed, parse_device, to_dict
 from fwp_rl.envs import double_pole
 from fwp_rl.harness import Run, Trained
 from fwp_rl.policy import RecurrentPolicy
 from fwp_rl.population import MemoryController
+from fwp_rl.runs import CheckpointError
 
 DOUBLE_POLE = "double_pole"
 RESTART_KEYS = ("restart_after", "restart_unbalanced_after")  # the search keys that start fresh searches
@@ -598,7 +600,8 @@ class Evolution:
                 "test": None if self.test is None else dataclasses.asdict(self.test), "search_state": search_state}
 
     def load_state_dict(self, payload: dict) -> None:
-        """Go on from ``payload``, a ``state_dict`` of a run of this config."""
+        """Go on from ``payload``, a ``state_dict`` of a run of this config (but for what ``check_resumable``
+        lets a resumed run change)."""
         state = payload["search_state"]
         load_searcher_state(self.searcher, state["searcher"])
         self.problem.load_state_dict(state["problem"])
@@ -626,6 +629,24 @@ def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
 
 
 # ---------------------------------------------------------------------------------------------- runs
+# What --set may not change in a resumed run: the saved search does not fit another value (or would be another run).
+FIXED_ON_RESUME = ("seed", "env", "policy", "search.algorithm", "search.popsize", "search.options", "search.device")
+
+
+def check_resumable(saved: dict, config: NeuroevolutionConfig) -> None:
+    """A CheckpointError naming the key where ``config`` changes one of FIXED_ON_RESUME from ``saved``, the config of
+    the checkpoint it resumes (as plain data)."""
+    now = to_dict(config)
+    for key in FIXED_ON_RESUME:
+        section, _, name = key.partition(".")
+        before, after = saved[section], now[section]
+        if name:
+            before, after = before[name], after[name]
+        if before != after:
+            raise CheckpointError(f"--resume goes on with the run's own search: {key} was {before!r} there, not "
+                                  f"{after!r} (start a new run for that)")
+
+
 def quiet_evotorch() -> None:
     """Keep EvoTorch's messages out of the progress display: its logger announces every problem it makes at
     INFO, and its CMA-ES copies its starting centre with torch.tensor(tensor), which torch warns about."""
@@ -633,13 +654,22 @@ def quiet_evotorch() -> None:
     warnings.filterwarnings("ignore", "To copy construct from a tensor", UserWarning, "evotorch")
 
 
-def train(config: NeuroevolutionConfig, console: Console | None = None) -> Trained:
-    """A whole run in ``fwp_rl.harness.Run``: a metrics record per generation, a checkpoint every
-    ``run.checkpoint_every`` generations and at the end (or after the generation under way when Ctrl-C stops the
-    run), a summary at the end."""
+def train(config: NeuroevolutionConfig, resume: str | Path | None = None, console: Console | None = None) -> Trained:
+    """A whole run (or the rest of one, with ``resume`` = its run directory) in ``fwp_rl.harness.Run``: a metrics
+    record per generation, a checkpoint every ``run.checkpoint_every`` generations and at the end (or after the
+    generation under way when Ctrl-C stops the run), a summary at the end. A resumed run with nothing to continue
+    (solved, or its budget spent) says so in one line and stops."""
     quiet_evotorch()
-    run = Run(config, console=console)
-    evolution = Evolution(config)  # a policy that does not fit fails here, before anything is written
+    run = Run(config, resume, console)
+    evolution = Evolution(config)  # a policy or search that does not fit fails here, before anything is written
+    if run.saved is not None:
+        check_resumable(run.saved["config"], config)
+        evolution.load_state_dict(run.saved)
+        if evolution.done:
+            reason = "it solved its task" if evolution.solved else \
+                "its budget is spent (raise search.max_evaluations or search.max_generations with --set)"
+            run.console.print(f"nothing to continue in {run.run_dir}: {reason}")
+            return run.result
     with run.start(total=config.search.max_evaluations,
                    tags=[config.policy.core, config.search.algorithm, "neuroevolution"], iteration="generation"):
         while not evolution.done and not run.stop_requested:

@@ -39,7 +39,7 @@ from rich.console import Console
 from fwp_rl.config import dump_yaml, to_dict
 from fwp_rl.learners import learner
 from fwp_rl.progress import StopOnInterrupt, run_progress
-from fwp_rl.runs import MetricsLog, load_checkpoint, save_checkpoint, start_wandb, unique_run_dir
+from fwp_rl.runs import CheckpointError, MetricsLog, load_checkpoint, save_checkpoint, start_wandb, unique_run_dir
 
 
 class Trained(NamedTuple):
@@ -59,6 +59,9 @@ class Run:
         self.learner = learner(config.learner)
         # the checkpoint a resumed run goes on from (None: a new run)
         self.saved = None if resume is None else load_checkpoint(resume, learner=config.learner)
+        if self.saved is not None and "update" not in self.saved:
+            raise CheckpointError(f"{str(resume)!r} has a checkpoint written before {config.learner} runs could "
+                                  "resume: it holds no state to go on from")
         self.run_dir = None if resume is None else Path(resume)
         self.iterations = 0 if self.saved is None else int(self.saved["update"])  # updates or generations logged
         self.wandb_id: str | None = None

@@ -83,7 +83,7 @@ class Learner:
 
 
 LEARNERS: dict[str, Learner] = {entry.name: entry for entry in (
-    Learner("neuroevolution", "fwp_rl.agents.neuroevolution", "NeuroevolutionConfig", resumes=False,
+    Learner("neuroevolution", "fwp_rl.agents.neuroevolution", "NeuroevolutionConfig", resumes=True,
             evaluation="evaluate_neuroevolution", step_unit="evaluations", default_metric="best",
             wandb_group=_env_id_and_double_pole_task),
     Learner("ppo", "fwp_rl.agents.ppo", "PPOConfig", resumes=True, evaluation="evaluate_ppo",

@@ -28,6 +28,10 @@ TINY = {
                           [96, 192, 288]),
 }
 ITERATION = {"neuroevolution": "generation", "ppo": "update", "sb3_recurrent_ppo": "update"}
+# Each learner's overrides that end its tiny run after 2 updates (or generations), and after 3.
+TWO_THEN_THREE = {"neuroevolution": ("search.max_generations=2", "search.max_generations=3"),
+                  "ppo": ("ppo.total_steps=192", "ppo.total_steps=288"),
+                  "sb3_recurrent_ppo": ("ppo.total_steps=192", "ppo.total_steps=288")}
 
 
 def tiny_config(tmp_path, name, *overrides):
@@ -101,16 +105,19 @@ def test_ctrl_c_stops_each_learner_after_the_update_under_way_with_a_checkpoint(
 
 @pytest.mark.parametrize("name", RESUMABLE)
 def test_a_resumed_run_goes_on_in_its_metrics_and_its_w_and_b_run(tmp_path, name, wandb_runs):
-    run_dir = learner(name).train(tiny_config(tmp_path, name, "ppo.total_steps=192")).run_dir
-    with open(run_dir / "metrics.jsonl", "a") as f:  # a record after the checkpoint, left by a crash
-        f.write(json.dumps({"step": 288, "update": 3}) + "\n")
-    config = load_config(str(run_dir / "config.yaml"), ["ppo.total_steps=288"])
+    two, three = TWO_THEN_THREE[name]
+    steps, iteration = TINY[name][1], ITERATION[name]
+    run_dir = learner(name).train(tiny_config(tmp_path, name, two)).run_dir
+    left = {"step": steps[2], iteration: 3}  # a record after the checkpoint, left by a crash
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(left) + "\n")
+    config = load_config(str(run_dir / "config.yaml"), [three])
     console = wide_console()
     assert learner(name).train(config, resume=run_dir, console=console) == (run_dir, True)
     records = read_metrics(run_dir / "metrics.jsonl")
-    assert [r["step"] for r in records] == [96, 192, 288] and "policy_loss" in records[-1]
+    assert [r["step"] for r in records] == steps and records[-1] != left  # logged again
     assert (wandb_runs[1].init["id"], wandb_runs[1].init["resume"]) == (wandb_runs[0].id, "allow")
-    assert f"resuming {run_dir} at update 2, step 192" in console.export_text()
+    assert f"resuming {run_dir} at {iteration} 2, step {steps[1]}" in console.export_text()
 
 
 @pytest.mark.parametrize("name, override", [("neuroevolution", "policy.torso=nature_cnn"),

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from fwp_rl import evaluate
+from fwp_rl import evaluate, learners
+from fwp_rl.cli import main
 from fwp_rl.config import ConfigError, to_dict
 from fwp_rl.learners import LEARNERS, RESUMABLE, learner, load_config
 
@@ -46,6 +47,15 @@ def test_any_other_learner_is_an_error_naming_the_learners_allowed(tmp_path, tex
     with pytest.raises(ConfigError) as e:
         load_config(str(path), [])
     assert str(e.value) == f"learner={shown} is not allowed; {ALLOWED}"
+
+
+def test_resume_of_a_learner_that_does_not_resume_names_those_that_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(LEARNERS, "ppo", dataclasses.replace(LEARNERS["ppo"], resumes=False))
+    monkeypatch.setattr(learners, "RESUMABLE", ("neuroevolution", "sb3_recurrent_ppo"))
+    (tmp_path / "config.yaml").write_text("learner: ppo\n")
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"fwp-rl: error: --resume works for 'neuroevolution' and 'sb3_recurrent_ppo' "
+                                       f"runs; {str(tmp_path)!r} is a 'ppo' run\n")
 
 
 def test_the_registry_names_its_learners_without_importing_them():

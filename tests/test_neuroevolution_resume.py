@@ -1,7 +1,8 @@
-"""Neuroevolution goes on exactly from its state: a searcher of every algorithm restored from its state equals the
-saved one attribute by attribute and makes the populations the saved one makes; a double pole run stopped and resumed
-(restarts before and after the resume point too) ends with the champion, fitness, test and counts of the run never
-stopped; a Gymnasium run goes on with its episode seeds."""
+"""Neuroevolution resumes exactly: a searcher of every algorithm restored from its state equals the saved one attribute
+by attribute and makes the populations the saved one makes; a double pole run stopped and resumed (restarts before and
+after the resume point too) ends with the champion, fitness, test and counts of the run never stopped, and so does a
+run resumed from the CLI with a larger budget; a Gymnasium run goes on with its episode seeds; what a resume may not
+change, and a checkpoint it cannot go on from, are one-line errors."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from evotorch.distributions import Distribution
 from evotorch.optimizers import ClipUp, TorchOptimizer
 
 from fwp_rl.agents import neuroevolution as ne
+from fwp_rl.cli import main
 from fwp_rl.config import PolicyConfig, RunConfig
+from fwp_rl.runs import load_checkpoint, read_metrics, save_checkpoint
 
 DIRECT = dict(hidden_size=1, slow_size=3)  # 43 parameters: quick populations
 
@@ -143,3 +146,86 @@ def test_a_gymnasium_run_goes_on_with_its_episode_seeds():
     for _ in range(3):
         assert report_figures(saved.step()) == report_figures(restored.step())
         assert torch.equal(saved.searcher.population.evals, restored.searcher.population.evals)
+
+
+TINY = ("learner: neuroevolution\nname: tiny\nenv: {options: {task: nonmarkov}}\n"
+        "policy: {torso: identity, core: direct, core_options: {hidden_size: 1, slow_size: 3}}\n"
+        "search: {algorithm: cmaes, popsize: 8, max_evaluations: %d}\n"
+        "run: {root: %s, wandb: disabled, checkpoint_every: 2}\n")
+
+
+@pytest.fixture
+def wide(monkeypatch):
+    """A console wide enough that no line it prints (each naming a run directory) is wrapped."""
+    monkeypatch.setenv("COLUMNS", "400")
+
+
+def test_cli_resume_of_a_finished_run_with_a_larger_budget_ends_as_the_run_with_that_budget(tmp_path, capsys, wide):
+    for name, budget in (("short", 40), ("long", 80)):
+        (tmp_path / f"{name}.yaml").write_text(TINY % (budget, tmp_path / name))
+        assert main(["train", str(tmp_path / f"{name}.yaml")]) == 0
+    short, long = tmp_path / "short" / "tiny", tmp_path / "long" / "tiny"
+    assert load_checkpoint(short)["evaluations"] == 40
+    assert main(["train", "--resume", str(short), "--set", "search.max_evaluations=80"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    got, expected = load_checkpoint(short), load_checkpoint(long)
+    for key in ("update", "global_step", "generation", "evaluations", "solved", "fitness", "test"):
+        assert got[key] == expected[key], key
+    assert torch.equal(got["flat_params"], expected["flat_params"])
+    assert all(torch.equal(got["policy"][k], v) for k, v in expected["policy"].items())
+    records = [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(short / "metrics.jsonl")]
+    assert records == [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(long / "metrics.jsonl")]
+    assert [r["step"] for r in records] == [8 * g for g in range(1, 11)]
+    # Again: nothing to continue, said in one line; the run directory stays as it is.
+    metrics = (short / "metrics.jsonl").read_text()
+    assert main(["train", "--resume", str(short), "--set", "search.max_evaluations=80"]) == 0
+    assert capsys.readouterr().out == (f"nothing to continue in {short}: its budget is spent (raise "
+                                       "search.max_evaluations or search.max_generations with --set)\n")
+    assert (short / "metrics.jsonl").read_text() == metrics
+
+
+def test_cli_resume_of_a_solved_run_has_nothing_to_continue(tmp_path, capsys, wide):
+    (tmp_path / "cartpole.yaml").write_text(
+        "learner: neuroevolution\nname: cartpole\nenv: {id: CartPole-v1}\n"
+        "policy: {torso: identity, core: elman, core_options: {hidden_size: 3}}\n"
+        "search: {algorithm: cmaes, popsize: 20, max_generations: 40, target: 300}\n"
+        f"run: {{root: {tmp_path / 'runs'}, wandb: disabled}}\n")
+    assert main(["train", str(tmp_path / "cartpole.yaml")]) == 0
+    run_dir = tmp_path / "runs" / "cartpole"
+    assert load_checkpoint(run_dir)["solved"]
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--set", "search.max_generations=80"]) == 0
+    assert capsys.readouterr().out == f"nothing to continue in {run_dir}: it solved its task\n"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("search.popsize=10", "search.popsize was 8 there, not 10"),
+    ("search.algorithm=snes", "search.algorithm was 'cmaes' there, not 'snes'"),
+    ("policy.core_options.slow_size=4", "policy was {"),
+    ("seed=3", "seed was 0 there, not 3"),
+])
+def test_cli_resume_refuses_what_would_make_another_search_in_one_line(tmp_path, capsys, override, message):
+    (tmp_path / "tiny.yaml").write_text(TINY % (16, tmp_path / "runs"))
+    assert main(["train", str(tmp_path / "tiny.yaml")]) == 0
+    run_dir = tmp_path / "runs" / "tiny"
+    before = (run_dir / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--set", override, "--set", "search.max_evaluations=32"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fwp-rl: error: --resume goes on with the run's own search: ") and message in err
+    assert len(err.strip().splitlines()) == 1 and (run_dir / "metrics.jsonl").read_text() == before
+
+
+def test_cli_resume_of_a_checkpoint_without_search_state_is_a_one_line_error(tmp_path, capsys):
+    """A neuroevolution checkpoint written before these runs could resume holds no update count nor search state."""
+    (tmp_path / "tiny.yaml").write_text(TINY % (16, tmp_path / "runs"))
+    assert main(["train", str(tmp_path / "tiny.yaml")]) == 0
+    run_dir = tmp_path / "runs" / "tiny"
+    payload = load_checkpoint(run_dir)
+    for key in ("update", "global_step", "search_state"):
+        del payload[key]
+    save_checkpoint(run_dir / "checkpoints" / "latest.pt", payload)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--set", "search.max_evaluations=32"]) == 2
+    assert capsys.readouterr().err == (f"fwp-rl: error: {str(run_dir)!r} has a checkpoint written before "
+                                       "neuroevolution runs could resume: it holds no state to go on from\n")

@@ -309,9 +309,3 @@ def test_evaluate_plays_atari_in_sb3s_wrappers_and_films_the_colour_screen(tmp_p
     assert len(frames) == 23 and frames[0].shape == (210, 160, 3)
     assert_frames_show_a_moving_picture(frames)  # the game played, not one screen over and over
     assert min(coloured_fraction(f) for f in frames) > 0.5  # the colour screen, not the grey observation
-
-
-def test_resume_names_the_learners_it_works_for(tmp_path, capsys):
-    (tmp_path / "config.yaml").write_text("learner: neuroevolution\nsearch: {popsize: 8}\n")
-    assert main(["train", "--resume", str(tmp_path)]) == 2
-    assert "--resume works for 'ppo' and 'sb3_recurrent_ppo' runs" in capsys.readouterr().err
