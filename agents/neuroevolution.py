@@ -293,18 +293,32 @@ def load_searcher_state(searcher, state: dict) -> None:
 
 # ---------------------------------------------------------------------------------------------- problems
 class _PolicyProblem(Problem):
-    """A maximisation problem over ``policy``'s flat parameters, counting every evaluation it makes."""
+    """A maximisation problem over ``policy``'s flat parameters, counting every evaluation it makes.
+
+    A NaN or infinite fitness (an env that returns a NaN reward, say) counts as a failure: it is scored -inf, below
+    every finite fitness, so that it ranks last in every searcher (they rank candidates by sorting, where NaN would
+    rank first) and never becomes a champion or the solution a run keeps. Only SNES, XNES or PGPE given
+    ``ranking_method: null`` in search.options weigh raw fitnesses, where a -inf breaks their step."""
 
     def __init__(self, policy: RecurrentPolicy, search: SearchConfig, seed: int, eval_data_length: int = 0):
         self.policy = policy
         self.evaluations = 0
+        # store_solution_stats: EvoTorch's record of the best and worst fitness seen fails on a batch of failures
+        # only (-inf all through); Evolution keeps the best of its own.
         super().__init__("max", solution_length=policy.num_flat_parameters, dtype=policy.dtype,
                          initial_bounds=(-search.init_bound, search.init_bound), device=search.device,
-                         num_actors=search.num_actors or None, eval_data_length=eval_data_length, seed=seed)
+                         num_actors=search.num_actors or None, eval_data_length=eval_data_length, seed=seed,
+                         store_solution_stats=False)
 
     def evaluate(self, x):
         self.evaluations += len(x)
         return super().evaluate(x)
+
+    def _evaluate_all(self, batch: SolutionBatch) -> None:
+        # The step of Problem.evaluate that evaluates the batch, here or (num_actors > 0) over the actors.
+        super()._evaluate_all(batch)
+        fitness = batch.access_evals(0)
+        fitness[~torch.isfinite(fitness)] = -math.inf
 
     def state_dict(self) -> dict:
         """What carries over from one generation to the next: the evaluations counted and the problem's generator,
@@ -566,6 +580,9 @@ class Evolution:
         best = float(champion.evals[0])
         if best > self.kept_fitness:
             self.kept, self.kept_fitness = champion_params, best
+        if self.kept is None:
+            raise ConfigError(f"every candidate of the first {self.evaluations} evaluations scored a NaN or infinite "
+                              f"fitness: {self.config.env.id} gives this policy no finite fitness to search on")
         mean = float(self.searcher.population.evals[:, 0].mean())
         report = GenerationReport(self.generation, self.evaluations, best, mean, self.kept_fitness, self.kept, 0.0,
                                   restarts=self.restarts)
