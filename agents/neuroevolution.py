@@ -9,8 +9,10 @@ evaluate a whole population at once:
   simulations masked, no host synchronisation per step.
 - ``GymProblem``: any registered Gymnasium id, through one Gymnasium vector env of P x E copies.
 
-Both drive the population's memory with a ``MemoryController``. ``evolve`` runs a *task*, a problem with the
-rule that says when a run solved it: ``DoublePoleTask`` (the benchmark's success test) or ``GymTask`` (a target).
+Both drive the population's memory with a ``MemoryController``. An ``Evolution`` searches a *task*, a problem with
+the rule that says when a run solved it: ``DoublePoleTask`` (the benchmark's success test) or ``GymTask`` (a target),
+one generation at a time, and holds the state a checkpoint saves, so that ``train --resume`` goes on exactly as the
+run would have (``docs/neuroevolution.md``); ``evolve`` runs one to its end.
 
 ``num_actors`` > 0 spreads each population over EvoTorch's Ray actors (``pip install fwp-rl[distributed]``).
 """
