@@ -110,16 +110,19 @@ def report_figures(r: ne.GenerationReport) -> tuple:
     return r.generation, r.evaluations, r.best, r.mean, r.best_ever, r.champion_steps, r.test, r.restarts
 
 
-@pytest.mark.parametrize("stop_after", [3, 5])
-def test_a_double_pole_run_stopped_and_resumed_ends_as_the_run_never_stopped(stop_after):
-    """Each search is cut after 18 evaluations (restarts as generations 4, 7 and 10 start): stopped after generation 3
-    the resumed run makes the restart that was due, stopped after 5 it resumes between two. Stopping, as Ctrl-C
-    does, tests the solution kept before the checkpoint."""
-    config = make_config(core="elman", core_options=dict(hidden_size=3), popsize=6, max_generations=10,
-                         restart_unbalanced_after=18)
+@pytest.mark.parametrize("restarts, stop_after, restarted", [
+    (dict(restart_unbalanced_after=18), 3, [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]),
+    (dict(restart_unbalanced_after=18), 5, [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]),
+    (dict(restart_after=12), 6, [0, 0, 0, 1, 1, 1, 1, 1, 2, 2]),
+])
+def test_a_double_pole_run_stopped_and_resumed_ends_as_the_run_never_stopped(restarts, stop_after, restarted):
+    """Ten generations of CMA-ES with restarts (``restarted``: the restarts so far after each generation); the run
+    stopped after generation 3 resumes where a restart is due, the others between two. Stopping, as Ctrl-C does,
+    tests the solution kept before the checkpoint."""
+    config = make_config(core="elman", core_options=dict(hidden_size=3), popsize=6, max_generations=10, **restarts)
     whole = []
     expected = ne.evolve(config, on_generation=whole.append)
-    assert [r.restarts for r in whole] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]
+    assert [r.restarts for r in whole] == restarted
     stopped = ne.Evolution(config)
     for _ in range(stop_after):
         stopped.step()
