@@ -358,6 +358,7 @@ class NaNRewardOnRight(gym.Wrapper):
         return obs, float("nan") if action == 1 else reward, terminated, truncated, info
 
 
+@pytest.mark.filterwarnings("ignore:.*The reward is a NaN value:UserWarning")  # Gymnasium's env checker
 def test_a_gymnasium_env_returning_nan_rewards_scores_those_candidates_as_failures():
     gym.register("NaNRewardOnRight-v0", entry_point=lambda **kwargs: NaNRewardOnRight(gym.make("CartPole-v1")))
     try:
