@@ -238,7 +238,7 @@ SEARCHER_STATE = {
     # ClipUp or one set in search.options) and whether the first population is still to come
     GaussianSearchAlgorithm: ("_distribution", "_optimizer", "_first_iter"),
     Cosyne: ("_first_generation",),  # whether the first population is still to be evaluated
-    GeneticAlgorithm: ("_first_iter",),
+    GeneticAlgorithm: ("_first_iter",),  # the same
 }
 
 
@@ -270,12 +270,12 @@ def _restored(current, data, device: torch.device):
 
 
 def searcher_state(searcher) -> dict:
-    """What ``searcher`` carries into its next generation (``SEARCHER_STATE``), as checkpoint data."""
+    """What ``searcher``, which made a generation, carries into its next one (``SEARCHER_STATE``), as checkpoint
+    data."""
     population = searcher.population
     names = next(names for cls, names in SEARCHER_STATE.items() if isinstance(searcher, cls))
     return {"steps": searcher.step_count, **{name: _saved(getattr(searcher, name)) for name in names},
-            "population": None if population is None else {"values": _saved(population.values),
-                                                           "evals": _saved(population.evals)}}
+            "population": {"values": _saved(population.values), "evals": _saved(population.evals)}}
 
 
 def load_searcher_state(searcher, state: dict) -> None:
@@ -286,11 +286,10 @@ def load_searcher_state(searcher, state: dict) -> None:
         if name not in ("steps", "population"):
             setattr(searcher, name, _restored(getattr(searcher, name), data, problem.device))
     saved = state["population"]
-    if saved is not None:
-        population = SolutionBatch(problem, popsize=len(saved["values"]), device=problem.device, empty=True)
-        population.access_values()[:] = saved["values"]
-        population.access_evals()[:] = saved["evals"]
-        searcher._population = population
+    population = SolutionBatch(problem, popsize=len(saved["values"]), device=problem.device, empty=True)
+    population.access_values()[:] = saved["values"]
+    population.access_evals()[:] = saved["evals"]
+    searcher._population = population
 
 
 # ---------------------------------------------------------------------------------------------- problems
