@@ -9,14 +9,17 @@ evaluate a whole population at once:
   simulations masked, no host synchronisation per step.
 - ``GymProblem``: any registered Gymnasium id, through one Gymnasium vector env of P x E copies.
 
-Both drive the population's memory with a ``MemoryController``. ``evolve`` runs a *task*, a problem with the
-rule that says when a run solved it: ``DoublePoleTask`` (the benchmark's success test) or ``GymTask`` (a target).
+Both drive the population's memory with a ``MemoryController``. An ``Evolution`` searches a *task*, a problem with
+the rule that says when a run solved it: ``DoublePoleTask`` (the benchmark's success test) or ``GymTask`` (a target),
+one generation at a time, and holds the state a checkpoint saves, so that ``train --resume`` goes on exactly as the
+run would have (``docs/neuroevolution.md``); ``evolve`` runs one to its end.
 
 ``num_actors`` > 0 spreads each population over EvoTorch's Ray actors (``pip install fwp-rl[distributed]``).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -24,6 +27,7 @@ import time
 import typing
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import gymnasium as gym
@@ -31,7 +35,10 @@ import numpy as np
 import torch
 from evotorch import Problem, SolutionBatch
 from evotorch.algorithms import CEM, CMAES, PGPE, SNES, XNES, Cosyne, GeneticAlgorithm
+from evotorch.algorithms.distributed.gaussian import GaussianSearchAlgorithm
+from evotorch.distributions import Distribution
 from evotorch.operators import GaussianMutation, SimulatedBinaryCrossOver
+from evotorch.optimizers import ClipUp, TorchOptimizer
 from rich.console import Console
 from torch import Tensor
 
@@ -127,6 +134,9 @@ class SearchConfig:
         for key in ("stdev_init", "init_bound", "max_evaluations"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{prefix}.{key}={getattr(self, key)!r} is not allowed: it must be > 0")
+        if self.max_generations is not None and self.max_generations < 1:
+            raise ConfigError(f"{prefix}.max_generations={self.max_generations} is not allowed: it must be >= 1, or "
+                              "null for no such limit")
         for key in RESTART_KEYS:
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"{prefix}.{key}={getattr(self, key)} is not allowed: a number of evaluations "
@@ -216,20 +226,114 @@ def make_searcher(problem: Problem, config: SearchConfig):
         raise ConfigError(f"search.options {config.options} do not fit {config.algorithm!r}: {e}") from None
 
 
+# EvoTorch (0.6.1) gives its searchers no state_dict, so what each carries from one generation to the next is named
+# here by hand, by attribute; everything else a searcher holds follows from the config, as a fresh searcher of the
+# same config makes it (``load_searcher_state`` restores into one). Every searcher: its generation count (CMA-ES's
+# path correction and covariance schedule read it) and its population with its fitnesses (the Gaussian searchers
+# step their distribution from them, CoSyNE and the GA breed from them). Besides:
+SEARCHER_STATE = {
+    # the centre, the step size, the covariance and its factor, the two evolution paths
+    CMAES: ("m", "sigma", "C", "A", "p_sigma", "p_c"),
+    # SNES, XNES, PGPE, CEM: the distribution (XNES's with its inverse factor), the optimizer of the centre (PGPE's
+    # ClipUp or one set in search.options) and whether the first population is still to come
+    GaussianSearchAlgorithm: ("_distribution", "_optimizer", "_first_iter"),
+    Cosyne: ("_first_generation",),  # whether the first population is still to be evaluated
+    GeneticAlgorithm: ("_first_iter",),  # the same
+}
+
+
+def _saved(value):
+    """A searcher's attribute as checkpoint data: tensors and plain values only (checkpoints load with
+    weights_only), EvoTorch's read-only tensors as plain ones."""
+    if isinstance(value, Distribution):
+        return {"parameters": {name: _saved(v) for name, v in value.parameters.items()}}
+    if isinstance(value, ClipUp):
+        return {"velocity": _saved(value._velocity)}
+    if isinstance(value, TorchOptimizer):
+        return {"optimizer": copy.deepcopy(value.contained_optimizer.state_dict())}  # a copy of its live tensors
+    if isinstance(value, Tensor):
+        return value.as_subclass(Tensor).clone()
+    return value  # None, a bool, an int, a float, a str
+
+
+def _restored(current, data, device: torch.device):
+    """The value ``_saved`` gave ``data`` for, restored into ``current``, the attribute of a fresh searcher."""
+    if isinstance(current, Distribution):
+        return current.modified_copy(**data["parameters"])
+    if isinstance(current, ClipUp):
+        current._velocity = data["velocity"].to(device)
+        return current
+    if isinstance(current, TorchOptimizer):
+        current.contained_optimizer.load_state_dict(data["optimizer"])
+        return current
+    return data.to(device) if isinstance(data, Tensor) else data
+
+
+def searcher_state(searcher) -> dict:
+    """What ``searcher``, which made a generation, carries into its next one (``SEARCHER_STATE``), as checkpoint
+    data."""
+    population = searcher.population
+    names = next(names for cls, names in SEARCHER_STATE.items() if isinstance(searcher, cls))
+    return {"steps": searcher.step_count, **{name: _saved(getattr(searcher, name)) for name in names},
+            "population": {"values": _saved(population.values), "evals": _saved(population.evals)}}
+
+
+def load_searcher_state(searcher, state: dict) -> None:
+    """Restore ``searcher_state`` into ``searcher``, a fresh searcher of the config that made it."""
+    problem = searcher.problem
+    searcher._steps_count = state["steps"]
+    for name, data in state.items():
+        if name not in ("steps", "population"):
+            setattr(searcher, name, _restored(getattr(searcher, name), data, problem.device))
+    saved = state["population"]
+    population = SolutionBatch(problem, popsize=len(saved["values"]), device=problem.device, empty=True)
+    population.access_values()[:] = saved["values"]
+    population.access_evals()[:] = saved["evals"]
+    searcher._population = population
+
+
 # ---------------------------------------------------------------------------------------------- problems
 class _PolicyProblem(Problem):
-    """A maximisation problem over ``policy``'s flat parameters, counting every evaluation it makes."""
+    """A maximisation problem over ``policy``'s flat parameters, counting every evaluation it makes.
+
+    A NaN or infinite fitness (an env that returns a NaN reward, say) counts as a failure: it is scored -inf, below
+    every finite fitness, so that it ranks last in every searcher (they rank candidates by sorting, where NaN would
+    rank first) and never becomes a champion or the solution a run keeps. Only SNES, XNES or PGPE given
+    ``ranking_method: null`` in search.options weigh raw fitnesses, where a -inf breaks their step."""
 
     def __init__(self, policy: RecurrentPolicy, search: SearchConfig, seed: int, eval_data_length: int = 0):
         self.policy = policy
         self.evaluations = 0
+        # store_solution_stats: EvoTorch's record of the best and worst fitness seen fails on a batch of failures
+        # only (-inf all through); Evolution keeps the best of its own.
         super().__init__("max", solution_length=policy.num_flat_parameters, dtype=policy.dtype,
                          initial_bounds=(-search.init_bound, search.init_bound), device=search.device,
-                         num_actors=search.num_actors or None, eval_data_length=eval_data_length, seed=seed)
+                         num_actors=search.num_actors or None, eval_data_length=eval_data_length, seed=seed,
+                         store_solution_stats=False)
 
     def evaluate(self, x):
         self.evaluations += len(x)
         return super().evaluate(x)
+
+    def _evaluate_all(self, batch: SolutionBatch) -> None:
+        # The step of Problem.evaluate that evaluates the batch, here or (num_actors > 0) over the actors.
+        super()._evaluate_all(batch)
+        fitness = batch.access_evals(0)
+        fitness[~torch.isfinite(fitness)] = -math.inf
+
+    def state_dict(self) -> dict:
+        """What carries over from one generation to the next: the evaluations counted and the problem's generator,
+        which every searcher samples its populations from (EvoTorch draws from torch's global generator only for a
+        problem without a seed, and ours always have one)."""
+        return {"evaluations": self.evaluations, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.num_actors:
+            # EvoTorch's actors start with the first evaluation and draw their seeds from the generator as they
+            # do: started here, before it is restored, they leave the searcher's draws as they were saved.
+            self.all_remote_problems()
+        self.evaluations = state["evaluations"]
+        self.generator.set_state(state["generator"])
 
     def seed(self, seed: int) -> None:
         # EvoTorch's EvaluationActor (0.6.1) reseeds its copy of a seeded problem with problem.seed(), a method
@@ -267,6 +371,15 @@ class GymProblem(_PolicyProblem):
         # Hashed into the first episode seed, it gives each piece of the population episode starts of its own;
         # the run's seed, which every copy carries, would give every piece the same ones.
         self._episode_seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
+
+    def state_dict(self) -> dict:
+        """The problem's state (``_PolicyProblem.state_dict``) and the first episode seed of the next evaluation.
+        With num_actors > 0 the actors' copies keep episode seeds of their own, which no checkpoint holds."""
+        return super().state_dict() | {"episode_seed": self._episode_seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._episode_seed = state["episode_seed"]
 
     def _vector_env(self, n: int) -> gym.vector.VectorEnv:
         if self._envs is None or self._envs.num_envs != n:
@@ -408,71 +521,136 @@ def make_task(config: NeuroevolutionConfig, policy: RecurrentPolicy) -> DoublePo
     return GymTask(policy, config.env, config.search, config.seed)
 
 
+class Evolution:
+    """The search of ``config``, one generation at a time: ``step()`` makes a generation and returns its report,
+    ``done`` says whether the run ends there (solved, or its budget spent), ``finish()`` tests the solution kept and
+    returns the result. ``state_dict`` and ``load_state_dict`` are what a checkpoint holds: a run resumed from one
+    goes on as the run would have (``evolve`` runs the loop; ``train`` runs it in a run directory).
+
+    Restarts by hand: EvoTorch's restarters (evotorch.algorithms.restarter) end a search on its own termination
+    criteria or a collapsed fitness spread, and here the fitness never stops improving. Per search: the evaluations
+    at its start, its champions' furthest progress and the evaluations when it was made. Whether a generation ends
+    its search is decided as the next generation starts, from those figures, so a run resumed in between decides
+    it as the run would have."""
+
+    def __init__(self, config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None):
+        self.config, self.search = config, config.search
+        self.policy = policy or make_policy(config)
+        if config.search.compile:
+            # torch.compile keeps the compiled steps of every policy it saw, and recompiles a function at most 8
+            # times; a new run's policy never meets the earlier runs' steps again, so they go (torch's compile
+            # cache makes the new compiles quick)
+            torch._dynamo.reset()
+        self.task = make_task(config, self.policy)
+        self.problem = self.task.problem
+        self.searcher = make_searcher(self.problem, self.search)
+        self.generation, self.kept, self.kept_fitness, self.solved, self.test = 0, None, -math.inf, False, None
+        self.restarts, self.started_at, self.longest, self.progress_at = 0, 0, 0, 0
+        self._clock = time.perf_counter()  # the run's seconds count from here
+
+    @property
+    def evaluations(self) -> int:
+        return self.problem.evaluations
+
+    @property
+    def seconds(self) -> float:
+        """Seconds the run has searched, over all its resumes."""
+        return time.perf_counter() - self._clock
+
+    @property
+    def done(self) -> bool:
+        """Whether the run ends after the generations made: solved, or its budget spent."""
+        search = self.search
+        return (self.solved or self.evaluations >= search.max_evaluations
+                or (search.max_generations is not None and self.generation >= search.max_generations))
+
+    def _restart_due(self) -> bool:
+        """Whether the search so far gives way to a fresh one (SearchConfig.restart_after, restart_unbalanced_after)."""
+        search = self.search
+        stalled = search.restart_after is not None and self.evaluations - self.progress_at >= search.restart_after
+        unbalanced = (search.restart_unbalanced_after is not None and self.longest < self.task.milestone
+                      and self.evaluations - self.started_at >= search.restart_unbalanced_after)
+        return stalled or unbalanced
+
+    def step(self) -> GenerationReport:
+        """One generation (of a fresh search when the last one's is over) -> its report."""
+        if self._restart_due():
+            self.searcher = make_searcher(self.problem, self.search)
+            self.restarts, self.started_at, self.longest, self.progress_at = (self.restarts + 1, self.evaluations, 0,
+                                                                              self.evaluations)
+        self.searcher.step()
+        self.generation += 1
+        champion = self.searcher.status["pop_best"]
+        champion_params = champion.values.as_subclass(Tensor).clone()  # a plain tensor, not EvoTorch's read-only one
+        best = float(champion.evals[0])
+        if best > self.kept_fitness:
+            self.kept, self.kept_fitness = champion_params, best
+        if self.kept is None:
+            raise ConfigError(f"every candidate of the first {self.evaluations} evaluations scored a NaN or infinite "
+                              f"fitness: {self.config.env.id} gives this policy no finite fitness to search on")
+        mean = float(self.searcher.population.evals[:, 0].mean())
+        report = GenerationReport(self.generation, self.evaluations, best, mean, self.kept_fitness, self.kept, 0.0,
+                                  restarts=self.restarts)
+        self.solved = self.task.judge(report, champion_params, champion.evals)
+        if self.solved:
+            self.kept, self.kept_fitness, self.test = champion_params, best, report.test
+            report.best_ever_params = self.kept
+        if self.task.progress(report) > self.longest:
+            self.longest, self.progress_at = self.task.progress(report), self.evaluations
+        report.seconds = self.seconds
+        return report
+
+    def finish(self) -> EvolutionResult:
+        """The run's result: the solution kept, with its success test when no champion solved the task."""
+        if not self.solved:
+            self.test, self.solved = self.task.test_kept(self.kept)
+        return EvolutionResult(self.kept, self.kept_fitness, self.generation, self.evaluations, self.solved, self.test,
+                               self.seconds, self.restarts)
+
+    def state_dict(self) -> dict:
+        """A checkpoint's payload (``fwp_rl.harness``): ``update`` (the generations made) and ``global_step`` (the
+        evaluations) for the harness; the solution kept as the policy's state dict and as the flat vector, with its
+        fitness and test, for ``fwp-rl evaluate``; and ``search_state``, the searcher's, the problem's and the
+        restarts' state. Tensors and plain values only: checkpoints load with weights_only."""
+        self.policy.set_flat_parameters(self.kept)
+        search_state = {"searcher": searcher_state(self.searcher), "problem": self.problem.state_dict(),
+                        "restarts": self.restarts, "started_at": self.started_at, "longest": self.longest,
+                        "progress_at": self.progress_at, "seconds": self.seconds}
+        return {"update": self.generation, "global_step": self.evaluations, "policy": self.policy.state_dict(),
+                "flat_params": self.kept.detach().cpu(), "generation": self.generation,
+                "evaluations": self.evaluations, "solved": self.solved, "fitness": self.kept_fitness,
+                "test": None if self.test is None else dataclasses.asdict(self.test), "search_state": search_state}
+
+    def load_state_dict(self, payload: dict) -> None:
+        """Go on from ``payload``, a ``state_dict`` of a run of this config (but for what the learner's
+        ``resume_may_change`` lets a resumed run change: ``fwp_rl.learners``)."""
+        state = payload["search_state"]
+        load_searcher_state(self.searcher, state["searcher"])
+        self.problem.load_state_dict(state["problem"])
+        self.generation, self.solved, self.kept_fitness = payload["generation"], payload["solved"], payload["fitness"]
+        self.kept = payload["flat_params"].to(self.problem.device)
+        self.test = None if payload["test"] is None else double_pole.SolutionTest(**payload["test"])
+        self.restarts, self.started_at = state["restarts"], state["started_at"]
+        self.longest, self.progress_at = state["longest"], state["progress_at"]
+        self._clock = time.perf_counter() - state["seconds"]
+
+
 def evolve(config: NeuroevolutionConfig, policy: RecurrentPolicy | None = None,
            on_generation: Callable[[GenerationReport], None] | None = None,
            should_stop: Callable[[], bool] | None = None) -> EvolutionResult:
-    """Run the search of ``config`` until it stops; ``on_generation`` sees every generation's report."""
-    policy = policy or make_policy(config)
-    if config.search.compile:
-        # torch.compile keeps the compiled steps of every policy it saw, and recompiles a function at most 8
-        # times; a new run's policy never meets the earlier runs' steps again, so they go (torch's compile
-        # cache makes the new compiles quick)
-        torch._dynamo.reset()
-    task = make_task(config, policy)
-    problem = task.problem
-    searcher = make_searcher(problem, config.search)
-    search = config.search
-    start = time.perf_counter()
-    kept, kept_fitness, test, solved, generation = None, -math.inf, None, False, 0
-    # Restarts by hand: EvoTorch's restarters (evotorch.algorithms.restarter) end a search on its own
-    # termination criteria or a collapsed fitness spread, and here the fitness never stops improving. Per
-    # search: the evaluations at its start, its champions' furthest progress and the evaluations when it was made.
-    restarts, started_at, longest, progress_at = 0, 0, 0, 0
-    while True:
-        searcher.step()
-        generation += 1
-        champion = searcher.status["pop_best"]
-        champion_params = champion.values.as_subclass(Tensor).clone()  # a plain tensor, not EvoTorch's read-only one
-        best = float(champion.evals[0])
-        population_evals = searcher.population.evals[:, 0]
-        if best > kept_fitness:
-            kept, kept_fitness = champion_params, best
-        report = GenerationReport(generation, problem.evaluations, best, float(population_evals.mean()),
-                                  kept_fitness, kept, 0.0, restarts=restarts)
-        solved = task.judge(report, champion_params, champion.evals)
-        if solved:
-            kept, kept_fitness, test = champion_params, best, report.test
-            report.best_ever_params = kept
-        if task.progress(report) > longest:
-            longest, progress_at = task.progress(report), problem.evaluations
-        report.seconds = time.perf_counter() - start
+    """Run the search of ``config`` (``Evolution``) until it is done, or until ``should_stop()``, asked after every
+    generation, says so; ``on_generation`` sees every generation's report."""
+    evolution = Evolution(config, policy)
+    while not evolution.done:
+        report = evolution.step()
         if on_generation is not None:
             on_generation(report)
-        done = (solved or problem.evaluations >= search.max_evaluations
-                or (search.max_generations is not None and generation >= search.max_generations)
-                or (should_stop is not None and should_stop()))
-        if done:
+        if should_stop is not None and should_stop():
             break
-        stalled = search.restart_after is not None and problem.evaluations - progress_at >= search.restart_after
-        unbalanced = (search.restart_unbalanced_after is not None and longest < task.milestone
-                      and problem.evaluations - started_at >= search.restart_unbalanced_after)
-        if stalled or unbalanced:
-            searcher = make_searcher(problem, search)
-            restarts, started_at, longest, progress_at = restarts + 1, problem.evaluations, 0, problem.evaluations
-    if not solved:
-        test, solved = task.test_kept(kept)
-    return EvolutionResult(kept, kept_fitness, generation, problem.evaluations, solved, test,
-                           time.perf_counter() - start, restarts)
+    return evolution.finish()
 
 
 # ---------------------------------------------------------------------------------------------- runs
-def checkpoint_payload(policy: RecurrentPolicy, flat_params: Tensor, **info) -> dict:
-    """What a neuroevolution checkpoint holds besides the config (``fwp_rl.harness``): the kept parameters as a
-    policy state dict and as the flat vector, and ``info`` (generation, evaluations, the test result...)."""
-    policy.set_flat_parameters(flat_params)
-    return {"policy": policy.state_dict(), "flat_params": flat_params.detach().cpu(), **info}
-
-
 def quiet_evotorch() -> None:
     """Keep EvoTorch's messages out of the progress display: its logger announces every problem it makes at
     INFO, and its CMA-ES copies its starting centre with torch.tensor(tensor), which torch warns about."""
@@ -480,17 +658,25 @@ def quiet_evotorch() -> None:
     warnings.filterwarnings("ignore", "To copy construct from a tensor", UserWarning, "evotorch")
 
 
-def train(config: NeuroevolutionConfig, console: Console | None = None) -> Trained:
-    """A whole run in ``fwp_rl.harness.Run``: a metrics record per generation, a checkpoint every
-    ``run.checkpoint_every`` generations and at the end (or after the generation under way when Ctrl-C stops the
-    run), a summary at the end."""
+def train(config: NeuroevolutionConfig, resume: str | Path | None = None, console: Console | None = None) -> Trained:
+    """A whole run (or the rest of one, with ``resume`` = its run directory) in ``fwp_rl.harness.Run``: a metrics
+    record per generation, a checkpoint every ``run.checkpoint_every`` generations and at the end (or after the
+    generation under way when Ctrl-C stops the run), a summary at the end. A resumed run with nothing to continue
+    (solved, or its budget spent) says so in one line and stops."""
     quiet_evotorch()
-    run = Run(config, console=console)
-    policy = make_policy(config)  # a policy that does not fit fails here, before anything is written
+    run = Run(config, resume, console)
+    evolution = Evolution(config)  # a policy or search that does not fit fails here, before anything is written
+    if run.saved is not None:
+        evolution.load_state_dict(run.saved)
+        if evolution.done:
+            reason = "it solved its task" if evolution.solved else \
+                "its budget is spent (raise search.max_evaluations or search.max_generations with --set)"
+            run.console.print(f"nothing to continue in {run.run_dir}: {reason}")
+            return run.result
     with run.start(total=config.search.max_evaluations,
                    tags=[config.policy.core, config.search.algorithm, "neuroevolution"], iteration="generation"):
-
-        def on_generation(r: GenerationReport) -> None:
+        while not evolution.done and not run.stop_requested:
+            r = evolution.step()
             values = dict(generation=r.generation, best=r.best, mean=r.mean, best_ever=r.best_ever, seconds=r.seconds)
             status = f"gen {r.generation}  best {r.best:.4g}  best ever {r.best_ever:.4g}"
             if config.search.restarts:
@@ -503,19 +689,15 @@ def train(config: NeuroevolutionConfig, console: Console | None = None) -> Train
                 status += f"  tested: {r.test.generalization}/625, {r.test.balanced:,} steps"
             run.log(r.evaluations, **values)
             run.show(status)
-            run.checkpoint(lambda: checkpoint_payload(policy, r.best_ever_params, generation=r.generation,
-                                                      evaluations=r.evaluations))
-
-        result = evolve(config, policy, on_generation, should_stop=lambda: run.stop_requested)
-        test = result.test
-        run.checkpoint(lambda: checkpoint_payload(
-            policy, result.flat_params, generation=result.generations, evaluations=result.evaluations,
-            solved=result.solved, fitness=result.fitness, test=None if test is None else dataclasses.asdict(test)),
-            final=True)
+            run.checkpoint(evolution.state_dict)
+        result = evolution.finish()
+        # Only here, after a whole generation: an exception inside one leaves the last checkpoint as it was.
+        run.checkpoint(evolution.state_dict, final=True)
     restarted = "" if not config.search.restarts else \
         f", {result.restarts} restart{'' if result.restarts == 1 else 's'}"
     lines = [f"evaluations: {result.evaluations:,} in {result.generations} generations{restarted}, "
              f"{result.seconds:.1f} s; best fitness {result.fitness:.6g}"]
+    test = result.test
     if test is not None:
         lines.append(f"100,000-step test: balanced {test.balanced:,} steps "
                      f"({'pass' if test.balanced == double_pole.MARKOV_STEPS else 'fail'}); "
@@ -525,6 +707,6 @@ def train(config: NeuroevolutionConfig, console: Console | None = None) -> Train
     return run.result
 
 
-__all__ = ["ALGORITHMS", "DoublePoleProblem", "DoublePoleTask", "EnvConfig", "EvolutionResult", "GenerationReport",
-           "GymProblem", "GymTask", "NeuroevolutionConfig", "SearchConfig", "evolve", "make_policy", "make_searcher",
-           "make_task", "train"]
+__all__ = ["ALGORITHMS", "DoublePoleProblem", "DoublePoleTask", "EnvConfig", "Evolution", "EvolutionResult",
+           "GenerationReport", "GymProblem", "GymTask", "NeuroevolutionConfig", "SearchConfig", "evolve", "make_policy",
+           "make_searcher", "make_task", "train"]

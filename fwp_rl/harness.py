@@ -50,8 +50,8 @@ from fwp_rl.config import ConfigError, dump_yaml, to_dict
 from fwp_rl.files import remove_temporaries
 from fwp_rl.learners import learner
 from fwp_rl.progress import StopOnInterrupt, run_progress
-from fwp_rl.runs import (MetricsLog, load_checkpoint, lock_run_dir, read_metrics, save_checkpoint, start_wandb,
-                         unique_run_dir)
+from fwp_rl.runs import (CheckpointError, MetricsLog, load_checkpoint, lock_run_dir, read_metrics, save_checkpoint,
+                         start_wandb, unique_run_dir)
 
 MAX_CHANGES_SHOWN = 8  # of a refused resume's config changes; the rest are counted
 
@@ -73,6 +73,9 @@ class Run:
         self.learner = learner(config.learner)
         # the checkpoint a resumed run goes on from (None: a new run)
         self.saved = None if resume is None else load_checkpoint(resume, learner=config.learner)
+        if self.saved is not None and "update" not in self.saved:
+            raise CheckpointError(f"{str(resume)!r} has a checkpoint written before {config.learner} runs could "
+                                  "resume: it holds no state to go on from")
         self.run_dir = None if resume is None else Path(resume)
         if resume is not None:
             self._check_resume(resume)

@@ -31,6 +31,10 @@ TINY = {
                           [96, 192, 288]),
 }
 ITERATION = {"neuroevolution": "generation", "ppo": "update", "sb3_recurrent_ppo": "update"}
+# Each learner's overrides that end its tiny run after 2 updates (or generations), and after 3.
+TWO_THEN_THREE = {"neuroevolution": ("search.max_generations=2", "search.max_generations=3"),
+                  "ppo": ("ppo.total_steps=192", "ppo.total_steps=288"),
+                  "sb3_recurrent_ppo": ("ppo.total_steps=192", "ppo.total_steps=288")}
 
 
 def tiny_config(tmp_path, name, *overrides):
@@ -104,16 +108,19 @@ def test_ctrl_c_stops_each_learner_after_the_update_under_way_with_a_checkpoint(
 
 @pytest.mark.parametrize("name", RESUMABLE)
 def test_a_resumed_run_goes_on_in_its_metrics_and_its_w_and_b_run(tmp_path, name, wandb_runs):
-    run_dir = learner(name).train(tiny_config(tmp_path, name, "ppo.total_steps=192")).run_dir
-    with open(run_dir / "metrics.jsonl", "a") as f:  # a record after the checkpoint, left by a crash
-        f.write(json.dumps({"step": 288, "update": 3}) + "\n")
-    config = load_config(str(run_dir / "config.yaml"), ["ppo.total_steps=288"])
+    two, three = TWO_THEN_THREE[name]
+    steps, iteration = TINY[name][1], ITERATION[name]
+    run_dir = learner(name).train(tiny_config(tmp_path, name, two)).run_dir
+    left = {"step": steps[2], iteration: 3}  # a record after the checkpoint, left by a crash
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(left) + "\n")
+    config = load_config(str(run_dir / "config.yaml"), [three])
     console = wide_console()
     assert learner(name).train(config, resume=run_dir, console=console) == (run_dir, True)
     records = read_metrics(run_dir / "metrics.jsonl")
-    assert [r["step"] for r in records] == [96, 192, 288] and "policy_loss" in records[-1]
+    assert [r["step"] for r in records] == steps and records[-1] != left  # logged again
     assert (wandb_runs[1].init["id"], wandb_runs[1].init["resume"]) == (wandb_runs[0].id, "allow")
-    assert f"resuming {run_dir} at update 2, step 192" in console.export_text()
+    assert f"resuming {run_dir} at {iteration} 2, step {steps[1]}" in console.export_text()
 
 
 @pytest.mark.parametrize("name, override", [("neuroevolution", "policy.torso=nature_cnn"),
@@ -132,24 +139,38 @@ def run_files(run_dir):
             if p.is_file() and "wandb" not in p.parts}
 
 
+# Per resumable learner: the --set that gives its tiny run a budget of k updates (or generations), one that changes
+# what it learns, and one of its device.
+BUDGET = {"ppo": "ppo.total_steps=%d", "sb3_recurrent_ppo": "ppo.total_steps=%d",
+          "neuroevolution": "search.max_generations=%d"}
+PER_ITERATION = {"ppo": 96, "sb3_recurrent_ppo": 96, "neuroevolution": 1}
+LEARNED = {"ppo": ("ppo.gamma=0.9", "ppo.gamma 0.99 -> 0.9"), "sb3_recurrent_ppo": ("ppo.gamma=0.9", "ppo.gamma 0.99 -> 0.9"),
+           "neuroevolution": ("search.stdev_init=0.9", "search.stdev_init 0.5 -> 0.9")}
+DEVICE = {"ppo": "ppo.device=cpu", "sb3_recurrent_ppo": "ppo.device=cpu", "neuroevolution": "search.device=cpu"}
+
+
+def budget(name, iterations):
+    return BUDGET[name] % (iterations * PER_ITERATION[name])
+
+
 @pytest.mark.parametrize("name", RESUMABLE)
 def test_a_resume_that_changes_what_is_learned_is_refused_with_the_change_and_writes_nothing(tmp_path, name):
-    run_dir = learner(name).train(tiny_config(tmp_path, name, "ppo.total_steps=192")).run_dir
+    run_dir = learner(name).train(tiny_config(tmp_path, name, budget(name, 2))).run_dir
     before = run_files(run_dir)
-    changed = tiny_config(tmp_path, name, "ppo.total_steps=288", "ppo.gamma=0.9", "seed=3")
+    override, change = LEARNED[name]
+    changed = tiny_config(tmp_path, name, budget(name, 3), override, "seed=3")
     with pytest.raises(ConfigError) as error:
         learner(name).train(changed, resume=run_dir)
-    assert str(error.value) == (f"--resume {run_dir}: the config differs from the checkpoint's: seed 0 -> 3, "
-                                "ppo.gamma 0.99 -> 0.9; only ppo.total_steps, ppo.device, run.root, run.wandb, "
-                                "run.project, run.checkpoint_every may change on resume")
+    assert str(error.value) == (f"--resume {run_dir}: the config differs from the checkpoint's: seed 0 -> 3, {change}; "
+                                f"only {', '.join(learner(name).resume_may_change)} may change on resume")
     assert run_files(run_dir) == before
 
 
 @pytest.mark.parametrize("name", RESUMABLE)
 def test_a_resume_may_change_the_budget_and_run_settings_and_config_yaml_keeps_them(tmp_path, name, saved):
-    run_dir = learner(name).train(tiny_config(tmp_path, name, "ppo.total_steps=96")).run_dir
-    config = load_config(str(run_dir / "config.yaml"), ["ppo.total_steps=384", "run.checkpoint_every=1",
-                                                        "run.wandb=disabled", "ppo.device=cpu"])
+    run_dir = learner(name).train(tiny_config(tmp_path, name, budget(name, 1))).run_dir
+    config = load_config(str(run_dir / "config.yaml"), [budget(name, 4), "run.checkpoint_every=1",
+                                                        "run.wandb=disabled", DEVICE[name]])
     assert learner(name).train(config, resume=run_dir) == (run_dir, True)
     assert yaml.safe_load((run_dir / "config.yaml").read_text()) == to_dict(config)
     assert load_checkpoint(run_dir)["config"] == to_dict(config)

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from fwp_rl import evaluate
+from fwp_rl import evaluate, learners
+from fwp_rl.cli import main
 from fwp_rl.config import ConfigError, to_dict
 from fwp_rl.learners import LEARNERS, RESUMABLE, _flat, learner, load_config
 
@@ -32,7 +33,7 @@ def test_every_entry_is_complete(name):
     assert not {"seed", "name", "run.group"} & set(entry.resume_may_change)
 
 
-def test_a_resume_may_change_the_budget_the_device_and_run_settings_and_nothing_else():
+def test_a_resume_may_change_the_budget_the_ppo_device_and_run_settings_and_nothing_else():
     ppo = learner("ppo")
     saved = to_dict(ppo.config())
     changed = to_dict(ppo.config())
@@ -49,10 +50,10 @@ def test_a_resume_may_change_the_budget_the_device_and_run_settings_and_nothing_
     ne = learner("neuroevolution")
     saved = to_dict(ne.config())
     changed = to_dict(ne.config())
-    changed["search"].update(max_evaluations=7, max_generations=2, device="cuda")
+    changed["search"].update(max_evaluations=7, max_generations=2)
     assert ne.refused_changes(saved, changed) == []
-    changed["search"]["popsize"] = 8
-    assert ne.refused_changes(saved, changed) == ["search.popsize None -> 8"]
+    changed["search"].update(popsize=8, device="cuda")  # the saved generators are the device's own kind
+    assert ne.refused_changes(saved, changed) == ["search.popsize None -> 8", "search.device 'cpu' -> 'cuda'"]
 
 
 @pytest.mark.parametrize("name", LEARNERS)
@@ -73,6 +74,15 @@ def test_any_other_learner_is_an_error_naming_the_learners_allowed(tmp_path, tex
     with pytest.raises(ConfigError) as e:
         load_config(str(path), [])
     assert str(e.value) == f"learner={shown} is not allowed; {ALLOWED}"
+
+
+def test_resume_of_a_learner_that_does_not_resume_names_those_that_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(LEARNERS, "ppo", dataclasses.replace(LEARNERS["ppo"], resumes=False))
+    monkeypatch.setattr(learners, "RESUMABLE", ("neuroevolution", "sb3_recurrent_ppo"))
+    (tmp_path / "config.yaml").write_text("learner: ppo\n")
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"fwp-rl: error: --resume works for 'neuroevolution' and 'sb3_recurrent_ppo' "
+                                       f"runs; {str(tmp_path)!r} is a 'ppo' run\n")
 
 
 def test_the_registry_names_its_learners_without_importing_them():

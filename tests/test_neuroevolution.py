@@ -1,8 +1,10 @@
 """Neuroevolution: batched population evaluation against one-by-one rollouts, the searchers (each must climb a
-quadratic), the success test (its exact periodicity shortcut, its thresholds), the run directory and CLI, and the
-errors a user sees."""
+quadratic, none may take a NaN fitness for the best), the success test (its exact periodicity shortcut, its
+thresholds), the run directory and CLI, and the errors a user sees."""
 
 from __future__ import annotations
+
+import math
 
 import gymnasium as gym
 import imageio.v2 as imageio
@@ -285,6 +287,16 @@ def test_every_algorithm_runs_and_counts_evaluations(algorithm):
     assert result.flat_params.shape == (ne.make_policy(config).num_flat_parameters,)
 
 
+def search_problem(monkeypatch, problem_class) -> None:
+    """``evolve`` searches ``problem_class`` (a ``_PolicyProblem``) instead of its config's env, as a GymTask."""
+    def task(config, policy):
+        task = ne.GymTask(policy, config.env, config.search, config.seed)
+        task.problem = problem_class(policy, config.search, config.seed)
+        return task
+
+    monkeypatch.setattr(ne, "make_task", task)
+
+
 class Quadratic(ne._PolicyProblem):
     """-|x - 2|^2 over a policy's flat parameters (the optimum lies outside the first populations' bounds)."""
 
@@ -297,18 +309,69 @@ def test_every_algorithm_climbs_a_quadratic(algorithm, monkeypatch):
     """Each searcher, with the objective sense the policy problems set, improves on its first generation: the best
     of its 20th generation is at most half as far (squared) from the optimum as the best of its first. A running
     maximum would pass with any search; a search that minimised would walk away from the optimum."""
-    def quadratic_task(config, policy):
-        task = ne.GymTask(policy, config.env, config.search, config.seed)
-        task.problem = Quadratic(policy, config.search, config.seed)
-        return task
-
-    monkeypatch.setattr(ne, "make_task", quadratic_task)
+    search_problem(monkeypatch, Quadratic)
     config = make_config("elman", algorithm, popsize=16, env_id="CartPole-v1", options={}, max_generations=20)
     config.policy.core_options = {"hidden_size": 1}  # 11 parameters
     reports = []
     ne.evolve(config, on_generation=reports.append)
     assert len(reports) == 20
     assert -reports[-1].best < -reports[0].best / 2
+
+
+class NaNForTheBetterHalf(ne._PolicyProblem):
+    """Fitness x[0], but NaN for the candidates whose x[0] is above their population's median: without the rule of
+    ``_PolicyProblem`` they would be the champions (EvoTorch's argmax and sorts take NaN for the best)."""
+
+    def _evaluate_batch(self, batch):
+        x = batch.values[:, 0]
+        batch.set_evals(torch.where(x > x.median(), torch.nan, x))
+
+
+@pytest.mark.parametrize("algorithm", ne.ALGORITHMS)
+def test_a_nan_fitness_never_becomes_the_champion_or_the_solution_kept(algorithm, monkeypatch):
+    search_problem(monkeypatch, NaNForTheBetterHalf)
+    config = make_config("elman", algorithm, popsize=8, env_id="CartPole-v1", options={}, max_generations=5)
+    config.policy.core_options = {"hidden_size": 1}
+    reports = []
+    result = ne.evolve(config, on_generation=reports.append)
+    assert all(math.isfinite(r.best) for r in reports)
+    assert result.fitness == max(r.best for r in reports) == float(result.flat_params[0])
+
+
+def test_a_population_without_one_finite_fitness_is_a_one_line_error(monkeypatch):
+    class AllNaN(ne._PolicyProblem):
+        def _evaluate_batch(self, batch):
+            batch.set_evals(torch.full((len(batch),), torch.nan, dtype=batch.values.dtype))
+
+    search_problem(monkeypatch, AllNaN)
+    config = make_config("elman", env_id="CartPole-v1", options={})
+    with pytest.raises(ConfigError, match=r"^every candidate of the first 6 evaluations scored a NaN or infinite "
+                                          r"fitness: CartPole-v1 gives this policy no finite fitness to search on$"):
+        ne.evolve(config)
+
+
+class NaNRewardOnRight(gym.Wrapper):
+    """CartPole whose reward is NaN for every push to the right."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, float("nan") if action == 1 else reward, terminated, truncated, info
+
+
+@pytest.mark.filterwarnings("ignore:.*The reward is a NaN value:UserWarning")  # Gymnasium's env checker
+def test_a_gymnasium_env_returning_nan_rewards_scores_those_candidates_as_failures():
+    gym.register("NaNRewardOnRight-v0", entry_point=lambda **kwargs: NaNRewardOnRight(gym.make("CartPole-v1")))
+    try:
+        config = make_config("elman", env_id="NaNRewardOnRight-v0", options={})
+        policy = ne.make_policy(config)
+        problem = ne.make_task(config, policy).problem
+        batch = problem.generate_batch(16)
+        problem.evaluate(batch)
+    finally:
+        del gym.registry["NaNRewardOnRight-v0"]
+    fitness = batch.evals[:, 0]
+    assert not fitness.isnan().any()
+    assert (fitness == -math.inf).any() and fitness.isfinite().any()  # some pushed right, some never did
 
 
 def test_restart_after_starts_a_fresh_search_when_the_champions_stop_improving():
@@ -364,6 +427,7 @@ def test_cartpole_target_stops_the_search():
     ({"search": {"device": "gpu"}}, r"search.device='gpu' is not allowed: 'cpu', 'cuda', 'cuda:1', \.\.\.$"),
     ({"env": {"id": "CartPole-v1"}, "search": {"compile": True}},
      r"search.compile=true is allowed for env.id='double_pole' only .* got env.id='CartPole-v1'"),
+    ({"search": {"max_generations": 0}}, r"search.max_generations=0 is not allowed: it must be >= 1, or null"),
     ({"search": {"restart_after": 0}}, r"search.restart_after=0 is not allowed: a number of evaluations >= 1"),
     ({"env": {"id": "CartPole-v1"}, "search": {"restart_after": 500}},
      r"search.restart_after is allowed for env.id='double_pole' only .* got env.id='CartPole-v1'"),

@@ -1,9 +1,10 @@
 """Neuroevolution over EvoTorch's Ray actors (search.num_actors) on a local Ray: the actors evaluate a population
-as this process does, the run counts every evaluation, and the Gymnasium path runs there too, each piece of the
-population with episodes of its own."""
+as this process does, the run counts every evaluation, a double pole run resumes exactly, and the Gymnasium path runs
+there too, each piece of the population with episodes of its own."""
 
 from __future__ import annotations
 
+import io
 import math
 
 import pytest
@@ -99,3 +100,23 @@ def test_gymnasium_pieces_play_episodes_of_their_own():
     returns = batch.evals[:, 0]
     assert len(set(returns.tolist())) > 1  # the controller's return depends on the start
     assert not torch.equal(returns[:4], returns[4:])
+
+
+def test_a_double_pole_run_over_actors_resumes_exactly():
+    """The resumed run's actors start before its generator is restored (they draw their seeds from it), so its
+    searcher samples what the run's would have; double pole fitnesses need no actor seed."""
+    config = make_config(2)
+    saved = ne.Evolution(config)
+    for _ in range(2):
+        saved.step()
+    buffer = io.BytesIO()
+    torch.save(saved.state_dict(), buffer)
+    buffer.seek(0)
+    restored = ne.Evolution(config)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    for _ in range(2):
+        a, b = saved.step(), restored.step()
+        assert torch.equal(saved.searcher.population.values, restored.searcher.population.values)
+        assert (a.evaluations, a.best, a.mean, a.champion_steps) == (b.evaluations, b.best, b.mean, b.champion_steps)
+    saved.problem.kill_actors()
+    restored.problem.kill_actors()

@@ -309,12 +309,6 @@ def test_evaluate_plays_atari_in_sb3s_wrappers_and_films_the_colour_screen(tmp_p
     assert min(coloured_fraction(f) for f in frames) > 0.5  # the colour screen, not the grey observation
 
 
-def test_resume_names_the_learners_it_works_for(tmp_path, capsys):
-    (tmp_path / "config.yaml").write_text("learner: neuroevolution\nsearch: {popsize: 8}\n")
-    assert main(["train", "--resume", str(tmp_path)]) == 2
-    assert "--resume works for 'ppo' and 'sb3_recurrent_ppo' runs" in capsys.readouterr().err
-
-
 def test_an_update_with_a_nan_loss_or_parameter_stops_the_run(sb3_run):
     model = sb3.load_model(sb3_run)
     figures = dict(policy_loss=0.1, value_loss=0.2, entropy=1.0, approx_kl=0.01)
