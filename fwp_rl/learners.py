@@ -121,8 +121,9 @@ LEARNERS: dict[str, Learner] = {entry.name: entry for entry in (
     Learner("neuroevolution", "fwp_rl.agents.neuroevolution", "NeuroevolutionConfig", resumes=True,
             evaluation="evaluate_neuroevolution", step_unit="evaluations", default_metric="best",
             wandb_group=_env_id_and_double_pole_task,
-            # not search.device: the problem's generator state is the device's own kind
-            resume_may_change=("search.max_evaluations", "search.max_generations", *RUN_SETTINGS)),
+            # how the populations are evaluated may change (not search.device: the saved generator is the device's own)
+            resume_may_change=("search.max_evaluations", "search.max_generations", "search.num_actors",
+                               "search.compile", *RUN_SETTINGS)),
     Learner("ppo", "fwp_rl.agents.ppo", "PPOConfig", resumes=True, evaluation="evaluate_ppo",
             step_unit="agent steps", default_metric="episodic_return",
             resume_may_change=("ppo.total_steps", "ppo.device", *RUN_SETTINGS)),
