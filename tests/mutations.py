@@ -163,6 +163,28 @@ MUTATIONS: tuple[Mutation, ...] = (
              'self.generator.set_state(payload["generator"])', "pass", ("tests/test_ppo.py",)),
     Mutation("atomic-write-not-flushed", "fwp_rl/files.py", "        write(f)\n        f.flush()\n",
              "        write(f)\n        f.truncate(0)\n", ("tests/test_files.py", "tests/test_runs.py")),
+    # --- what a run promises
+    Mutation("load-runs-code", "fwp_rl/runs.py", "map_location=map_location, weights_only=True)",
+             "map_location=map_location, weights_only=False)", ("tests/test_runs.py",)),
+    Mutation("nan-checkpoint-written", "fwp_rl/runs.py", "spoiled = _nonfinite_tensor(payload)", "spoiled = None",
+             ("tests/test_runs.py",)),
+    Mutation("previous-checkpoint-dropped", "fwp_rl/harness.py", 'previous=folder / "previous.pt" if keep else None',
+             "previous=None", ("tests/test_runs.py", "tests/test_ppo.py")),
+    Mutation("ppo-steps-through-nan", "agents/ppo.py", "if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):",
+             "if False:", ("tests/test_ppo.py",)),
+    Mutation("metrics-not-synced-before-checkpoint", "fwp_rl/harness.py", "            self._metrics.sync()",
+             "            pass", ("tests/test_harness.py",)),
+    Mutation("resume-config-unchecked", "fwp_rl/harness.py", "        if refused:\n", "        if False:\n",
+             ("tests/test_harness.py", "tests/test_cli.py")),
+    Mutation("run-dir-not-locked", "fwp_rl/runs.py", "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", "pass",
+             ("tests/test_runs.py", "tests/test_harness.py")),
+    Mutation("sigterm-not-taken", "fwp_rl/progress.py", "SIGNALS = (signal.SIGINT, signal.SIGTERM)",
+             "SIGNALS = (signal.SIGINT,)", ("tests/test_progress.py",)),
+    Mutation("evolution-resume-forgets-generator", "agents/neuroevolution.py",
+             '        self.problem.load_state_dict(state["problem"])', "        pass",
+             ("tests/test_neuroevolution_resume.py",)),
+    Mutation("nan-fitness-can-win", "agents/neuroevolution.py", "fitness[~torch.isfinite(fitness)] = -math.inf",
+             "pass", SEARCH),
 )
 
 
