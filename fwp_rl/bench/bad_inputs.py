@@ -316,7 +316,7 @@ class Outcome:
 
 
 def try_case(case: Case, folder: Path) -> Outcome:
-    """Run ``case`` in this process, its files made in ``folder`` (empty)."""
+    """Run ``case`` in this process, in ``folder`` (empty), where its files are made."""
     from fwp_rl.cli import main
 
     for name, text in CONFIGS.items():
@@ -325,7 +325,8 @@ def try_case(case: Case, folder: Path) -> Outcome:
         case.setup(folder)
     argv = [part.replace("{dir}", str(folder)) for part in case.argv]
     stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+    # in the folder: what a case writes to a default place (compare's reports/, runs/) stays there
+    with contextlib.chdir(folder), contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
         try:
             code = main(argv)
         except SystemExit as e:  # argparse
