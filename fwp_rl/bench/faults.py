@@ -32,20 +32,21 @@ from rich.table import Table
 from fwp_rl.bench.bad_inputs import BAD_INPUTS, try_case
 from fwp_rl.bench.timing import check_positive
 from fwp_rl.config import ConfigError
-from fwp_rl.files import atomic_write_text
+from fwp_rl.files import atomic_write_text, temporary_target
 from fwp_rl.runs import CheckpointError, load_checkpoint, read_metrics
 
 RECALL = "env: {id: fwp_rl/Recall-v0, num_envs: 4, options: {k: 3, delay: 4}}\n"
-# The runs killed: small enough that a kill lands anywhere in them within seconds, long enough for several.
+# The runs killed, each with %d for its budget: a budget per kill (the second number) trains a few seconds on one
+# core, so every kill lands inside the run (the run gets kills + 1 of them).
 FAULT_CONFIGS = {
-    "ppo": RECALL + "policy: {torso: mlp, core: delta, core_options: {hidden_size: 16}}\n"
-                    "ppo: {total_steps: 12000, num_steps: 24, num_minibatches: 2, update_epochs: 2, device: cpu}\n",
-    "sb3_recurrent_ppo": RECALL + "policy: MlpLstmPolicy\npolicy_kwargs: {lstm_hidden_size: 16}\n"
-                                  "ppo: {total_steps: 6000, num_steps: 24, num_minibatches: 2, update_epochs: 2, "
-                                  "device: cpu}\n",
-    "neuroevolution": "env: {id: double_pole, options: {task: nonmarkov}}\n"
-                      "policy: {torso: identity, core: direct, core_options: {hidden_size: 1, slow_size: 2}}\n"
-                      "search: {algorithm: cmaes, popsize: 16, max_evaluations: 2400, restart_after: 800}\n",
+    "ppo": (RECALL + "policy: {torso: mlp, core: delta, core_options: {hidden_size: 16}}\n"
+                     "ppo: {total_steps: %d, num_steps: 24, num_minibatches: 2, update_epochs: 2, device: cpu}\n", 3000),
+    "sb3_recurrent_ppo": (RECALL + "policy: MlpLstmPolicy\npolicy_kwargs: {lstm_hidden_size: 16}\n"
+                                   "ppo: {total_steps: %d, num_steps: 24, num_minibatches: 2, update_epochs: 2, "
+                                   "device: cpu}\n", 1500),
+    "neuroevolution": ("env: {id: double_pole, options: {task: nonmarkov}}\n"
+                       "policy: {torso: identity, core: direct, core_options: {hidden_size: 1, slow_size: 2}}\n"
+                       "search: {algorithm: cmaes, popsize: 16, max_evaluations: %d, restart_after: 800}\n", 600),
 }
 TIMING_KEYS = ("seconds", "steps_per_second", "env_seconds", "inference_seconds", "learn_seconds")
 
@@ -56,6 +57,7 @@ class FaultReport:
 
     learner: str
     kills: int = 0  # kills that landed while the run trained
+    cut_writes: int = 0  # kills that cut a checkpoint write short (its temporary file was left)
     unreadable: int = 0  # checkpoints that did not load after a kill
     uncovered: int = 0  # records of checkpointed updates missing from metrics.jsonl after a kill
     lost: int = 0  # records of the uninterrupted run missing at the end
@@ -72,9 +74,10 @@ class FaultReport:
                                       or self.different or self.leftovers)
 
 
-def write_config(folder: Path, learner: str, name: str) -> Path:
+def write_config(folder: Path, learner: str, name: str, kills: int) -> Path:
+    text, per_kill = FAULT_CONFIGS[learner]
     path = folder / f"{name}.yaml"
-    path.write_text(f"learner: {learner}\nname: {name}\nseed: 3\n{FAULT_CONFIGS[learner]}"
+    path.write_text(f"learner: {learner}\nname: {name}\nseed: 3\n{text % (per_kill * (kills + 1))}"
                     f"run: {{root: {str(folder / 'runs')!r}, wandb: disabled, checkpoint_every: 1}}\n")
     return path
 
@@ -110,13 +113,18 @@ def _wait_for_progress(process: subprocess.Popen, run_dir: Path, after_step: int
     return False
 
 
+def _temporaries(run_dir: Path) -> int:
+    """The temporary files of unfinished writes in the run's checkpoints/ (``fwp_rl.files``)."""
+    return sum(temporary_target(p.name) is not None for p in (run_dir / "checkpoints").iterdir())
+
+
 def _comparable(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in TIMING_KEYS}
 
 
 def kill_and_resume(learner: str, folder: Path, kills: int, seed: int, max_delay: float = 1.0,
                     exact: bool | None = None) -> FaultReport:
-    """Train ``FAULT_CONFIGS[learner]`` in ``folder`` once without interruption, then once killed ``kills`` times at
+    """Train the run of ``FAULT_CONFIGS[learner]`` in ``folder`` once without interruption, then once killed ``kills`` times at
     random moments (each within ``max_delay`` seconds of the run's first new record after its start or resume) and
     resumed after each kill, and compare (module docstring). ``exact``: compare the figures and the solution too
     (default: for neuroevolution, whose double pole resume is exact)."""
@@ -124,12 +132,12 @@ def kill_and_resume(learner: str, folder: Path, kills: int, seed: int, max_delay
     rng = random.Random(seed)
     report = FaultReport(learner)
     start = time.perf_counter()
-    _finish(_start(["train", str(write_config(folder, learner, "whole"))]), f"the uninterrupted {learner} run")
+    _finish(_start(["train", str(write_config(folder, learner, "whole", kills))]), f"the uninterrupted {learner} run")
     whole_dir = folder / "runs" / "whole"
     reference = read_metrics(whole_dir / "metrics.jsonl")
 
     run_dir = folder / "runs" / "killed"
-    process = _start(["train", str(write_config(folder, learner, "killed"))])
+    process = _start(["train", str(write_config(folder, learner, "killed", kills))])
     logged_before = -1  # the last step logged when the run was killed: what it logs after that is progress
     while True:
         if not _wait_for_progress(process, run_dir, logged_before) or report.kills == kills:
@@ -140,6 +148,7 @@ def kill_and_resume(learner: str, folder: Path, kills: int, seed: int, max_delay
         process.send_signal(signal.SIGKILL)
         process.wait()
         report.kills += 1
+        report.cut_writes += _temporaries(run_dir) > 0
         try:
             saved = load_checkpoint(run_dir)
         except CheckpointError:
@@ -164,7 +173,7 @@ def kill_and_resume(learner: str, folder: Path, kills: int, seed: int, max_delay
         if report.finished and not torch.equal(load_checkpoint(run_dir)["flat_params"],
                                                load_checkpoint(whole_dir)["flat_params"]):
             report.different += 1
-    report.leftovers = sum(1 for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("."))
+    report.leftovers = _temporaries(run_dir)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -236,16 +245,21 @@ def run_faults_bench(options: FaultsOptions) -> int:
         title = (f"runs killed (SIGKILL) up to {options.kills} times, each within {options.max_delay} s of progress, "
                  f"and resumed; seed {options.seed}")
         table = Table(title=title)
-        columns = ("learner", "kills", "unreadable checkpoints", "checkpointed records missing", "records lost",
-                   "records duplicated", "finished", "differ from uninterrupted", "temporary files left", "seconds")
+        columns = ("learner", "kills", "cut writes", "unreadable", "uncovered", "lost", "duplicated", "finished",
+                   "differ", "leftovers", "s")
         for column in columns:
             table.add_column(column, justify="left" if column == "learner" else "right")
         for r in rows:
-            table.add_row(r.learner, str(r.kills), str(r.unreadable), str(r.uncovered), str(r.lost),
+            table.add_row(r.learner, str(r.kills), str(r.cut_writes), str(r.unreadable), str(r.uncovered), str(r.lost),
                           str(r.duplicated), "yes" if r.finished else "NO",
                           str(r.different) if r.learner == "neuroevolution" else "-", str(r.leftovers),
                           f"{r.seconds:.0f}")
         console.print(table)
+        console.print("cut writes: kills that cut a checkpoint write short; unreadable: checkpoints that did not load "
+                      "after a kill; uncovered: records of checkpointed updates missing from metrics.jsonl after a "
+                      "kill; lost, duplicated: records of the uninterrupted run missing or logged twice at the end; "
+                      "differ (exact learners): records or solution unlike the uninterrupted run's; leftovers: "
+                      "temporary files left in checkpoints/ at the end", soft_wrap=True)
         result["kills"] = [dataclasses.asdict(r) for r in rows]
     if options.json:
         atomic_write_text(options.json, json.dumps(dict(options=dataclasses.asdict(options), **result), indent=2))
