@@ -29,7 +29,7 @@ from rich.table import Table
 from fwp_rl.config import MAX_SEED, ConfigError
 from fwp_rl.harness import Trained
 from fwp_rl.learners import learner
-from fwp_rl.runs import unique_run_dir
+from fwp_rl.runs import NonFiniteError, unique_run_dir
 from fwp_rl.workers import WorkerDied, run_in_workers, worker_split
 
 
@@ -73,9 +73,12 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def train_run(config, console: Console | None = None) -> Trained:
-    """Train one run of ``config``, of any learner (``fwp_rl.learners``) -> (its run directory, whether it
-    trained to its end rather than being stopped by Ctrl-C)."""
-    return learner(config.learner).train(config, console=console)
+    """Train one seed's run of ``config``, of any learner (``fwp_rl.learners``) -> (its run directory, whether it
+    trained to its end rather than being stopped by Ctrl-C). A nan or an infinity stops the group, naming the seed."""
+    try:
+        return learner(config.learner).train(config, console=console)
+    except NonFiniteError as e:
+        raise NonFiniteError(f"seed {config.seed}: {e}") from None
 
 
 def train_seeds(config, seeds: list[int], parallel: int = 1, console: Console | None = None) -> list[SeedRun]:

@@ -112,6 +112,17 @@ def test_parallel_seeds_train_in_worker_processes(tmp_path, capsys):
     assert "in 2 worker processes" in out and "seed 0: finished" in out and "seed 1: finished" in out
 
 
+@pytest.mark.parametrize("parallel", [[], ["--parallel", "2"]])
+def test_a_seed_that_makes_a_nan_stops_the_group_naming_it(tmp_path, capsys, parallel):
+    config = write_recall_config(tmp_path, core="delta", total_steps=96)
+    assert main(["train", str(config), "--seeds", "4,5", *parallel, "--set", "ppo.learning_rate=1e10",
+                 "--set", "policy.dtype=float32"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("fwp-rl: error: seed 4: update 1 of 1: the loss or its gradient is not finite") or \
+        err.startswith("fwp-rl: error: seed 5: update 1 of 1: the loss or its gradient is not finite")
+
+
 def test_a_stopped_seed_starts_no_other(tmp_path, monkeypatch, capsys):
     """Ctrl-C stops the seed under way (train_run reports it unfinished): the next seeds are not started."""
     trained = []
