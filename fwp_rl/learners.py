@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fwp_rl.config import ConfigError, apply_overrides, from_dict, load_yaml
+from fwp_rl.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -101,11 +101,12 @@ class Learner:
 
     def refused_changes(self, saved: dict, config: dict) -> list[str]:
         """The changes from ``saved`` (a checkpoint's config, plain data) to ``config`` that a resume may not make,
-        each as "key old -> new" (``resume_may_change``)."""
-        before, after = _flat(saved), _flat(config)
+        each as "key old -> new" (``resume_may_change``). A key that ``saved`` lacks (a checkpoint written before
+        the key was added) counts as holding its default."""
+        before, after, defaults = _flat(saved), _flat(config), _flat(to_dict(self.config()))
         refused = []
         for key in [*before, *(k for k in after if k not in before)]:
-            old, new = before.get(key, _ABSENT), after.get(key, _ABSENT)
+            old, new = before.get(key, defaults.get(key, _ABSENT)), after.get(key, _ABSENT)
             if old == new or any(key == k or key.startswith(k + ".") for k in self.resume_may_change):
                 continue
             refused.append(f"{key} {'(absent)' if old is _ABSENT else repr(old)} -> "

@@ -47,6 +47,11 @@ def test_a_resume_may_change_the_budget_the_ppo_device_and_run_settings_and_noth
     assert ppo.refused_changes(saved, changed) == ["policy.core 'delta' -> 'lstm'", "ppo.gamma 0.99 -> (absent)",
                                                    "run.group None -> 'g'",
                                                    "policy.core_options.hidden_size (absent) -> 8"]
+    # a checkpoint written before a key was added: the key counts as its default
+    del saved["ppo"]["nonfinite"]
+    assert ppo.refused_changes(saved, to_dict(ppo.config())) == []
+    assert ppo.refused_changes(saved, to_dict(ppo.config(ppo=ppo.config().ppo.__class__(nonfinite="skip")))) == [
+        "ppo.nonfinite 'stop' -> 'skip'"]
     ne = learner("neuroevolution")
     saved = to_dict(ne.config())
     changed = to_dict(ne.config())
