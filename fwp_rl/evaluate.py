@@ -171,7 +171,9 @@ def policy_episodes(policy, env_id: str, options: dict, episodes: int, determini
     return run_episodes(agent, envs, lambda obs: _frame(envs, obs, config.atari), episodes, seed, record)
 
 
-def _summary(episodes: list) -> dict:
+def episode_figures(episodes: list) -> dict:
+    """The figures of ``episodes`` (``run_episodes``): how many, the mean, std, min and max of their returns and of
+    their lengths, and the returns."""
     returns = np.array([e.raw_return for e in episodes], dtype=np.float64)
     lengths = np.array([e.length for e in episodes], dtype=np.float64)
     figures = {"episodes": len(episodes)}
@@ -227,7 +229,7 @@ class Replay:
         recorded first episode as a video -> the figures."""
         env_id = config.env.id
         figures = {"checkpoint": str(self.checkpoint), "env": env_id, "deterministic": self.deterministic,
-                   "seed": self.seed, **_summary(episodes)}
+                   "seed": self.seed, **episode_figures(episodes)}
         _print_table(figures, f"{config.name}: {self.episodes} episodes of {env_id}"
                      f"{' (deterministic)' if self.deterministic else ''}", self.console)
         _save_figures(self.checkpoint, figures, self.console)
