@@ -271,19 +271,45 @@ def evaluate_sb3(payload: dict, replay: Replay) -> dict:
                                                replay.record))
 
 
+NAMED_CHECKPOINTS = ("latest", "previous", "best")  # checkpoints/<name>.pt of a run directory (fwp_rl.harness)
+
+
+def checkpoint_source(path: str, which: str | None = None) -> Path:
+    """What ``fwp-rl evaluate PATH --checkpoint WHICH`` replays: ``path`` itself, a checkpoint file or a run directory
+    (which stands for its checkpoints/latest.pt), when ``which`` is None; else in run directory ``path`` its
+    checkpoints/<which>.pt for one of ``NAMED_CHECKPOINTS``, or the checkpoint file ``which``, a path relative to the
+    run directory (an absolute one as it is). A ConfigError or CheckpointError when there is no such checkpoint."""
+    run = Path(path)
+    if which is None or which == "latest" and run.is_dir():
+        return run
+    if not run.is_dir():
+        raise ConfigError(f"--checkpoint {which} picks a checkpoint of a run directory, and {str(path)!r} is not one: "
+                          "give the run directory, or the checkpoint file alone")
+    if which not in NAMED_CHECKPOINTS:
+        return run / which
+    file = run / "checkpoints" / f"{which}.pt"
+    if not file.is_file():
+        why = ("the run had no evaluation (set run.eval_every)" if which == "best" else
+               "the run has written one checkpoint only")
+        raise CheckpointError(f"{str(path)!r} has no checkpoints/{which}.pt: {why}")
+    return file
+
+
 def evaluate_checkpoint(path: str, episodes: int = 10, deterministic: bool = False, video_dir: str | None = None,
                         seed: int = 0, memory_view: bool = False, video_steps: int = 1_000,
-                        console: Console | None = None, overwrite: bool = False) -> dict:
-    """Replay the checkpoint at ``path`` (a file or a run directory) by its learner's evaluation; print the
-    figures, write them as JSON beside the checkpoint and return them; with ``video_dir``, write an mp4 of the
-    first episode (a ConfigError, before any episode, when that video exists and not ``overwrite``)."""
+                        console: Console | None = None, overwrite: bool = False, which: str | None = None) -> dict:
+    """Replay the checkpoint at ``path`` (a file or a run directory; with ``which``, that checkpoint of the run
+    directory: ``checkpoint_source``) by its learner's evaluation; print the figures, write them as JSON beside the
+    checkpoint and return them; with ``video_dir``, write an mp4 of the first episode (a ConfigError, before any
+    episode, when that video exists and not ``overwrite``)."""
     if episodes < 1:
         raise ConfigError(f"--episodes={episodes} is not allowed: it must be >= 1")
     check_seed(seed, "--seed")
     if video_dir is not None and Path(video_dir).exists() and not Path(video_dir).is_dir():
         raise ConfigError(f"--video {video_dir}: that is a file; --video names the directory to write the video into")
-    payload = load_checkpoint(path)
-    checkpoint = Path(path) / "checkpoints" / "latest.pt" if Path(path).is_dir() else Path(path)
+    source = checkpoint_source(path, which)
+    payload = load_checkpoint(source)
+    checkpoint = source / "checkpoints" / "latest.pt" if source.is_dir() else source
     try:
         entry = learner(payload.get("learner"))
     except ConfigError:

@@ -1,13 +1,14 @@
 """Evaluation during training (run.eval_every, fwp_rl.harness.Run.evaluate) under every learner: when it happens, in
 which env with which seeds, what it logs (metrics.jsonl and W&B alike), that it leaves training as it was, that
 checkpoints/best.pt is the checkpoint of the best evaluation, also across resumes and a kill between latest.pt and its
-copy."""
+copy; and ``fwp-rl evaluate --checkpoint``."""
 
 import pytest
 import torch
 
 from fwp_rl import evaluate, harness
 from fwp_rl.agents import sb3
+from fwp_rl.cli import main
 from fwp_rl.envs.vector import Episode
 from fwp_rl.harness import EVAL_SEED_OFFSET
 from fwp_rl.learners import LEARNERS, learner, load_config
@@ -128,3 +129,41 @@ def test_a_kill_between_latest_pt_and_its_copy_as_best_pt_is_mended_by_the_resum
     played(monkeypatch, scores=[0.1, 0.2])
     learner("ppo").train(load_config(str(run_dir / "config.yaml"), []), resume=run_dir)
     assert load_checkpoint(run_dir / "checkpoints" / "best.pt")["update"] == 1
+
+
+# ---------------------------------------------------------------------------------------------- evaluate --checkpoint
+@pytest.fixture(scope="module")
+def evaluated_run(tmp_path_factory):
+    """A PPO run of 3 updates evaluated at each, a checkpoint at each: best.pt, previous.pt (update 2), latest.pt."""
+    tmp_path = tmp_path_factory.mktemp("evaluated")
+    config = tiny_config(tmp_path, "ppo", "run.wandb=disabled", "run.eval_every=1", "run.checkpoint_every=1",
+                         "run.eval_episodes=2")
+    return learner("ppo").train(config).run_dir
+
+
+@pytest.mark.parametrize("which, file", [("best", "best.pt"), ("latest", "latest.pt"), ("previous", "previous.pt"),
+                                         ("checkpoints/previous.pt", "previous.pt"), (None, "latest.pt")])
+def test_evaluate_checkpoint_replays_the_checkpoint_it_names(evaluated_run, which, file):
+    checkpoint = evaluated_run / "checkpoints" / file
+    (evaluated_run / "checkpoints" / f"{file}.eval.json").unlink(missing_ok=True)
+    figures = evaluate.evaluate_checkpoint(str(evaluated_run), episodes=2, which=which)
+    assert figures["checkpoint"] == str(checkpoint) and (checkpoint.parent / f"{file}.eval.json").is_file()
+    option = [] if which is None else ["--checkpoint", which]
+    assert main(["evaluate", str(evaluated_run), "--episodes", "1", *option]) == 0
+
+
+def test_evaluate_checkpoint_errors_are_one_line(evaluated_run, tmp_path, capsys):
+    plain = learner("ppo").train(tiny_config(tmp_path, "ppo", "run.wandb=disabled", budget("ppo", 1))).run_dir
+    best = evaluated_run / "checkpoints" / "best.pt"
+    for argv, message in [
+            ([str(plain), "--checkpoint", "best"],
+             f"'{plain}' has no checkpoints/best.pt: the run had no evaluation (set run.eval_every)"),
+            ([str(plain), "--checkpoint", "previous"],
+             f"'{plain}' has no checkpoints/previous.pt: the run has written one checkpoint only"),
+            ([str(best), "--checkpoint", "best"],
+             f"--checkpoint best picks a checkpoint of a run directory, and '{best}' is not one: give the run "
+             "directory, or the checkpoint file alone"),
+            ([str(evaluated_run), "--checkpoint", "step_7.pt"],
+             f"checkpoint '{evaluated_run / 'step_7.pt'}' does not exist")]:
+        assert main(["evaluate", *argv]) == 2
+        assert capsys.readouterr().err == f"fwp-rl: error: {message}\n"
