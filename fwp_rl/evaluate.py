@@ -11,11 +11,15 @@ the agent's memory and its action probabilities (a double pole controller's outp
 (``evaluate_ppo``, ``evaluate_sb3``, ``evaluate_neuroevolution``), which plays the episodes and hands
 them to ``Replay.report``.
 
+Of a run directory it replays checkpoints/latest.pt, or with ``--checkpoint`` best.pt (the best evaluation during
+training), previous.pt or another checkpoint file (``checkpoint_source``).
+
 The episode loop (``run_episodes``) takes an agent, anything with ``action_names`` and
 ``act(obs [1, ...], episode_start [1] bool, record)`` -> (env actions [1, ...], and with ``record`` the
 memory after this step as state tensors without the batch dimension and the action probabilities [A]
 (Box actions: their means), else None and None); ``PolicyAgent`` is ours, ``fwp_rl.agents.sb3.EvaluationAgent``
-SB3's.
+SB3's. The evaluations during training (``run.eval_every``, ``fwp_rl.harness.Run.evaluate``) play their episodes
+with it too, and summarise them with ``episode_figures``.
 """
 
 from __future__ import annotations
