@@ -15,6 +15,12 @@ one generation at a time, and holds the state a checkpoint saves, so that ``trai
 run would have (``docs/neuroevolution.md``); ``evolve`` runs one to its end.
 
 ``num_actors`` > 0 spreads each population over EvoTorch's Ray actors (``pip install fwp-rl[distributed]``).
+
+Evaluations during training (``run.eval_every``, Gymnasium ids only) play the solution kept so far as ``fwp-rl
+evaluate`` replays it (``Evolution.play``), acting by its most likely action as in its fitness episodes. The double pole
+has none: its fitness episode from the standard start is deterministic and logged as best_ever (champion_steps), and
+each champion that balances it takes the success test (test_balanced, test_generalization); there is nothing left for
+another episode to measure.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ from torch import Tensor
 
 from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_run_name, check_seed, parse_device
 from fwp_rl.envs import double_pole
+from fwp_rl.envs.vector import Episode
+from fwp_rl.evaluate import policy_episodes
 from fwp_rl.harness import Run, Trained
 from fwp_rl.policy import RecurrentPolicy
 from fwp_rl.population import MemoryController
@@ -175,6 +183,13 @@ class NeuroevolutionConfig:
         if self.search.target is not None and self.env.id == DOUBLE_POLE:
             raise ConfigError(f"search.target is allowed for Gymnasium ids only: env.id={DOUBLE_POLE!r} is solved by "
                               "its success test")
+        if self.run.eval_every and self.env.id == DOUBLE_POLE:
+            raise ConfigError(f"run.eval_every is allowed for Gymnasium ids only: on env.id={DOUBLE_POLE!r} the "
+                              "fitness episode is deterministic, logged as best_ever, and its champions take the "
+                              "success test")
+        if not self.run.eval_deterministic:
+            raise ConfigError("run.eval_deterministic=false is not allowed for neuroevolution: its policies act by "
+                              "their most likely action, in their fitness episodes as in evaluations")
 
 
 # ---------------------------------------------------------------------------------------------- searchers
@@ -607,6 +622,13 @@ class Evolution:
         return EvolutionResult(self.kept, self.kept_fitness, self.generation, self.evaluations, self.solved, self.test,
                                self.seconds, self.restarts)
 
+    def play(self, seed: int, episodes: int, deterministic: bool) -> list[Episode]:
+        """``episodes`` whole episodes of the solution kept, in one env of the run's Gymnasium id made for them and
+        seeded with ``seed`` (``fwp_rl.evaluate.policy_episodes``: as ``fwp-rl evaluate`` replays a checkpoint)."""
+        self.policy.set_flat_parameters(self.kept)
+        env = self.config.env
+        return policy_episodes(self.policy, env.id, env.options, episodes, deterministic, seed)[0]
+
     def state_dict(self) -> dict:
         """A checkpoint's payload (``fwp_rl.harness``): ``update`` (the generations made) and ``global_step`` (the
         evaluations) for the harness; the solution kept as the policy's state dict and as the flat vector, with its
@@ -660,8 +682,9 @@ def quiet_evotorch() -> None:
 
 def train(config: NeuroevolutionConfig, resume: str | Path | None = None, console: Console | None = None) -> Trained:
     """A whole run (or the rest of one, with ``resume`` = its run directory) in ``fwp_rl.harness.Run``: a metrics
-    record per generation, a checkpoint every ``run.checkpoint_every`` generations and at the end (or after the
-    generation under way when Ctrl-C stops the run), a summary at the end. A resumed run with nothing to continue
+    record per generation, an evaluation every ``run.eval_every`` generations and at the end, a checkpoint every
+    ``run.checkpoint_every`` generations, at a best evaluation and at the end (or after the generation under way when
+    Ctrl-C stops the run), a summary at the end. A resumed run with nothing to continue
     (solved, or its budget spent) says so in one line and stops."""
     quiet_evotorch()
     run = Run(config, resume, console)
@@ -687,6 +710,7 @@ def train(config: NeuroevolutionConfig, resume: str | Path | None = None, consol
             if r.test is not None:
                 values.update(test_balanced=r.test.balanced, test_generalization=r.test.generalization)
                 status += f"  tested: {r.test.generalization}/625, {r.test.balanced:,} steps"
+            values |= run.evaluate(evolution.play, final=evolution.done)
             run.log(r.evaluations, **values)
             run.show(status)
             run.checkpoint(evolution.state_dict)

@@ -12,7 +12,8 @@ One update, top to bottom:
    fast weights over the whole sequence (chunkwise cores use their parallel form).
 
 ``train`` runs this loop in a ``fwp_rl.harness.Run``: progress display, runs/<name>/ with config, metrics and
-checkpoints, Weights & Biases, Ctrl-C that saves, and ``--resume``.
+checkpoints, Weights & Biases, Ctrl-C that saves, ``--resume``, and with ``run.eval_every`` evaluations of the policy
+in an env of their own (``Trainer.play``) and the best one's checkpoint kept as checkpoints/best.pt.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from torch import Tensor, nn
 
 from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_run_name, check_seed, parse_device
 from fwp_rl.cores import State
-from fwp_rl.envs.vector import VectorEnvConfig, make_vector_env
+from fwp_rl.envs.vector import Episode, VectorEnvConfig, make_vector_env
+from fwp_rl.evaluate import policy_episodes
 from fwp_rl.harness import Run, Trained
 from fwp_rl.policy import RecurrentPolicy
 from fwp_rl.runs import CheckpointError, NonFiniteError
@@ -269,8 +271,9 @@ def check_parameters(module: nn.Module) -> None:
 class Trainer:
     """The PPO loop of one run: env, policy, optimizer, and what carries over from one rollout to the next.
 
-    ``update()`` does one rollout and one learning phase and returns its figures; ``state_dict`` and
-    ``load_state_dict`` are what a checkpoint holds (the env is rebuilt on resume: its episodes restart).
+    ``update()`` does one rollout and one learning phase and returns its figures; ``play`` plays episodes of the
+    policy for an evaluation; ``state_dict`` and ``load_state_dict`` are what a checkpoint holds (the env is rebuilt on
+    resume: its episodes restart).
     """
 
     def __init__(self, config: PPOConfig):
@@ -365,6 +368,12 @@ class Trainer:
                            episodes=len(episodes))
         return figures
 
+    def play(self, seed: int, episodes: int, deterministic: bool) -> list[Episode]:
+        """``episodes`` whole episodes of the policy as trained, in one env of the run's env id made for them and
+        seeded with ``seed`` (``fwp_rl.evaluate.policy_episodes``: as ``fwp-rl evaluate`` replays a checkpoint)."""
+        env = self.config.env
+        return policy_episodes(self.policy, env.id, env.options, episodes, deterministic, seed)[0]
+
     def state_dict(self) -> dict:
         return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "update": self.update_index, "global_step": self.global_step,
@@ -409,8 +418,9 @@ class UpdateDisplay:
 
 def train(config: PPOConfig, resume: str | Path | None = None, console: Console | None = None) -> Trained:
     """A whole run (or the rest of one, with ``resume`` = its run directory) in ``fwp_rl.harness.Run``: a metrics
-    record per update, a checkpoint every ``run.checkpoint_every`` updates and at the end (or after the update
-    under way when Ctrl-C stops the run)."""
+    record per update, an evaluation every ``run.eval_every`` updates and at the end, a checkpoint every
+    ``run.checkpoint_every`` updates, at a best evaluation and at the end (or after the update under way when Ctrl-C
+    stops the run)."""
     run = Run(config, resume, console)
     # Everything the user can get wrong fails here, before anything is written.
     with contextlib.closing(Trainer(config)) as trainer:
@@ -421,6 +431,7 @@ def train(config: PPOConfig, resume: str | Path | None = None, console: Console 
                        iteration="update"):
             while trainer.update_index < config.num_updates and not run.stop_requested:
                 figures = trainer.update()
+                figures |= run.evaluate(trainer.play, final=trainer.update_index == config.num_updates)
                 run.log(trainer.global_step, update=trainer.update_index, **figures)
                 run.show(display.status(figures))
                 run.checkpoint(trainer.state_dict)

@@ -76,13 +76,15 @@ and puts the checkpoint into it, as our PPO does:
 
 ``fwp-rl evaluate`` replays a checkpoint in one env made as the training envs (``EvaluationEnvs``),
 acting by SB3's own ``predict`` with the actor LSTM's state and episode starts (``EvaluationAgent``);
-its memory view draws the actor LSTM's cell.
+its memory view draws the actor LSTM's cell. Evaluations during training (``run.eval_every``) play the model as
+trained the same way (``evaluation_episodes``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import random
 import time
@@ -106,6 +108,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 from fwp_rl.agents.ppo import PPOHyperparameters, RolloutCounts, UpdateDisplay, resolve_device
 from fwp_rl.config import ConfigError, RunConfig, check_run_name, check_seed, from_dict
 from fwp_rl.envs.vector import Envs, Episode, Step, VectorEnvConfig
+from fwp_rl.evaluate import run_episodes
 from fwp_rl.harness import Run, Trained
 from fwp_rl.agents.ppo import check_parameters
 from fwp_rl.runs import CheckpointError, NonFiniteError, load_checkpoint
@@ -388,6 +391,14 @@ class EvaluationAgent:
         return values[0].reshape(-1).cpu().numpy()
 
 
+def evaluation_episodes(model: RecurrentPPO, config: SB3Config, seed: int, episodes: int,
+                        deterministic: bool) -> list[Episode]:
+    """``episodes`` whole episodes of ``model`` as trained, in one env made as the training envs and seeded with
+    ``seed`` (``EvaluationEnvs``, acting by ``EvaluationAgent``: as ``fwp-rl evaluate`` replays a checkpoint)."""
+    envs = EvaluationEnvs(config, seed)
+    return run_episodes(EvaluationAgent(model, deterministic), envs, lambda obs: envs.render(), episodes, seed)[0]
+
+
 # ---------------------------------------------------------------------------------------------- runs
 class UpdateCallback(BaseCallback):
     """Cuts RecurrentPPO's loop into our updates (a rollout and its learning phase).
@@ -469,8 +480,9 @@ def check_update(figures: dict, model: RecurrentPPO, update: int) -> None:
 
 def train(config: SB3Config, resume: str | Path | None = None, console: Console | None = None) -> Trained:
     """A whole run (or the rest of one, with ``resume`` = its run directory; module docstring) in
-    ``fwp_rl.harness.Run``: a metrics record per update, a checkpoint every ``run.checkpoint_every`` updates and at
-    the end (or after the update under way when Ctrl-C stops the run)."""
+    ``fwp_rl.harness.Run``: a metrics record per update, an evaluation every ``run.eval_every`` updates and at the
+    end, a checkpoint every ``run.checkpoint_every`` updates, at a best evaluation and at the end (or after the update
+    under way when Ctrl-C stops the run)."""
     run = Run(config, resume, console)
     # Everything the user can get wrong fails here, before anything is written.
     with contextlib.closing(make_env(config)) as env:
@@ -483,6 +495,9 @@ def train(config: SB3Config, resume: str | Path | None = None, console: Console 
 
             def on_update(figures: dict, last: bool) -> None:
                 check_update(figures, model, run.iterations + 1)
+                # ``last`` is also the update after which Ctrl-C stops the run, which is not its end
+                figures |= run.evaluate(functools.partial(evaluation_episodes, model, config),
+                                        final=last and not run.stop_requested)
                 run.log(model.num_timesteps, update=run.iterations + 1, **figures)
                 run.show(display.status(figures))
                 run.checkpoint(lambda: checkpoint_payload(model, run.iterations), final=last)
@@ -498,5 +513,5 @@ def train(config: SB3Config, resume: str | Path | None = None, console: Console 
 
 
 __all__ = ["AnnealedLearningRate", "EvaluationAgent", "EvaluationEnvs", "SB3Config", "UpdateCallback", "atari_env_id",
-           "generator_states", "load_model", "make_env", "make_model", "model_arguments", "model_from_payload",
-           "monitor_episodes", "restore", "set_generator_states", "train"]
+           "evaluation_episodes", "generator_states", "load_model", "make_env", "make_model", "model_arguments",
+           "model_from_payload", "monitor_episodes", "restore", "set_generator_states", "train"]

@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="replay a checkpoint")
     evaluate.add_argument("checkpoint", help="a checkpoint file or a run directory (its latest checkpoint)")
+    evaluate.add_argument("--checkpoint", dest="which", default=None, metavar="best|latest|previous|PATH",
+                          help="which checkpoint of the run directory: checkpoints/best.pt (the best evaluation "
+                               "during training, run.eval_every), latest.pt (the default), previous.pt, or a "
+                               "checkpoint file's PATH relative to the run directory")
     evaluate.add_argument("--episodes", type=int, default=10, help="episodes to run (one after another)")
     evaluate.add_argument("--deterministic", action="store_true", help="take the most likely action")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the env and of action sampling")
@@ -225,7 +229,7 @@ def _run(args) -> int:
             raise ConfigError("--overwrite replaces a video already there: give --video DIR too")
         evaluate_checkpoint(args.checkpoint, episodes=args.episodes, deterministic=args.deterministic,
                             video_dir=args.video, seed=args.seed, memory_view=args.memory_view,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, which=args.which)
         return 0
     if args.command == "bench" and args.bench == "cores":
         from fwp_rl.bench.cores import CoresOptions, run_cores_bench

@@ -219,6 +219,11 @@ class RunConfig:
     group: the seed group the run belongs to, None for a run on its own; ``fwp-rl train --seeds`` sets it
     to the name of the group directory that holds the seeds' run directories (``fwp_rl.seeds``), so it is checked
     as a directory name, like a config's ``name`` (``check_run_name``).
+
+    eval_every: evaluate the policy every this many updates (or generations) and at the end of the run (None or 0:
+    never): ``eval_episodes`` whole episodes in an env of their own, acting by the most likely action
+    (``eval_deterministic``) or sampling; the best evaluation's checkpoint is kept as checkpoints/best.pt
+    (``fwp_rl.harness``).
     """
 
     root: str = "runs"
@@ -226,9 +231,17 @@ class RunConfig:
     project: str = "fwp-rl"
     checkpoint_every: int = 10
     group: str | None = None
+    eval_every: int | None = None
+    eval_episodes: int = 10
+    eval_deterministic: bool = True
 
     def validate(self, prefix: str) -> None:
         if self.checkpoint_every < 1:
             raise ConfigError(f"{prefix}.checkpoint_every={self.checkpoint_every} is not allowed: it must be >= 1")
+        if self.eval_every is not None and self.eval_every < 0:
+            raise ConfigError(f"{prefix}.eval_every={self.eval_every} is not allowed: it must be >= 1, or 0 or null "
+                              "for no evaluation")
+        if self.eval_episodes < 1:
+            raise ConfigError(f"{prefix}.eval_episodes={self.eval_episodes} is not allowed: it must be >= 1")
         if self.group is not None:
             check_run_name(self.group, f"{prefix}.group")

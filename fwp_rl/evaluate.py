@@ -11,11 +11,15 @@ the agent's memory and its action probabilities (a double pole controller's outp
 (``evaluate_ppo``, ``evaluate_sb3``, ``evaluate_neuroevolution``), which plays the episodes and hands
 them to ``Replay.report``.
 
+Of a run directory it replays checkpoints/latest.pt, or with ``--checkpoint`` best.pt (the best evaluation during
+training), previous.pt or another checkpoint file (``checkpoint_source``).
+
 The episode loop (``run_episodes``) takes an agent, anything with ``action_names`` and
 ``act(obs [1, ...], episode_start [1] bool, record)`` -> (env actions [1, ...], and with ``record`` the
 memory after this step as state tensors without the batch dimension and the action probabilities [A]
 (Box actions: their means), else None and None); ``PolicyAgent`` is ours, ``fwp_rl.agents.sb3.EvaluationAgent``
-SB3's.
+SB3's. The evaluations during training (``run.eval_every``, ``fwp_rl.harness.Run.evaluate``) play their episodes
+with it too, and summarise them with ``episode_figures``.
 """
 
 from __future__ import annotations
@@ -171,7 +175,9 @@ def policy_episodes(policy, env_id: str, options: dict, episodes: int, determini
     return run_episodes(agent, envs, lambda obs: _frame(envs, obs, config.atari), episodes, seed, record)
 
 
-def _summary(episodes: list) -> dict:
+def episode_figures(episodes: list) -> dict:
+    """The figures of ``episodes`` (``run_episodes``): how many, the mean, std, min and max of their returns and of
+    their lengths, and the returns."""
     returns = np.array([e.raw_return for e in episodes], dtype=np.float64)
     lengths = np.array([e.length for e in episodes], dtype=np.float64)
     figures = {"episodes": len(episodes)}
@@ -227,7 +233,7 @@ class Replay:
         recorded first episode as a video -> the figures."""
         env_id = config.env.id
         figures = {"checkpoint": str(self.checkpoint), "env": env_id, "deterministic": self.deterministic,
-                   "seed": self.seed, **_summary(episodes)}
+                   "seed": self.seed, **episode_figures(episodes)}
         _print_table(figures, f"{config.name}: {self.episodes} episodes of {env_id}"
                      f"{' (deterministic)' if self.deterministic else ''}", self.console)
         _save_figures(self.checkpoint, figures, self.console)
@@ -269,19 +275,45 @@ def evaluate_sb3(payload: dict, replay: Replay) -> dict:
                                                replay.record))
 
 
+NAMED_CHECKPOINTS = ("latest", "previous", "best")  # checkpoints/<name>.pt of a run directory (fwp_rl.harness)
+
+
+def checkpoint_source(path: str, which: str | None = None) -> Path:
+    """What ``fwp-rl evaluate PATH --checkpoint WHICH`` replays: ``path`` itself, a checkpoint file or a run directory
+    (which stands for its checkpoints/latest.pt), when ``which`` is None; else in run directory ``path`` its
+    checkpoints/<which>.pt for one of ``NAMED_CHECKPOINTS``, or the checkpoint file ``which``, a path relative to the
+    run directory (an absolute one as it is). A ConfigError or CheckpointError when there is no such checkpoint."""
+    run = Path(path)
+    if which is None or which == "latest" and run.is_dir():
+        return run
+    if not run.is_dir():
+        raise ConfigError(f"--checkpoint {which} picks a checkpoint of a run directory, and {str(path)!r} is not one: "
+                          "give the run directory, or the checkpoint file alone")
+    if which not in NAMED_CHECKPOINTS:
+        return run / which
+    file = run / "checkpoints" / f"{which}.pt"
+    if not file.is_file():
+        why = ("the run had no evaluation (set run.eval_every)" if which == "best" else
+               "the run has written one checkpoint only")
+        raise CheckpointError(f"{str(path)!r} has no checkpoints/{which}.pt: {why}")
+    return file
+
+
 def evaluate_checkpoint(path: str, episodes: int = 10, deterministic: bool = False, video_dir: str | None = None,
                         seed: int = 0, memory_view: bool = False, video_steps: int = 1_000,
-                        console: Console | None = None, overwrite: bool = False) -> dict:
-    """Replay the checkpoint at ``path`` (a file or a run directory) by its learner's evaluation; print the
-    figures, write them as JSON beside the checkpoint and return them; with ``video_dir``, write an mp4 of the
-    first episode (a ConfigError, before any episode, when that video exists and not ``overwrite``)."""
+                        console: Console | None = None, overwrite: bool = False, which: str | None = None) -> dict:
+    """Replay the checkpoint at ``path`` (a file or a run directory; with ``which``, that checkpoint of the run
+    directory: ``checkpoint_source``) by its learner's evaluation; print the figures, write them as JSON beside the
+    checkpoint and return them; with ``video_dir``, write an mp4 of the first episode (a ConfigError, before any
+    episode, when that video exists and not ``overwrite``)."""
     if episodes < 1:
         raise ConfigError(f"--episodes={episodes} is not allowed: it must be >= 1")
     check_seed(seed, "--seed")
     if video_dir is not None and Path(video_dir).exists() and not Path(video_dir).is_dir():
         raise ConfigError(f"--video {video_dir}: that is a file; --video names the directory to write the video into")
-    payload = load_checkpoint(path)
-    checkpoint = Path(path) / "checkpoints" / "latest.pt" if Path(path).is_dir() else Path(path)
+    source = checkpoint_source(path, which)
+    payload = load_checkpoint(source)
+    checkpoint = source / "checkpoints" / "latest.pt" if source.is_dir() else source
     try:
         entry = learner(payload.get("learner"))
     except ConfigError:

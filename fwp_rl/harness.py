@@ -8,6 +8,7 @@ reads top to bottom; ``fwp_rl.agents.ppo.train``, in outline:
         with run.start(total=config.num_updates * config.steps_per_update, tags=["ppo"], iteration="update"):
             while trainer.update_index < config.num_updates and not run.stop_requested:
                 figures = trainer.update()
+                figures |= run.evaluate(trainer.play, final=trainer.update_index == config.num_updates)
                 run.log(trainer.global_step, update=trainer.update_index, **figures)
                 run.show(f"{figures['steps_per_second']:,.0f} steps/s")
                 run.checkpoint(trainer.state_dict)              # every run.checkpoint_every updates
@@ -32,28 +33,67 @@ second stops it at once); and shows a progress line counting the learner's step 
 error too, metrics.jsonl and W&B are closed and the lock is released.
 
 A checkpoint is checkpoints/latest.pt, written atomically after metrics.jsonl is flushed and fsynced (every record
-it covers is on disk), the one it replaces kept as previous.pt: the learner, the config, the W&B run id and what the
-learner hands over. A resumable learner's (``fwp_rl.learners``) holds ``update``, the updates done, and
-``global_step``, the step of the last metrics record: a resumed run goes on from there.
+it covers is on disk), the one it replaces kept as previous.pt: the learner, the config, the W&B run id, the best
+evaluation so far and what the learner hands over. A resumable learner's (``fwp_rl.learners``) holds ``update``, the
+updates done, and ``global_step``, the step of the last metrics record: a resumed run goes on from there.
+
+Evaluation (``run.eval_every`` set): every ``eval_every`` updates (or generations), and after the last one, ``evaluate``
+plays ``run.eval_episodes`` whole episodes of the policy as trained with the learner's ``play``, which replays as
+``fwp-rl evaluate`` does (``fwp_rl.evaluate.run_episodes`` in one env of its own, not a training env), and gives
+eval/return_mean, eval/return_std and eval/length_mean for that update's metrics record. The global generators
+(torch's, NumPy's, Python's) are put back as they were afterwards: a run trains as it would without evaluations. An
+evaluation whose mean return beats every earlier one of the run makes its update write a checkpoint whatever
+``run.checkpoint_every`` says, kept as checkpoints/best.pt (a copy made atomically after latest.pt is written; a
+resume whose latest.pt is that checkpoint makes the copy again, in case a kill came in between). The best score
+travels in every checkpoint (``best_evaluation``), so a resumed run goes on comparing with it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+import torch
 from rich.console import Console
 
-from fwp_rl.config import ConfigError, dump_yaml, to_dict
-from fwp_rl.files import remove_temporaries
+from fwp_rl.config import MAX_SEED, ConfigError, dump_yaml, to_dict
+from fwp_rl.envs.vector import Episode
+from fwp_rl.evaluate import episode_figures
+from fwp_rl.files import atomic_copy, remove_temporaries
 from fwp_rl.learners import learner
 from fwp_rl.progress import StopOnInterrupt, run_progress
 from fwp_rl.runs import (CheckpointError, MetricsLog, load_checkpoint, lock_run_dir, read_metrics, save_checkpoint,
                          start_wandb, unique_run_dir)
 
 MAX_CHANGES_SHOWN = 8  # of a refused resume's config changes; the rest are counted
+
+EVAL_SEED_OFFSET = MAX_SEED + 1
+"""An evaluation's env is seeded with the run's seed + EVAL_SEED_OFFSET (2**30), and so are its sampled actions, at
+every evaluation of the run: each plays the same episode starts, so evaluations differ by the policy alone. Training's
+seeds count up from the run's seed by one per env, and by one per update a PPO or SB3 run resumes at (neuroevolution:
+by one per episode evaluated), so they stay below it for any run shorter than 2**30 of those; and seed + 2**30 is
+still a 32-bit signed seed, which ale-py needs."""
+
+Play = Callable[[int, int, bool], list[Episode]]
+"""A learner's ``play(seed, episodes, deterministic)``: that many whole episodes of its policy as trained, in an env of
+its own seeded with ``seed`` (``fwp_rl.evaluate.run_episodes``)."""
+
+
+@contextlib.contextmanager
+def generators_kept() -> Iterator[None]:
+    """The global generators (torch's, CUDA's where it runs, NumPy's, Python's) as they were before the block."""
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_initialized() else []):
+            yield
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
 
 
 class Trained(NamedTuple):
@@ -81,6 +121,8 @@ class Run:
             self._check_resume(resume)
         self.iterations = 0 if self.saved is None else int(self.saved["update"])  # updates or generations logged
         self._checkpointed_at = self.iterations if self.saved is not None else None  # the iteration latest.pt holds
+        # the best evaluation so far: {"update": its update (or generation), "return_mean": its score}, or None
+        self.best = None if self.saved is None else self.saved.get("best_evaluation")
         self.wandb_id: str | None = None
         self.stopped = False
 
@@ -113,6 +155,9 @@ class Run:
             if self.saved is not None:
                 console.print(f"resuming {self.run_dir} at {iteration} {self.iterations}, step {step:,}")
             self._remove_leftovers()  # a new run's directory is new: nothing there
+            if self.best is not None and self.best["update"] == self.iterations:
+                self._keep_best()  # a kill may have come between latest.pt and its copy
+            self._iteration = iteration
             dump_yaml(config, self.run_dir / "config.yaml")
             plain = to_dict(config)
             wandb_run = start_wandb(config.run.wandb, config.run.project, self.run_dir, self.run_dir.name,
@@ -135,6 +180,21 @@ class Run:
         if removed:
             self.console.print(f"removed what writes cut short left: {', '.join(p.name for p in removed)}")
 
+    def evaluate(self, play: Play, final: bool) -> dict:
+        """The evaluation of the update (or generation) about to be logged (module docstring), as figures for its
+        metrics record: when ``run.eval_every`` is set and the update is one of every ``eval_every``, or ``final``
+        (the run's last); else {}. A mean return that is nan (an env's nan reward) is never the best."""
+        run, iteration = self.config.run, self.iterations + 1
+        if not run.eval_every or not (final or iteration % run.eval_every == 0):
+            return {}
+        with generators_kept():
+            figures = episode_figures(play(self.config.seed + EVAL_SEED_OFFSET, run.eval_episodes,
+                                           run.eval_deterministic))
+        score = figures["return_mean"]
+        if not math.isnan(score) and (self.best is None or score > self.best["return_mean"]):
+            self.best = {"update": iteration, "return_mean": score}
+        return {f"eval/{key}": figures[key] for key in ("return_mean", "return_std", "length_mean")}
+
     def log(self, step: int, **figures) -> None:
         """The record of one update (or generation) at ``step``: into metrics.jsonl and W&B, and the progress line
         moved to ``step``."""
@@ -148,18 +208,28 @@ class Run:
 
     def checkpoint(self, payload: Callable[[], dict], final: bool = False) -> None:
         """Write checkpoints/latest.pt with what ``payload()`` gives, after every ``run.checkpoint_every`` updates
-        (or generations) and when ``final``: at the end of the run, or where Ctrl-C or SIGTERM stopped it. The
-        checkpoint it replaces is kept as checkpoints/previous.pt; a payload with nan or inf in it is not written
+        (or generations), after an update whose evaluation is the best so far (also kept as checkpoints/best.pt),
+        and when ``final``: at the end of the run, or where Ctrl-C or SIGTERM stopped it. The checkpoint it replaces
+        is kept as checkpoints/previous.pt; a payload with nan or inf in it is not written
         (``fwp_rl.runs.NonFiniteError``)."""
-        if final or self.iterations % self.config.run.checkpoint_every == 0:
+        best = self.best is not None and self.best["update"] == self.iterations
+        if final or best or self.iterations % self.config.run.checkpoint_every == 0:
             self._metrics.sync()  # every update the checkpoint covers is in metrics.jsonl on disk
             folder = self.run_dir / "checkpoints"
             # a final checkpoint of the update the last one covered replaces it: previous.pt stays an update older
             keep = self.iterations != self._checkpointed_at
             save_checkpoint(folder / "latest.pt",
                             {"learner": self.config.learner, "config": to_dict(self.config), "wandb_id": self.wandb_id,
-                             **payload()}, previous=folder / "previous.pt" if keep else None)
+                             "best_evaluation": self.best, **payload()},
+                            previous=folder / "previous.pt" if keep else None)
             self._checkpointed_at = self.iterations
+            if best:
+                self._keep_best()
+
+    def _keep_best(self) -> None:
+        """Make checkpoints/best.pt a copy of latest.pt, the checkpoint of the best evaluation."""
+        folder = self.run_dir / "checkpoints"
+        atomic_copy(folder / "latest.pt", folder / "best.pt")
 
     @property
     def stop_requested(self) -> bool:
@@ -170,10 +240,13 @@ class Run:
         return self.stopped
 
     def summary(self, lines: list[str]) -> None:
-        """Print the run directory, then ``lines``."""
+        """Print the run directory, then ``lines``, then the best evaluation where there was one."""
         self.console.print(f"run directory: {self.run_dir}")
         for line in lines:
             self.console.print(line)
+        if self.best is not None:
+            self.console.print(f"best evaluation: mean return {self.best['return_mean']:.4g} at {self._iteration} "
+                               f"{self.best['update']} (checkpoints/best.pt)")
 
     @property
     def result(self) -> Trained:

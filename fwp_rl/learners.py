@@ -53,9 +53,10 @@ def _env_id_and_double_pole_task(config: dict) -> str:
     return f"{DOUBLE_POLE}-{double_pole.make_config(**(env.get('options') or {})).task}"
 
 
-RUN_SETTINGS = ("run.root", "run.wandb", "run.project", "run.checkpoint_every")
-"""The run.* keys a resume may change: where new runs go, W&B's mode and project, how often to save. Not run.group:
-it names the seed group the run belongs to (W&B name and tag)."""
+RUN_SETTINGS = ("run.root", "run.wandb", "run.project", "run.checkpoint_every", "run.eval_every")
+"""The run.* keys a resume may change: where new runs go, W&B's mode and project, how often to save and to evaluate.
+Not run.group: it names the seed group the run belongs to (W&B name and tag); nor run.eval_episodes and
+run.eval_deterministic: they make the score that checkpoints/best.pt is the best of (``fwp_rl.harness``)."""
 
 _ABSENT = object()  # a key one config has and the other lacks
 

@@ -2,7 +2,8 @@
 
     runs/<name>/config.yaml        the resolved config the run goes on with (a resume may extend its budget)
     runs/<name>/metrics.jsonl      one JSON object per logged step, appended and flushed line by line
-    runs/<name>/checkpoints/       latest.pt, and previous.pt: the one latest.pt replaced; each written atomically
+    runs/<name>/checkpoints/       latest.pt, previous.pt: the one latest.pt replaced, and best.pt: the best
+                                   evaluation's (run.eval_every, ``fwp_rl.harness``); each written atomically
     runs/<name>/wandb/             W&B's own files (offline by default: `wandb sync` uploads them later)
     runs/<name>/.lock              held (flock) by the process that trains the run (``lock_run_dir``)
 

@@ -165,6 +165,10 @@ BAD_INPUTS: list[Case] = [
         ("run.wandb=maybe", "run.wandb='maybe' is not allowed"),
         ("run.checkpoint_every=0", "run.checkpoint_every=0"),
         ("run.checkpoint_every=often", "run.checkpoint_every"),
+        ("run.eval_every=-1", "run.eval_every=-1 is not allowed"),
+        ("run.eval_every=often", "run.eval_every"),
+        ("run.eval_episodes=0", "run.eval_episodes=0 is not allowed"),
+        ("run.eval_deterministic=maybe", "run.eval_deterministic"),
         ("run.bogus=1", "unknown key 'bogus'"),
     ]),
     # neuroevolution's config
@@ -189,6 +193,7 @@ BAD_INPUTS: list[Case] = [
         ("env.id=NoSuchEnv-v0", "env.id='NoSuchEnv-v0' is not a registered Gymnasium environment"),
         ("policy.core=nope", "core"),
         ("policy.dtype=int8", "policy.dtype='int8' is not allowed"),
+        ("run.eval_every=5", "run.eval_every is allowed for Gymnasium ids only"),
     ]),
     *(_set("gym", o, e) for o, e in [
         ("search.compile=true", "search.compile=true is allowed for env.id='double_pole' only"),
@@ -196,6 +201,7 @@ BAD_INPUTS: list[Case] = [
         ("search={algorithm: ga, max_generations: 1}", "search.popsize must be set for algorithm 'ga'"),
         ("search={algorithm: pgpe, popsize: 5}", "search.popsize=5 is not allowed for 'pgpe'"),
         ("env.options.bogus=1", "bogus"),
+        ("run.eval_deterministic=false", "run.eval_deterministic=false is not allowed for neuroevolution"),
     ]),
     # the SB3 baseline's config
     *(_set("sb3", o, e) for o, e in [
@@ -254,6 +260,8 @@ BAD_INPUTS: list[Case] = [
     Case(("train", "--resume", "{dir}/runs/run", "--set", "policy.core=lstm"), "policy",
          _fake_run()),
     Case(("train", "--resume", "{dir}/runs/run", "--set", "ppo.gamma=2"), "ppo.gamma=2", _fake_run()),
+    Case(("train", "--resume", "{dir}/runs/run", "--set", "run.eval_episodes=5"), "run.eval_episodes 10 -> 5",
+         _fake_run()),
     Case(("train", "--resume", "{dir}/runs/run"), "config file",
          lambda folder: (_fake_run()(folder), (folder / "runs" / "run" / "config.yaml").write_text("a: [\n"))),
     # checkpoints to evaluate
@@ -274,6 +282,14 @@ BAD_INPUTS: list[Case] = [
     Case(("evaluate", "{dir}/runs/run", "--seed", "-1"), "--seed=-1 is not allowed", _fake_run()),
     Case(("evaluate", "{dir}/runs/run", "--memory-view"), "--memory-view draws into the video", _fake_run()),
     Case(("evaluate", "{dir}/runs/run", "--video", "{dir}/ppo.yaml"), "ppo.yaml", _fake_run()),
+    Case(("evaluate", "{dir}/runs/run", "--checkpoint", "best"), "the run had no evaluation (set run.eval_every)",
+         _fake_run()),
+    Case(("evaluate", "{dir}/runs/run", "--checkpoint", "previous"), "has no checkpoints/previous.pt", _fake_run()),
+    Case(("evaluate", "{dir}/runs/run", "--checkpoint", "step_9.pt"), "does not exist", _fake_run()),
+    Case(("evaluate", "{dir}/runs/run/checkpoints/latest.pt", "--checkpoint", "best"),
+         "picks a checkpoint of a run directory", _fake_run()),
+    Case(("evaluate", "{dir}/runs/run", "--checkpoint", "{dir}/ppo.yaml"), "not a readable fwp-rl checkpoint",
+         _fake_run()),
     # metrics files and reports
     Case(("compare", "{dir}/nowhere"), "nowhere"),
     Case(("compare", "{dir}"), "no run directories"),
