@@ -48,6 +48,10 @@ FAULT_CONFIGS = {
                        "policy: {torso: identity, core: direct, core_options: {hidden_size: 1, slow_size: 2}}\n"
                        "search: {algorithm: cmaes, popsize: 16, max_evaluations: %d, restart_after: 800}\n", 600),
 }
+# PPO and SB3 evaluate every 5 updates, so that best.pt is written (and killed) too; the double pole's fitness episode
+# is its evaluation.
+EVALUATION = {"ppo": ", eval_every: 5, eval_episodes: 2", "sb3_recurrent_ppo": ", eval_every: 5, eval_episodes: 2",
+              "neuroevolution": ""}
 TIMING_KEYS = ("seconds", "steps_per_second", "env_seconds", "inference_seconds", "learn_seconds")
 
 
@@ -58,11 +62,11 @@ class FaultReport:
     learner: str
     kills: int = 0  # kills that landed while the run trained
     cut_writes: int = 0  # kills that cut a checkpoint write short (its temporary file was left)
-    unreadable: int = 0  # checkpoints that did not load after a kill
+    unreadable: int = 0  # kills after which latest.pt, previous.pt or best.pt did not load
     uncovered: int = 0  # records of checkpointed updates missing from metrics.jsonl after a kill
     lost: int = 0  # records of the uninterrupted run missing at the end
     duplicated: int = 0  # records logged more than once at the end
-    finished: bool = False  # the last resume ended with exit code 0 where the uninterrupted run ended
+    finished: bool = False  # the last resume ended with exit code 0 where the uninterrupted run ended (with a best.pt)
     different: int = 0  # exact learners: records (or the solution) that differ from the uninterrupted run's
     leftovers: int = 0  # temporary files left in checkpoints/ at the end
     seconds: float = 0.0
@@ -78,7 +82,8 @@ def write_config(folder: Path, learner: str, name: str, kills: int) -> Path:
     text, per_kill = FAULT_CONFIGS[learner]
     path = folder / f"{name}.yaml"
     path.write_text(f"learner: {learner}\nname: {name}\nseed: 3\n{text % (per_kill * (kills + 1))}"
-                    f"run: {{root: {str(folder / 'runs')!r}, wandb: disabled, checkpoint_every: 1}}\n")
+                    f"run: {{root: {str(folder / 'runs')!r}, wandb: disabled, checkpoint_every: 1"
+                    f"{EVALUATION[learner]}}}\n")
     return path
 
 
@@ -151,6 +156,9 @@ def kill_and_resume(learner: str, folder: Path, kills: int, seed: int, max_delay
         report.cut_writes += _temporaries(run_dir) > 0
         try:
             saved = load_checkpoint(run_dir)
+            for kept in ("previous.pt", "best.pt"):
+                if (run_dir / "checkpoints" / kept).exists():
+                    load_checkpoint(run_dir / "checkpoints" / kept)
         except CheckpointError:
             report.unreadable += 1
             break
@@ -161,6 +169,8 @@ def kill_and_resume(learner: str, folder: Path, kills: int, seed: int, max_delay
     try:
         _finish(process, f"the killed {learner} run")
         report.finished = load_checkpoint(run_dir)["update"] == load_checkpoint(whole_dir)["update"]
+        if EVALUATION[learner]:
+            report.finished &= load_checkpoint(run_dir / "checkpoints" / "best.pt")["update"] > 0
     except (RuntimeError, CheckpointError):
         report.finished = False
     records = read_metrics(run_dir / "metrics.jsonl")
@@ -255,11 +265,11 @@ def run_faults_bench(options: FaultsOptions) -> int:
                           str(r.different) if r.learner == "neuroevolution" else "-", str(r.leftovers),
                           f"{r.seconds:.0f}")
         console.print(table)
-        console.print("cut writes: kills that cut a checkpoint write short; unreadable: checkpoints that did not load "
-                      "after a kill; uncovered: records of checkpointed updates missing from metrics.jsonl after a "
-                      "kill; lost, duplicated: records of the uninterrupted run missing or logged twice at the end; "
-                      "differ (exact learners): records or solution unlike the uninterrupted run's; leftovers: "
-                      "temporary files left in checkpoints/ at the end", soft_wrap=True)
+        console.print("cut writes: kills that cut a checkpoint write short; unreadable: kills after which latest.pt, "
+                      "previous.pt or best.pt did not load; uncovered: records of checkpointed updates missing from "
+                      "metrics.jsonl after a kill; lost, duplicated: records of the uninterrupted run missing or "
+                      "logged twice at the end; differ (exact learners): records or solution unlike the uninterrupted "
+                      "run's; leftovers: temporary files left in checkpoints/ at the end", soft_wrap=True)
         result["kills"] = [dataclasses.asdict(r) for r in rows]
     if options.json:
         atomic_write_text(options.json, json.dumps(dict(options=dataclasses.asdict(options), **result), indent=2))
