@@ -11,8 +11,8 @@ episode starts inside it is run in one of two forms, both equal to the step loop
 - on a CPU, cut into spans at the time indices where any row starts an episode, the rows that start
   reset, one library call per span. The CPU's packed path is no fused kernel: ATen runs it step by step
   under autograd, and the backward of each step's slice of the packed input writes a zero tensor the size
-  of the whole input: at T = 128, batch 64, width 256 and 1% resets the packed lstm took 6 to 15 times
-  nn.LSTM's time without resets, the spans 0.8 to 2.4 times (2 shared, busy CPU cores).
+  of the whole input: at T = 128, batch 64, width 256 and 1% resets the packed lstm took 8 to 15 times
+  nn.LSTM's time without resets, the spans 0.6 to 2.4 times (2 shared CPU cores, often busy).
 
 Without episode starts after the first step, either form is one library call.
 
