@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     cores.add_argument("--repeats", type=int, default=5, help="timed runs per entry; the median is shown")
     cores.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     cores.add_argument("--cores", type=_core_list, default=None, help="comma-separated core names (default: all)")
+    cores.add_argument("--reset-rate", type=float, default=0.01,
+                       help="the share of steps where an episode starts, in the cores' sequences (nn.LSTM has none)")
     cores.add_argument("--json", default=None, help="also write the rows to this JSON file")
 
     ppo = benches.add_parser("ppo", help="PPO training steps per second and where the time goes")
@@ -235,7 +237,8 @@ def _run(args) -> int:
         from fwp_rl.bench.cores import CoresOptions, run_cores_bench
 
         run_cores_bench(CoresOptions(seq_lens=args.seq_lens, batch=args.batch, width=args.width, heads=args.heads,
-                                     repeats=args.repeats, device=args.device, cores=args.cores, json=args.json))
+                                     repeats=args.repeats, device=args.device, cores=args.cores,
+                                     reset_rate=args.reset_rate, json=args.json))
     if args.command == "bench" and args.bench == "ppo":
         from fwp_rl.bench.ppo import PpoOptions, run_ppo_bench
 

@@ -1,6 +1,6 @@
-"""fwp-rl bench cores on tiny sizes: every row is timed, and a run whose memory estimate exceeds what is
-available is skipped with the estimate in its row instead of running out of memory; sizes it cannot run (and a
-bad --updates of bench ppo) stop with one line naming them."""
+"""fwp-rl bench cores on tiny sizes: every row is timed, the title names the rate of episode starts, and a run
+whose memory estimate exceeds what is available is skipped with the estimate in its row instead of running out of
+memory; sizes it cannot run (and a bad --updates of bench ppo) stop with one line naming them."""
 
 import pytest
 import torch
@@ -28,8 +28,9 @@ def test_the_title_names_the_form_of_each_delta_core_on_cuda(monkeypatch, capsys
 
     monkeypatch.setattr(cores, "bench_cores", bench_cores)
     monkeypatch.setattr(cores, "machine_description", lambda device: "a GPU")
-    assert main(["bench", "cores", "--device", "cpu"]) == 0
+    assert main(["bench", "cores", "--device", "cpu", "--reset-rate", "0.005"]) == 0
     title = " ".join(capsys.readouterr().out.split())  # rich wraps the title to the table's width
+    assert "episode starts at 0.5% of the cores' steps (nn.LSTM: none)" in title
     assert ("a GPU; chunkwise delta: the fla kernels (fla-core 0.6.0; ...); chunkwise gated_delta: the PyTorch "
             "chunkwise form (FWP_RL_FLA=0)") in title
 
@@ -69,6 +70,7 @@ def test_core_table_shows_a_skipped_step_loop(capsys):
     (["cores", "--repeats", "0"], "--repeats 0 is not allowed: it must be >= 1"),
     (["cores", "--device", "gpu"], "--device gpu is not allowed: 'cpu', 'cuda', 'cuda:1', ..."),
     (["cores", "--batch", "-1"], "--batch -1 is not allowed: it must be >= 1"),
+    (["cores", "--reset-rate", "1.5"], "--reset-rate 1.5 is not allowed: it must be between 0 and 1"),
     (["cores", "--width", "10", "--heads", "4"], "--width 10 is not allowed with --heads 4: the heads split the "
                                                  "width, so it must be a multiple of 4"),
     (["ppo", "--updates", "0"], "--updates 0 is not allowed: it must be >= 1"),

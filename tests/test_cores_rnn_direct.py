@@ -1,8 +1,8 @@
 """The LSTM, GRU and Elman baselines and the direct fast weight programmer: each step against its
 equations written out here, the direct FWP's forward over a sequence with episode starts against its equations
-(values and gradients, float64), the split-at-episode-starts forward of the RNNs against the step loop
-(values and gradients, float64), rollout steps of a population under vmap, and bad options named in
-the error."""
+(values and gradients, float64), both sequence forms of the RNNs with episode starts (packed, one library call;
+spans between resets) against the step loop (values, final state and gradients, float64), rollout steps of a
+population under vmap, and bad options named in the error."""
 
 import math
 
@@ -205,55 +205,122 @@ def test_population_steps_under_vmap(name):
             torch.testing.assert_close(a[i], b, atol=1e-12, rtol=0)
 
 
-# ---------------------------------------------------------------- split forward against the step loop
+# ---------------------------------------------------------------- sequence forms against the step loop
+FORMS = ["packed", "spans"]
+
+
 def count_library_calls(c):
     calls = []
     c.rnn.register_forward_hook(lambda *_: calls.append(1))
     return calls
 
 
-@pytest.mark.parametrize("name", RNNS)
-def test_rnn_forward_with_starts_inside_equals_step_loop(name):
-    c = core(name, hidden_size=H)
-    x = randn(T, B, D, seed=2).requires_grad_(True)
-    state0 = tuple(s.requires_grad_(True) for s in random_state(c))
-    starts = torch.zeros(T, B, dtype=torch.bool)
-    starts[0, 1] = starts[4, 0] = starts[4, 2] = starts[9, :] = starts[11, 3] = True
-    leaves = [x, *state0, *c.parameters()]
+def run_form(c, form, x, state, starts):
+    return (c._run_packed if form == "packed" else c._run_spans)(x, state, starts)
 
-    calls = count_library_calls(c)
-    y, s = c(x, state0, starts)
-    assert len(calls) == 4  # spans [0, 4), [4, 9), [9, 11), [11, 12)
+
+def assert_equals_step_loop(c, form, x, state0, starts):
+    """Values, final state and gradients (inputs, initial state, parameters) of the form equal the step loop's."""
+    x = x.requires_grad_(True)
+    state0 = tuple(s.requires_grad_(True) for s in state0)
+    y, s = run_form(c, form, x, state0, starts)
     y_loop, s_loop = c.forward_loop(x, state0, starts)
-    assert y.shape == (T, B, H)
-    torch.testing.assert_close(y, y_loop, atol=1e-10, rtol=0)
-    for a, b in zip(s, s_loop):
-        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+    assert y.shape == y_loop.shape and [a.shape for a in s] == [b.shape for b in s_loop]
+    torch.testing.assert_close(y, y_loop, atol=1e-12, rtol=0)
+    for a, b in zip(s, s_loop, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
     w = [randn(*y.shape, seed=3)] + [randn(*a.shape, seed=4 + i) for i, a in enumerate(s)]
 
     def loss(y, s):
         return (y * w[0]).sum() + sum((a * wi).sum() for a, wi in zip(s, w[1:]))
 
+    leaves = [x, *state0, *c.parameters()]
     grads = torch.autograd.grad(loss(y, s), leaves)
     grads_loop = torch.autograd.grad(loss(y_loop, s_loop), leaves)
-    for g, gl in zip(grads, grads_loop):
+    for g, gl in zip(grads, grads_loop, strict=True):
         torch.testing.assert_close(g, gl, atol=1e-10, rtol=0)
-    assert grads[1].abs().sum() > 0  # the initial state reaches the outputs before the first reset
+    return grads
+
+
+def mixed_starts(seed=0):
+    """[T, 6] episode starts: rows with no reset, resets at t = 0 and at the last step, a reset every step,
+    many random resets, a reset at t = 0 only, one mid-sequence reset."""
+    starts = torch.zeros(T, 6, dtype=torch.bool)
+    starts[0, 1] = starts[T - 1, 1] = True
+    starts[:, 2] = True
+    starts[:, 3] = torch.rand(T, generator=torch.Generator().manual_seed(seed)) < 0.5
+    starts[0, 4] = True
+    starts[T // 2, 5] = True
+    return starts
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("name", RNNS)
+def test_rnn_forms_with_resets_equal_step_loop(name, form):
+    c = core(name, hidden_size=H)
+    starts = mixed_starts()
+    grads = assert_equals_step_loop(c, form, randn(T, 6, D, seed=2), random_state(c, batch=6), starts)
+    initial_state_reaches = grads[1].abs().sum(dim=1) > 0  # before each row's first reset, and only there
+    assert initial_state_reaches.tolist() == [True, False, False, not starts[0, 3].item(), False, True]
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("name", RNNS)
+def test_rnn_forms_with_many_resets_equal_step_loop(name, form):
+    c = core(name, hidden_size=H)
+    for seed, rate in enumerate((0.1, 0.5, 0.9)):
+        starts = torch.rand(T, 8, generator=torch.Generator().manual_seed(seed)) < rate
+        assert_equals_step_loop(c, form, randn(T, 8, D, seed=seed), random_state(c, batch=8, seed=seed), starts)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("name", RNNS)
+def test_rnn_forms_with_batch_1_equal_step_loop(name, form):
+    c = core(name, hidden_size=H)
+    for steps in ([0, 5, T - 1], [3], list(range(T))):
+        starts = torch.zeros(T, 1, dtype=torch.bool)
+        starts[steps] = True
+        assert_equals_step_loop(c, form, randn(T, 1, D, seed=2), random_state(c, batch=1), starts)
 
 
 @pytest.mark.parametrize("name", RNNS)
-def test_rnn_forward_without_starts_is_one_library_call(name):
+def test_rnn_packed_form_is_one_library_call(name):
     c = core(name, hidden_size=H)
+    calls = count_library_calls(c)
+    run_form(c, "packed", randn(T, 6, D, seed=2), random_state(c, batch=6), mixed_starts())
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("name", RNNS)
+def test_rnn_forward_on_the_cpu_cuts_spans_between_resets(name):
+    c = core(name, hidden_size=H)
+    starts = torch.zeros(T, B, dtype=torch.bool)
+    starts[0, 1] = starts[4, 0] = starts[4, 2] = starts[9, :] = starts[11, 3] = True
     x, state0 = randn(T, B, D, seed=2), random_state(c)
     calls = count_library_calls(c)
-    for starts in (None, torch.zeros(T, B, dtype=torch.bool)):
+    y, s = c(x, state0, starts)
+    assert len(calls) == 4  # spans [0, 4), [4, 9), [9, 11), [11, 12)
+    y_loop, s_loop = c.forward_loop(x, state0, starts)
+    torch.testing.assert_close(y, y_loop, atol=1e-12, rtol=0)
+    for a, b in zip(s, s_loop, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("name", RNNS)
+def test_rnn_forward_without_starts_after_the_first_step_is_one_library_call(name):
+    c = core(name, hidden_size=H)
+    x, state0 = randn(T, B, D, seed=2), random_state(c)
+    first_only = torch.zeros(T, B, dtype=torch.bool)
+    first_only[0, 1] = True
+    calls = count_library_calls(c)
+    for starts in (None, torch.zeros(T, B, dtype=torch.bool), first_only):
         y, s = c(x, state0, starts)
         y_loop, s_loop = c.forward_loop(x, state0, starts)
-        torch.testing.assert_close(y, y_loop, atol=1e-10, rtol=0)
-        for a, b in zip(s, s_loop):
-            torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
-    assert len(calls) == 2  # one per forward; the step loop runs the cell's equations
+        torch.testing.assert_close(y, y_loop, atol=1e-12, rtol=0)
+        for a, b in zip(s, s_loop, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    assert len(calls) == 3  # one per forward; the step loop runs the cell's equations
 
 
 # ---------------------------------------------------------------- bad options

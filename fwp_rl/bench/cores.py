@@ -29,6 +29,7 @@ class CoresOptions:
     repeats: int
     device: str
     cores: list[str] | None
+    reset_rate: float
     json: str | None
 
 
@@ -84,6 +85,8 @@ def bench_cores(seq_lens=(32, 128, 512), batch: int = 64, width: int = 256, head
     for option, value in (("--batch", batch), ("--width", width), ("--heads", heads), ("--repeats", repeats),
                           *(("--seq-lens", T) for T in seq_lens)):
         check_positive(option, value)
+    if not 0 <= reset_rate <= 1:
+        raise ConfigError(f"--reset-rate {reset_rate} is not allowed: it must be between 0 and 1")
     if width % heads:
         raise ConfigError(f"--width {width} is not allowed with --heads {heads}: the heads split the width, "
                           f"so it must be a multiple of {heads}")
@@ -159,9 +162,10 @@ def print_core_table(rows: list[dict], title: str, console: Console | None = Non
 
 def run_cores_bench(options: CoresOptions) -> None:
     rows = bench_cores(options.seq_lens, options.batch, options.width, options.heads, options.repeats, options.device,
-                       options.cores)
+                       options.cores, options.reset_rate)
     device = torch.device(options.device)
     title = (f"fwp-rl bench cores: batch {options.batch}, width {options.width}, {options.heads} heads, "
+             f"episode starts at {100 * options.reset_rate:g}% of the cores' steps (nn.LSTM: none), "
              f"median of {options.repeats}; {machine_description(device)}")
     forms = {r["core"]: r["form"] for r in rows if r["form"]}
     title += "".join(f"; chunkwise {core}: {form}" for core, form in forms.items())
