@@ -233,9 +233,9 @@ def ppo_update(policy: RecurrentPolicy, optimizer: torch.optim.Optimizer, rollou
             # The one host synchronisation of a minibatch: a step with a nan in it would spoil every parameter.
             if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
                 if hp.nonfinite == "stop":
-                    raise NonFiniteError(f"the loss or its gradient is not finite (policy_loss {policy_loss.item():.4g}, "
-                                         f"value_loss {value_loss.item():.4g}, entropy {entropy_mean.item():.4g}, "
-                                         f"gradient norm {grad_norm.item():.4g})")
+                    raise NonFiniteError(f"the loss or its gradient is not finite (policy_loss "
+                                         f"{policy_loss.item():.4g}, value_loss {value_loss.item():.4g}, entropy "
+                                         f"{entropy_mean.item():.4g}, gradient norm {grad_norm.item():.4g})")
                 skipped += 1
                 continue
             try:

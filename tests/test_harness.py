@@ -144,7 +144,8 @@ def run_files(run_dir):
 BUDGET = {"ppo": "ppo.total_steps=%d", "sb3_recurrent_ppo": "ppo.total_steps=%d",
           "neuroevolution": "search.max_generations=%d"}
 PER_ITERATION = {"ppo": 96, "sb3_recurrent_ppo": 96, "neuroevolution": 1}
-LEARNED = {"ppo": ("ppo.gamma=0.9", "ppo.gamma 0.99 -> 0.9"), "sb3_recurrent_ppo": ("ppo.gamma=0.9", "ppo.gamma 0.99 -> 0.9"),
+LEARNED = {"ppo": ("ppo.gamma=0.9", "ppo.gamma 0.99 -> 0.9"),
+           "sb3_recurrent_ppo": ("ppo.gamma=0.9", "ppo.gamma 0.99 -> 0.9"),
            "neuroevolution": ("search.stdev_init=0.9", "search.stdev_init 0.5 -> 0.9")}
 DEVICE = {"ppo": "ppo.device=cpu", "sb3_recurrent_ppo": "ppo.device=cpu", "neuroevolution": "search.device=cpu"}
 

@@ -40,7 +40,8 @@ RECALL = "env: {id: fwp_rl/Recall-v0, num_envs: 4, options: {k: 3, delay: 4}}\n"
 # core, so every kill lands inside the run (the run gets kills + 1 of them).
 FAULT_CONFIGS = {
     "ppo": (RECALL + "policy: {torso: mlp, core: delta, core_options: {hidden_size: 16}}\n"
-                     "ppo: {total_steps: %d, num_steps: 24, num_minibatches: 2, update_epochs: 2, device: cpu}\n", 3000),
+                     "ppo: {total_steps: %d, num_steps: 24, num_minibatches: 2, update_epochs: 2, device: cpu}\n",
+            3000),
     "sb3_recurrent_ppo": (RECALL + "policy: MlpLstmPolicy\npolicy_kwargs: {lstm_hidden_size: 16}\n"
                                    "ppo: {total_steps: %d, num_steps: 24, num_minibatches: 2, update_epochs: 2, "
                                    "device: cpu}\n", 1500),
@@ -129,10 +130,10 @@ def _comparable(record: dict) -> dict:
 
 def kill_and_resume(learner: str, folder: Path, kills: int, seed: int, max_delay: float = 1.0,
                     exact: bool | None = None) -> FaultReport:
-    """Train the run of ``FAULT_CONFIGS[learner]`` in ``folder`` once without interruption, then once killed ``kills`` times at
-    random moments (each within ``max_delay`` seconds of the run's first new record after its start or resume) and
-    resumed after each kill, and compare (module docstring). ``exact``: compare the figures and the solution too
-    (default: for neuroevolution, whose double pole resume is exact)."""
+    """Train the run of ``FAULT_CONFIGS[learner]`` in ``folder`` once without interruption, then once killed ``kills``
+    times at random moments (each within ``max_delay`` seconds of the run's first new record after its start or
+    resume) and resumed after each kill, and compare (module docstring). ``exact``: compare the figures and the
+    solution too (default: for neuroevolution, whose double pole resume is exact)."""
     exact = learner == "neuroevolution" if exact is None else exact
     rng = random.Random(seed)
     report = FaultReport(learner)
