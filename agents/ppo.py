@@ -36,7 +36,7 @@ from fwp_rl.envs.vector import Episode, VectorEnvConfig, make_vector_env
 from fwp_rl.evaluate import policy_episodes
 from fwp_rl.harness import Run, Trained
 from fwp_rl.policy import RecurrentPolicy
-from fwp_rl.runs import CheckpointError, NonFiniteError
+from fwp_rl.runs import CheckpointError, NonFiniteError, first_nonfinite
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -259,13 +259,10 @@ def ppo_update(policy: RecurrentPolicy, optimizer: torch.optim.Optimizer, rollou
 
 
 def check_parameters(module: nn.Module) -> None:
-    """NonFiniteError naming the first parameter of ``module`` with a nan or an infinity in it (one host
-    synchronisation when all are finite)."""
-    parameters = dict(module.named_parameters())
-    if bool(torch.stack([torch.isfinite(p).all() for p in parameters.values()]).all()):
-        return
-    name = next(name for name, p in parameters.items() if not bool(torch.isfinite(p).all()))
-    raise NonFiniteError(f"parameter {name} is not finite")
+    """NonFiniteError naming the first parameter of ``module`` with a nan or an infinity in it."""
+    name = first_nonfinite(module.named_parameters())
+    if name is not None:
+        raise NonFiniteError(f"parameter {name} is not finite")
 
 
 class Trainer:

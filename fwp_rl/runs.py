@@ -27,7 +27,7 @@ import math
 import os
 import pickle
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any], previous: str | P
     """Write ``payload`` (config, weights, learner state, ...) to ``path`` atomically; a NonFiniteError, and
     nothing written, when a floating-point tensor in it holds nan or inf. With ``previous``, the checkpoint at
     ``path`` is first kept there, so one bad write cannot take the only good state."""
-    spoiled = _nonfinite_tensor(payload)
+    spoiled = first_nonfinite(_tensors(payload, "the checkpoint"))
     if spoiled is not None:
         raise NonFiniteError(f"not writing {str(path)!r}: {spoiled} holds nan or inf (the checkpoint there is kept)")
     payload = {"format": CHECKPOINT_FORMAT, **payload}
@@ -119,22 +119,27 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any], previous: str | P
     atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
 
 
-def _nonfinite_tensor(value, where: str = "the checkpoint") -> str | None:
-    """Where in ``value`` (nested dicts, lists and tuples) a floating-point tensor holds nan or inf, or None."""
-    if isinstance(value, torch.Tensor):
-        finite = not value.is_floating_point() or bool(torch.isfinite(value).all())
-        return None if finite else where
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, (list, tuple)):
-        items = enumerate(value)
-    else:
+def first_nonfinite(named: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first floating-point tensor of ``named`` with a nan or an infinity in it, or None: one host
+    synchronisation per device when all are finite (training checks its parameters so after every update)."""
+    named = [(name, t) for name, t in named if t.is_floating_point()]
+    finite = [torch.isfinite(t).all() for _, t in named]
+    devices = {flag.device for flag in finite}
+    if all(bool(torch.stack([flag for flag in finite if flag.device == d]).all()) for d in devices):
         return None
-    for key, item in items:
-        found = _nonfinite_tensor(item, f"{where}[{key!r}]")
-        if found is not None:
-            return found
-    return None
+    return next(name for (name, _), flag in zip(named, finite) if not bool(flag))
+
+
+def _tensors(value, where: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """The tensors in ``value`` (nested dicts, lists and tuples), each named by where it is under ``where``."""
+    if isinstance(value, torch.Tensor):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _tensors(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _tensors(item, f"{where}[{i!r}]")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",

@@ -174,8 +174,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     # --- what a run promises
     Mutation("load-runs-code", "fwp_rl/runs.py", "map_location=map_location, weights_only=True)",
              "map_location=map_location, weights_only=False)", ("tests/test_runs.py",)),
-    Mutation("nan-checkpoint-written", "fwp_rl/runs.py", "spoiled = _nonfinite_tensor(payload)", "spoiled = None",
-             ("tests/test_runs.py",)),
+    Mutation("nan-checkpoint-written", "fwp_rl/runs.py", 'spoiled = first_nonfinite(_tensors(payload, "the checkpoint"))',
+             "spoiled = None", ("tests/test_runs.py",)),
     Mutation("previous-checkpoint-dropped", "fwp_rl/harness.py", 'previous=folder / "previous.pt" if keep else None',
              "previous=None", ("tests/test_runs.py", "tests/test_ppo.py")),
     Mutation("ppo-steps-through-nan", "agents/ppo.py", "if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):",
