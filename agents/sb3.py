@@ -205,6 +205,11 @@ def make_env(config: SB3Config) -> VecEnv:
         raise ConfigError(f"env.options={env.options!r} do not fit {env.id!r}: {e}") from None
 
 
+def one_env(config: SB3Config, seed: int) -> VecEnv:
+    """The vector env of ``config`` with one env, seeded with ``seed``: where a model is replayed."""
+    return make_env(dataclasses.replace(config, seed=seed, env=dataclasses.replace(config.env, num_envs=1)))
+
+
 @dataclass(frozen=True)
 class AnnealedLearningRate:
     """Our linear annealing as an SB3 schedule: update k of U (from 0) learns at learning_rate (1 - k / U).
@@ -251,15 +256,13 @@ def load_model(checkpoint: str | Path, device: str = "cpu") -> RecurrentPPO:
     """The RecurrentPPO of a checkpoint file or run directory written by ``train``, on one env of its config."""
     payload = load_checkpoint(checkpoint, learner=LEARNER)
     config = from_dict(SB3Config, payload["config"])
-    return model_from_payload(payload, make_env(dataclasses.replace(
-        config, env=dataclasses.replace(config.env, num_envs=1))), device)
+    return model_from_payload(payload, config, one_env(config, config.seed), device)
 
 
-def model_from_payload(payload: dict, env: VecEnv, device: str = "cpu") -> RecurrentPPO:
-    """The RecurrentPPO of a checkpoint's contents (``load_checkpoint``) on ``env``: made from the checkpoint's config,
-    with its weights. Not SB3's ``load``: SB3's saved models keep objects (the policy class, the schedules) that
-    loading them rebuilds by running code from the file."""
-    config = from_dict(SB3Config, payload["config"])
+def model_from_payload(payload: dict, config: SB3Config, env: VecEnv, device: str = "cpu") -> RecurrentPPO:
+    """The RecurrentPPO of a checkpoint's contents (``load_checkpoint``; ``config``, its config) on ``env``: made from
+    the config, with the checkpoint's weights. Not SB3's ``load``: SB3's saved models keep objects (the policy class,
+    the schedules) that loading them rebuilds by running code from the file."""
     model = make_model(dataclasses.replace(config, ppo=dataclasses.replace(config.ppo, device=device)), env)
     load_state(model, payload)
     return model
@@ -326,7 +329,7 @@ class EvaluationEnvs(Envs):
     """
 
     def __init__(self, config: SB3Config, seed: int):
-        self.venv = make_env(dataclasses.replace(config, seed=seed, env=dataclasses.replace(config.env, num_envs=1)))
+        self.venv = one_env(config, seed)
         self.num_envs = self.batch_size = 1
         self.env_ids = np.arange(1)
         self.single_observation_space = self.venv.observation_space
@@ -514,4 +517,4 @@ def train(config: SB3Config, resume: str | Path | None = None, console: Console 
 
 __all__ = ["AnnealedLearningRate", "EvaluationAgent", "EvaluationEnvs", "SB3Config", "UpdateCallback", "atari_env_id",
            "evaluation_episodes", "generator_states", "load_model", "make_env", "make_model", "model_arguments",
-           "model_from_payload", "monitor_episodes", "restore", "set_generator_states", "train"]
+           "model_from_payload", "monitor_episodes", "one_env", "restore", "set_generator_states", "train"]

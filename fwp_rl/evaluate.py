@@ -269,7 +269,7 @@ def evaluate_sb3(payload: dict, replay: Replay) -> dict:
         envs = sb3.EvaluationEnvs(config, replay.seed)
     except (ConfigError, KeyError) as e:
         raise CheckpointError(f"the checkpoint's env cannot be built here: {e}") from None
-    agent = sb3.EvaluationAgent(sb3.model_from_payload(payload, envs.venv, str(resolve_device("auto"))),
+    agent = sb3.EvaluationAgent(sb3.model_from_payload(payload, config, envs.venv, str(resolve_device("auto"))),
                                 replay.deterministic)
     return replay.report(config, *run_episodes(agent, envs, lambda obs: envs.render(), replay.episodes, replay.seed,
                                                replay.record))

@@ -2,7 +2,6 @@
 back), the ppo keys as RecurrentPPO arguments, the Atari wrappers, config errors, evaluate on its checkpoints
 (episodes, videos, memory view) and resume."""
 
-import dataclasses
 import json
 import tempfile
 
@@ -151,10 +150,6 @@ def sb3_run(tmp_path_factory):
     return tmp_path / "runs" / "recall"
 
 
-def one_env(config, seed):
-    return sb3.make_env(dataclasses.replace(config, seed=seed, env=dataclasses.replace(config.env, num_envs=1)))
-
-
 def test_evaluate_plays_the_episodes_sb3s_evaluate_policy_plays(sb3_run, tmp_path, capsys):
     # Sharpened action logits make each answer hinge on what the LSTM remembers of the cue, so the episodes
     # match only if the LSTM state is carried and reset at episode starts as SB3 does.
@@ -169,7 +164,7 @@ def test_evaluate_plays_the_episodes_sb3s_evaluate_policy_plays(sb3_run, tmp_pat
     figures = json.loads((tmp_path / "sharp.pt.eval.json").read_text())
     assert "episode return" in capsys.readouterr().out
     config = load_config(str(sb3_run / "config.yaml"), [])
-    returns, lengths = evaluate_policy(model, one_env(config, seed=1), n_eval_episodes=8, deterministic=True,
+    returns, lengths = evaluate_policy(model, sb3.one_env(config, seed=1), n_eval_episodes=8, deterministic=True,
                                        return_episode_rewards=True)
     assert figures["returns"] == returns and 0 < sum(returns) < 8
     assert figures["length_min"] == figures["length_max"] == 7 and lengths == [7] * 8
