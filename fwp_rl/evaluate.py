@@ -39,7 +39,7 @@ from rich.table import Table
 from fwp_rl.config import ConfigError, check_seed, from_dict
 from fwp_rl.files import atomic_write_text, replacing
 from fwp_rl.learners import LEARNERS, learner
-from fwp_rl.runs import CheckpointError, load_checkpoint
+from fwp_rl.runs import CheckpointError, checkpoint_file, load_checkpoint
 
 
 def _neuroevolution_policy(payload: dict):
@@ -313,7 +313,7 @@ def evaluate_checkpoint(path: str, episodes: int = 10, deterministic: bool = Fal
         raise ConfigError(f"--video {video_dir}: that is a file; --video names the directory to write the video into")
     source = checkpoint_source(path, which)
     payload = load_checkpoint(source)
-    checkpoint = source / "checkpoints" / "latest.pt" if source.is_dir() else source
+    checkpoint = checkpoint_file(source)
     try:
         entry = learner(payload.get("learner"))
     except ConfigError:

@@ -142,15 +142,19 @@ def _tensors(value, where: str) -> Iterator[tuple[str, torch.Tensor]]:
             yield from _tensors(item, f"{where}[{i!r}]")
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint file ``path`` names: ``path`` itself, or of a run directory its checkpoints/latest.pt."""
+    path = Path(path)
+    return path / "checkpoints" / "latest.pt" if path.is_dir() else path
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
                     learner: str | None = None) -> dict[str, Any]:
-    """Read a checkpoint written by ``save_checkpoint`` (with ``learner``: of that learner); a clear error for
-    anything else."""
-    file = Path(path)
-    if file.is_dir():
-        file = file / "checkpoints" / "latest.pt"
-        if not file.is_file():
-            raise CheckpointError(f"{str(path)!r} is a directory without checkpoints/latest.pt: not a run directory")
+    """Read a checkpoint written by ``save_checkpoint`` (a file, or a run directory: ``checkpoint_file``; with
+    ``learner``: of that learner); a clear error for anything else."""
+    file = checkpoint_file(path)
+    if Path(path).is_dir() and not file.is_file():
+        raise CheckpointError(f"{str(path)!r} is a directory without checkpoints/latest.pt: not a run directory")
     if not file.is_file():
         raise CheckpointError(f"checkpoint {str(file)!r} does not exist")
     try:
