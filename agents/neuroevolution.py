@@ -173,6 +173,9 @@ class NeuroevolutionConfig:
     def validate(self, prefix: str) -> None:
         check_seed(self.seed)
         check_run_name(self.name)
+        if self.policy.normalize_observations:
+            raise ConfigError("policy.normalize_observations=true is not allowed for neuroevolution: its statistics "
+                              "learn from PPO's rollouts only (fwp_rl.normalization)")
         if self.search.compile and self.env.id != DOUBLE_POLE:
             raise ConfigError(f"search.compile=true is allowed for env.id={DOUBLE_POLE!r} only (its rollouts are "
                               f"torch programs), got env.id={self.env.id!r}")

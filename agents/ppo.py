@@ -138,7 +138,8 @@ def make_policy(config: PPOConfig, observation_space, action_space, device: torc
     p = config.policy
     try:
         policy = RecurrentPolicy(observation_space, action_space, torso=p.torso, torso_options=p.torso_options,
-                                 core=p.core, core_options=p.core_options, action_squash=p.action_squash)
+                                 core=p.core, core_options=p.core_options, action_squash=p.action_squash,
+                                 normalize_observations=p.normalize_observations)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"policy: {e}") from None
     return policy.to(device=device, dtype=getattr(torch, p.dtype))
@@ -350,6 +351,7 @@ class Trainer:
         try:
             figures = ppo_update(self.policy, self.optimizer, rollout, hp, self.generator)
             check_parameters(self.policy)
+            self.policy.update_observation_statistics(rollout.obs)  # after the update: fwp_rl.normalization
         except NonFiniteError as e:
             raise NonFiniteError(f"update {self.update_index + 1} of {self.config.num_updates}: {e}. No checkpoint "
                                  "holds it. Lower ppo.learning_rate, or set ppo.nonfinite=skip to skip such "

@@ -202,13 +202,16 @@ def dump_yaml(obj, path: str | Path) -> None:
 # ---------------------------------------------------------------------------------------------- shared sections
 @dataclasses.dataclass
 class PolicyConfig:
-    """The policy both learners train (``fwp_rl.policy.RecurrentPolicy``)."""
+    """The policy both learners train (``fwp_rl.policy.RecurrentPolicy``). normalize_observations: normalize
+    observations by running statistics that the PPO learner keeps up to date (``fwp_rl.normalization``); neuroevolution
+    refuses it."""
 
     torso: str = "mlp"
     torso_options: dict = dataclasses.field(default_factory=dict)
     core: str = "delta"
     core_options: dict = dataclasses.field(default_factory=dict)
     action_squash: bool = False
+    normalize_observations: bool = False
     dtype: typing.Literal["float32", "float64"] = "float32"
 
 

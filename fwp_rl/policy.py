@@ -33,6 +33,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.utils import parameters_to_vector
 
 from fwp_rl.cores import State, make_core
+from fwp_rl.normalization import ObservationNormalizer
 from fwp_rl.population import PolicyPopulation
 from fwp_rl.torsos import make_torso
 
@@ -47,18 +48,26 @@ class RecurrentPolicy(nn.Module):
     of Box actions; action_squash: Box actions reach the environment as low + (high - low) (tanh(a) + 1) / 2
     instead of clipped, so an output of 0 is the middle of the box (the sigmoid output unit of the classic
     neuroevolution controllers). Either way the map is part of what the environment does with an action,
-    so log-probs stay those of the unsquashed samples.
+    so log-probs stay those of the unsquashed samples. normalize_observations: observations pass through an
+    ``ObservationNormalizer`` (running mean and variance, ``fwp_rl.normalization``) before the torso; its
+    statistics learn only through ``update_observation_statistics``. It needs a floating-point Box observation.
     """
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, torso: str = "mlp",
                  torso_options: dict | None = None, core: str = "delta", core_options: dict | None = None,
-                 log_std_init: float = 0.0, action_squash: bool = False):
+                 log_std_init: float = 0.0, action_squash: bool = False, normalize_observations: bool = False):
         super().__init__()
         if not isinstance(observation_space, spaces.Space):
             raise TypeError(f"observation_space must be a gymnasium space, got {type(observation_space).__name__}")
         self.observation_space, self.action_space = observation_space, action_space
         self.action_squash = bool(action_squash)
         self._population_graphs: dict[tuple, Callable] = {}  # see PolicyPopulation
+        self.observation_normalizer = None
+        if normalize_observations:
+            if not (isinstance(observation_space, spaces.Box) and np.issubdtype(observation_space.dtype, np.floating)):
+                raise ValueError(f"normalize_observations needs a floating-point Box observation space, got "
+                                 f"{observation_space}")
+            self.observation_normalizer = ObservationNormalizer(observation_space.shape)
         self.torso = make_torso(torso, observation_space, **(torso_options or {}))
         self.core = make_core(core, self.torso.output_size, **(core_options or {}))
         hidden = self.core.output_size
@@ -97,8 +106,17 @@ class RecurrentPolicy(nn.Module):
     # ------------------------------------------------------------------ the network
     def _features(self, obs: Tensor, lead: int) -> Tensor:
         """obs [*lead dims, *observation shape] -> torso features [*lead dims, F]."""
-        x = self.torso(obs.reshape(-1, *self.torso.observation_shape).to(self.dtype))
+        x = obs.reshape(-1, *self.torso.observation_shape).to(self.dtype)
+        if self.observation_normalizer is not None:
+            x = self.observation_normalizer(x)
+        x = self.torso(x)
         return x.reshape(*obs.shape[:lead], x.shape[-1])
+
+    def update_observation_statistics(self, obs: Tensor) -> None:
+        """Merge observations [..., *obs shape] into the normalizer's statistics (``normalize_observations``;
+        without it, nothing happens)."""
+        if self.observation_normalizer is not None:
+            self.observation_normalizer.update(obs)
 
     def _heads(self, h: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
         """Core outputs [..., H] -> (distribution parameters, values [...])."""

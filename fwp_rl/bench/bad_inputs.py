@@ -155,6 +155,7 @@ BAD_INPUTS: list[Case] = [
         ("policy.core_options.hidden_size=-1", "hidden_size"),
         ("policy.core_options.heads=3", "heads"),
         ("policy.action_squash=maybe", "policy.action_squash"),
+        ("policy.normalize_observations=maybe", "policy.normalize_observations"),
         ("seed=-1", "seed=-1"),
         ("seed=abc", "seed"),
         ("seed=1.5", "seed"),
@@ -193,6 +194,8 @@ BAD_INPUTS: list[Case] = [
         ("env.id=NoSuchEnv-v0", "env.id='NoSuchEnv-v0' is not a registered Gymnasium environment"),
         ("policy.core=nope", "core"),
         ("policy.dtype=int8", "policy.dtype='int8' is not allowed"),
+        ("policy.normalize_observations=true", "policy.normalize_observations=true is not allowed for "
+         "neuroevolution"),
         ("run.eval_every=5", "run.eval_every is allowed for Gymnasium ids only"),
     ]),
     *(_set("gym", o, e) for o, e in [
