@@ -74,6 +74,10 @@ and puts the checkpoint into it, as our PPO does:
   none of our metrics read, and on a GPU the CUDA generator (ours neither), so a resumed GPU run samples
   other actions than an uninterrupted one would.
 
+``normalize_observations: true`` wraps the envs in SB3's ``VecNormalize`` (observations only, clip 10), our
+``policy.normalize_observations`` done the SB3 way; its statistics are saved in the checkpoint
+(``observation_statistics``) and replays use them frozen.
+
 ``fwp-rl evaluate`` replays a checkpoint in one env made as the training envs (``EvaluationEnvs``),
 acting by SB3's own ``predict`` with the actor LSTM's state and episode starts (``EvaluationAgent``);
 its memory view draws the actor LSTM's cell. Evaluations during training (``run.eval_every``) play the model as
@@ -103,7 +107,7 @@ from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_atari_env, make_vec_env
 from stable_baselines3.common.logger import Logger
-from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
+from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecNormalize
 
 from fwp_rl.agents.ppo import PPOHyperparameters, RolloutCounts, UpdateDisplay, resolve_device
 from fwp_rl.config import ConfigError, RunConfig, check_run_name, check_seed, from_dict
@@ -125,6 +129,7 @@ class SB3Config(RolloutCounts):
 
     policy: SB3's policy name; policy_kwargs: its keyword arguments (lstm_hidden_size, n_lstm_layers,
     shared_lstm, enable_critic_lstm, net_arch, ...). env, ppo, run: as in a PPO config (module docstring).
+    normalize_observations: SB3's ``VecNormalize`` of the observations (module docstring).
     """
 
     learner: typing.Literal["sb3_recurrent_ppo"] = LEARNER
@@ -133,6 +138,7 @@ class SB3Config(RolloutCounts):
     env: VectorEnvConfig = field(default_factory=VectorEnvConfig)
     policy: typing.Literal["MlpLstmPolicy", "CnnLstmPolicy"] = "CnnLstmPolicy"
     policy_kwargs: dict = field(default_factory=dict)
+    normalize_observations: bool = False
     ppo: PPOHyperparameters = field(default_factory=PPOHyperparameters)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -152,6 +158,9 @@ class SB3Config(RolloutCounts):
                               "'stop'")
         if self.env.atari:
             _check_atari(self.env)
+            if self.normalize_observations:
+                raise ConfigError(f"normalize_observations=true is not allowed for {self.env.id!r}: it normalizes "
+                                  "vector observations, not Atari frames")
         elif self.env.options.get("vectorization_mode", "sync") != "sync":
             raise ConfigError(f"env.options.vectorization_mode={self.env.options['vectorization_mode']!r} is not "
                               f"allowed for {LEARNER}: its envs run in SB3's DummyVecEnv; choose 'sync'")
@@ -185,8 +194,16 @@ def _check_atari(env: VectorEnvConfig) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- env and model
-def make_env(config: SB3Config) -> VecEnv:
-    """The SB3 vector env of a config (module docstring); env i is seeded with config.seed + i."""
+def make_env(config: SB3Config, training: bool = True) -> VecEnv:
+    """The SB3 vector env of a config (module docstring); env i is seeded with config.seed + i. With
+    ``normalize_observations``, a ``VecNormalize`` whose statistics learn while ``training``."""
+    vec_env = _make_vec_env(config)
+    if config.normalize_observations:
+        return VecNormalize(vec_env, training=training, norm_obs=True, norm_reward=False, clip_obs=10.0)
+    return vec_env
+
+
+def _make_vec_env(config: SB3Config) -> VecEnv:
     env = config.env
     if env.atari:
         atari = env.atari_config()
@@ -206,8 +223,10 @@ def make_env(config: SB3Config) -> VecEnv:
 
 
 def one_env(config: SB3Config, seed: int) -> VecEnv:
-    """The vector env of ``config`` with one env, seeded with ``seed``: where a model is replayed."""
-    return make_env(dataclasses.replace(config, seed=seed, env=dataclasses.replace(config.env, num_envs=1)))
+    """The vector env of ``config`` with one env, seeded with ``seed``: where a model is replayed (its observation
+    statistics, with ``normalize_observations``, frozen: ``load_state`` or ``EvaluationEnvs`` sets them)."""
+    return make_env(dataclasses.replace(config, seed=seed, env=dataclasses.replace(config.env, num_envs=1)),
+                    training=False)
 
 
 @dataclass(frozen=True)
@@ -279,6 +298,22 @@ def load_state(model: RecurrentPPO, payload: dict) -> None:
         raise CheckpointError(f"the checkpoint does not fit this config's policy: {type(e).__name__}: "
                               f"{first_line}") from None
     model.num_timesteps = int(payload["global_step"])
+    statistics = payload.get("observation_statistics")
+    if statistics is not None:
+        set_observation_statistics(model.get_vec_normalize_env(), statistics)
+
+
+def observation_statistics(venv: VecNormalize) -> dict:
+    """A ``VecNormalize``'s observation statistics as tensors (what a checkpoint holds)."""
+    rms = venv.obs_rms
+    return {"mean": torch.from_numpy(rms.mean.copy()), "var": torch.from_numpy(rms.var.copy()),
+            "count": torch.tensor(float(rms.count), dtype=torch.float64)}
+
+
+def set_observation_statistics(venv: VecNormalize, statistics: dict) -> None:
+    rms = venv.obs_rms
+    rms.mean, rms.var = statistics["mean"].numpy().copy(), statistics["var"].numpy().copy()
+    rms.count = float(statistics["count"])
 
 
 def restore(model: RecurrentPPO, payload: dict, config: SB3Config) -> None:
@@ -328,8 +363,10 @@ class EvaluationEnvs(Envs):
     Atari the colour screen). ``venv`` is the SB3 vector env itself.
     """
 
-    def __init__(self, config: SB3Config, seed: int):
+    def __init__(self, config: SB3Config, seed: int, statistics: dict | None = None):
         self.venv = one_env(config, seed)
+        if statistics is not None:  # the observation statistics of the model as trained (normalize_observations)
+            set_observation_statistics(self.venv, statistics)
         self.num_envs = self.batch_size = 1
         self.env_ids = np.arange(1)
         self.single_observation_space = self.venv.observation_space
@@ -398,7 +435,8 @@ def evaluation_episodes(model: RecurrentPPO, config: SB3Config, seed: int, episo
                         deterministic: bool) -> list[Episode]:
     """``episodes`` whole episodes of ``model`` as trained, in one env made as the training envs and seeded with
     ``seed`` (``EvaluationEnvs``, acting by ``EvaluationAgent``: as ``fwp-rl evaluate`` replays a checkpoint)."""
-    envs = EvaluationEnvs(config, seed)
+    normalizer = model.get_vec_normalize_env()
+    envs = EvaluationEnvs(config, seed, None if normalizer is None else observation_statistics(normalizer))
     return run_episodes(EvaluationAgent(model, deterministic), envs, lambda obs: envs.render(), episodes, seed)[0]
 
 
@@ -465,8 +503,10 @@ class UpdateCallback(BaseCallback):
 
 
 def checkpoint_payload(model: RecurrentPPO, update: int) -> dict:
+    normalizer = model.get_vec_normalize_env()
+    statistics = {} if normalizer is None else {"observation_statistics": observation_statistics(normalizer)}
     return {"update": update, "global_step": model.num_timesteps, "policy": model.policy.state_dict(),
-            "optimizer": model.policy.optimizer.state_dict(), **generator_states()}
+            "optimizer": model.policy.optimizer.state_dict(), **statistics, **generator_states()}
 
 
 def check_update(figures: dict, model: RecurrentPPO, update: int) -> None:

@@ -14,7 +14,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from fwp_rl.agents import sb3
 from fwp_rl.cli import main
-from fwp_rl.config import from_dict
+from fwp_rl.config import ConfigError, from_dict
 from fwp_rl.evaluate import run_episodes
 from fwp_rl.learners import load_config
 from fwp_rl.memory_view import memory_images
@@ -319,3 +319,35 @@ def test_an_update_with_a_nan_loss_or_parameter_stops_the_run(sb3_run):
 def test_sb3_has_no_skipping_of_nonfinite_minibatches(tmp_path, capsys):
     assert main(["train", str(write_config(tmp_path)), "--set", "ppo.nonfinite=skip"]) == 2
     assert "ppo.nonfinite='skip' is not allowed for sb3_recurrent_ppo" in capsys.readouterr().err
+
+
+def test_normalize_observations_is_vec_normalize_saved_in_the_checkpoint_and_frozen_in_replays(tmp_path):
+    path = write_config(tmp_path, normalize_observations=True, run=dict(
+        root=str(tmp_path / "runs"), wandb="disabled", checkpoint_every=1, eval_every=1, eval_episodes=2))
+    assert main(["train", str(path)]) == 0
+    run_dir = tmp_path / "runs" / "recall"
+    statistics = load_checkpoint(run_dir)["observation_statistics"]
+    assert statistics["count"].item() == pytest.approx(4 + 192, abs=1e-3)  # the 4 envs' first resets, 2 rollouts
+    cue_rate = statistics["mean"][:3].sum().item()  # one cue shown at one step of each 7-step episode
+    assert 0 < cue_rate < 0.5 and statistics["var"][:3].min().item() > 0
+
+    model = sb3.load_model(run_dir)
+    venv = model.get_vec_normalize_env()
+    assert not venv.training and venv.norm_obs and not venv.norm_reward
+    np.testing.assert_array_equal(venv.obs_rms.mean, statistics["mean"].numpy())
+    config = load_config(str(run_dir / "config.yaml"), [])
+    envs = sb3.EvaluationEnvs(config, 0, sb3.observation_statistics(venv))
+    first = envs.reset()
+    expected = np.clip((envs.venv.get_original_obs() - venv.obs_rms.mean) / np.sqrt(venv.obs_rms.var + 1e-8), -10, 10)
+    np.testing.assert_allclose(first, expected, rtol=1e-5)
+    count = envs.venv.obs_rms.count
+    envs.send(np.zeros(1, dtype=np.int64))
+    envs.recv()
+    assert envs.venv.obs_rms.count == count  # frozen
+    envs.close()
+
+
+def test_normalize_observations_is_refused_for_atari_frames():
+    with pytest.raises(ConfigError, match="normalize_observations=true is not allowed for 'atari:pong'"):
+        from_dict(sb3.SB3Config, {**RECALL, "normalize_observations": True, "policy": "CnnLstmPolicy",
+                                  "env": dict(id="atari:pong", num_envs=2)})

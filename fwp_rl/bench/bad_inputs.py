@@ -211,6 +211,7 @@ BAD_INPUTS: list[Case] = [
         ("policy=MlpPolicy", "policy='MlpPolicy' is not allowed"),
         ("policy=CnnLstmPolicy", "CnnLstmPolicy"),
         ("policy_kwargs.bogus=1", "bogus"),
+        ("normalize_observations=maybe", "normalize_observations"),
         ("ppo.sequence_length=12", "ppo.sequence_length=12 is not allowed for sb3_recurrent_ppo"),
         ("ppo.nonfinite=skip", "ppo.nonfinite='skip' is not allowed for sb3_recurrent_ppo"),
         ("ppo.num_minibatches=5", "ppo.num_minibatches=5 is not allowed"),
