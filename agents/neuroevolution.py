@@ -7,7 +7,8 @@ evaluate a whole population at once:
 - ``DoublePoleProblem``: the torch double pole of ``fwp_rl.envs``; the population runs as one batched
   rollout, one policy call per control step for every candidate (``PolicyPopulation``), finished
   simulations masked, no host synchronisation per step.
-- ``GymProblem``: any registered Gymnasium id, through one Gymnasium vector env of P x E copies.
+- ``GymProblem``: any registered Gymnasium id (or "module:EnvId"), through one Gymnasium vector env of P x E
+  copies, observations made one Box as for PPO (``fwp_rl.envs.vector.flat_observations``).
 
 Both drive the population's memory with a ``MemoryController``. An ``Evolution`` searches a *task*, a problem with
 the rule that says when a run solved it: ``DoublePoleTask`` (the benchmark's success test) or ``GymTask`` (a target),
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -50,7 +52,7 @@ from torch import Tensor
 
 from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_run_name, check_seed, parse_device
 from fwp_rl.envs import double_pole
-from fwp_rl.envs.vector import Episode
+from fwp_rl.envs.vector import Episode, check_gym_id, flat_observations
 from fwp_rl.evaluate import policy_episodes
 from fwp_rl.harness import Run, Trained
 from fwp_rl.policy import RecurrentPolicy
@@ -63,8 +65,8 @@ RESTART_KEYS = ("restart_after", "restart_unbalanced_after")  # the search keys 
 # ---------------------------------------------------------------------------------------------- config
 @dataclass
 class EnvConfig:
-    """id: "double_pole" (the batched torch simulator; options are DoublePoleConfig fields) or a registered
-    Gymnasium id (options go to gymnasium.make_vec). episodes: episodes per candidate (Gymnasium ids; the
+    """id: "double_pole" (the batched torch simulator; options are DoublePoleConfig fields), a registered
+    Gymnasium id or "module:EnvId" (``fwp_rl.envs.vector``; options go to gymnasium.make_vec). episodes: episodes per candidate (Gymnasium ids; the
     double pole starts are deterministic, so one is all there is)."""
 
     id: str = DOUBLE_POLE
@@ -82,9 +84,8 @@ class EnvConfig:
             if self.episodes != 1:
                 raise ConfigError(f"{prefix}.episodes={self.episodes} is not allowed for {DOUBLE_POLE}: every "
                                   "episode starts from the standard start, so it must be 1")
-        elif self.id not in gym.registry:
-            raise ConfigError(f"{prefix}.id={self.id!r} is not a registered Gymnasium environment (nor "
-                              f"{DOUBLE_POLE!r}); see gymnasium.pprint_registry() for the ids")
+        else:
+            check_gym_id(self.id, f"{prefix}.id", repr(DOUBLE_POLE))
 
 
 @dataclass
@@ -403,7 +404,9 @@ class GymProblem(_PolicyProblem):
         if self._envs is None or self._envs.num_envs != n:
             if self._envs is not None:
                 self._envs.close()
-            self._envs = gym.make_vec(self.env_id, num_envs=n, vectorization_mode="sync", **self.options)
+            self._envs = gym.make_vec(self.env_id, num_envs=n, vectorization_mode="sync",
+                                      wrappers=[functools.partial(flat_observations, env_id=self.env_id)],
+                                      **self.options)
         return self._envs
 
     def _evaluate_batch(self, batch: SolutionBatch) -> None:
@@ -430,7 +433,7 @@ def make_policy(config: NeuroevolutionConfig) -> RecurrentPolicy:
         observation_space, action_space = double_pole.spaces(double_pole.make_config(**config.env.options))
     else:
         try:
-            probe = gym.make(config.env.id, **config.env.options)
+            probe = flat_observations(gym.make(config.env.id, **config.env.options), config.env.id)
         except TypeError as e:  # options the env does not take
             raise ConfigError(f"env.options {config.env.options} do not fit {config.env.id!r}: "
                               f"{str(e).splitlines()[0]}") from None

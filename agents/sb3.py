@@ -30,8 +30,10 @@ The ``ppo`` keys as ``RecurrentPPO`` arguments:
 Environments, stepped in one process by SB3's DummyVecEnv and each wrapped in SB3's Monitor, whose
 info["episode"] gives the logged episodes:
 
-- a Gymnasium id: ``make_vec_env(id, num_envs, env_kwargs=options)``; env i is seeded with seed + i as
-  ours. vectorization_mode must be "sync".
+- a Gymnasium id (or "module:EnvId"): ``make_vec_env(id, num_envs, env_kwargs=options)``; env i is seeded with
+  seed + i as ours. vectorization_mode must be "sync". Observations reach the policy as ours do, one Box
+  (``fwp_rl.envs.vector.flat_observations``, Dict, Tuple, Discrete, MultiDiscrete and MultiBinary flattened), so
+  ``MlpLstmPolicy`` takes them all.
 - "atari:<game>": ``make_atari_env("ALE/<Game>-v5")`` with the ``AtariConfig`` (preset and options) as:
 
   ===========================  ==========================================================================
@@ -111,7 +113,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecNormalize
 
 from fwp_rl.agents.ppo import PPOHyperparameters, RolloutCounts, UpdateDisplay, resolve_device
 from fwp_rl.config import ConfigError, RunConfig, check_run_name, check_seed, from_dict
-from fwp_rl.envs.vector import Envs, Episode, Step, VectorEnvConfig
+from fwp_rl.envs.vector import Envs, Episode, Step, VectorEnvConfig, flat_observations
 from fwp_rl.evaluate import run_episodes
 from fwp_rl.harness import Run, Trained
 from fwp_rl.agents.ppo import check_parameters
@@ -217,7 +219,10 @@ def _make_vec_env(config: SB3Config) -> VecEnv:
         return VecFrameStack(vec_env, atari.stack_num) if atari.stack_num > 1 else vec_env
     options = {k: v for k, v in env.options.items() if k != "vectorization_mode"}
     try:
-        return make_vec_env(env.id, n_envs=env.num_envs, seed=config.seed, env_kwargs=options)
+        return make_vec_env(env.id, n_envs=env.num_envs, seed=config.seed, env_kwargs=options,
+                            wrapper_class=flat_observations, wrapper_kwargs={"env_id": env.id})
+    except ConfigError:  # flat_observations: a space no policy takes
+        raise
     except (TypeError, ValueError) as e:
         raise ConfigError(f"env.options={env.options!r} do not fit {env.id!r}: {e}") from None
 

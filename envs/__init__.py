@@ -9,7 +9,7 @@
 ``gym.make_vec(id, num_envs)`` builds the batched torch ``DoublePoleVectorEnv``.
 
 ``vector.make_vector_env`` builds the environments PPO steps: "atari:<game>" through ale-py's C++
-vector env (``atari``), any registered Gymnasium id through Gymnasium's vector envs.
+vector env (``atari``), any registered Gymnasium id (or "module:EnvId") through Gymnasium's vector envs.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ Env ids (``VectorEnvConfig.id``):
   for CleanRL's ppo_atari_lstm). Games are ale-py's snake_case ROM ids: ``ale_py.roms.get_all_rom_ids()``.
 - anything else: a registered Gymnasium id (``gymnasium.pprint_registry()`` lists them; importing
   ``fwp_rl.envs`` adds the fwp_rl/... ids and ale-py's ALE/... ids, which run raw frames in Python: use
-  "atari:<game>" to train on Atari), through ``gymnasium.make_vec`` in "sync" or "async" mode.
+  "atari:<game>" to train on Atari), or "module:EnvId", an id that importing ``module`` registers (as
+  ``gymnasium.make`` takes it), through ``gymnasium.make_vec`` in "sync" or "async" mode. Observations of
+  any space of ``OBSERVATION_SPACES`` reach the policy as one Box (``flat_observations``).
 
 Every backend behaves the same (``Envs``):
 
@@ -29,6 +31,9 @@ Every backend behaves the same (``Envs``):
 from __future__ import annotations
 
 import difflib
+import functools
+import importlib
+import sys
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -39,6 +44,8 @@ from gymnasium.vector import AutoresetMode
 from fwp_rl.config import ConfigError
 
 ATARI_PREFIX = "atari:"
+OBSERVATION_SPACES = "Box, Discrete, MultiDiscrete, MultiBinary, or a Dict or Tuple of them (nested too)"
+_FLAT_SPACES = (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
 VECTORIZATION_MODES = ("sync", "async")
 LIST_IDS = 'python -c "import fwp_rl.envs, gymnasium; gymnasium.pprint_registry()"'
 
@@ -68,7 +75,7 @@ class Envs:
 
     Attributes: ``num_envs`` N; ``batch_size`` B, the envs each ``recv`` returns (N unless Atari runs
     asynchronously); ``env_ids`` int [B], the envs of the last ``reset`` or ``recv``, those the next
-    ``send`` acts for (arange(N) when synchronous); ``single_observation_space`` (a Box);
+    ``send`` acts for (arange(N) when synchronous); ``single_observation_space`` (a Box: ``flat_observations``);
     ``single_action_space``.
     """
 
@@ -132,13 +139,15 @@ class GymEnvs(Envs):
     """A registered Gymnasium id through ``gymnasium.make_vec`` with same-step autoreset.
 
     vectorization_mode: "sync" (one process) or "async" (one process per env); env_kwargs go to the env
-    (``gymnasium.make``). Rewards are passed on unclipped (float32); observations as the env makes them.
+    (``gymnasium.make``). Rewards are passed on unclipped (float32); observations as ``flat_observations``
+    makes them of the env's.
     """
 
     def __init__(self, env_id: str, num_envs: int, vectorization_mode: str = "sync",
                  env_kwargs: dict[str, Any] | None = None):
         self._envs = gym.make_vec(env_id, num_envs, vectorization_mode=vectorization_mode,
-                                  vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **(env_kwargs or {}))
+                                  vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+                                  wrappers=[functools.partial(flat_observations, env_id=env_id)], **(env_kwargs or {}))
         self.num_envs = self.batch_size = num_envs
         self.env_ids = np.arange(num_envs)
         self.single_observation_space = self._envs.single_observation_space
@@ -175,14 +184,60 @@ class GymEnvs(Envs):
         self._envs.close()
 
 
-def _space_problem(observation_space: gym.Space, action_space: gym.Space) -> str | None:
-    """Why a policy cannot run on these spaces, or None."""
-    if not isinstance(observation_space, gym.spaces.Box):
-        return (f"the observation space {observation_space} is not supported: it must be a Box (flatten "
-                "Dict or Tuple observations with gymnasium.wrappers.FlattenObservation in a registered env)")
-    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
-        return f"the action space {action_space} is not supported: it must be Discrete or Box"
-    return None
+def _unsupported_part(space: gym.Space) -> gym.Space | None:
+    """The first part of an observation space that is none of ``OBSERVATION_SPACES`` (the space itself if it is
+    not a Dict or Tuple), or None."""
+    if isinstance(space, _FLAT_SPACES):
+        return None
+    if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)):
+        parts = space.spaces.values() if isinstance(space, gym.spaces.Dict) else space.spaces
+        return next((bad for bad in map(_unsupported_part, parts) if bad is not None), None)
+    return space
+
+
+def flat_observations(env: gym.Env, env_id: str) -> gym.Env:
+    """``env`` with observations a policy reads: a Box as it is (frames keep their shape for the image torsos),
+    any other space of ``OBSERVATION_SPACES`` flattened into one Box by Gymnasium's ``FlattenObservation``.
+    Another space is a ``ConfigError`` naming ``env.id=env_id`` and the space (``env`` is closed).
+
+    Every learner makes its envs through this (our PPO and its evaluations, neuroevolution's vector env and its
+    probe, the SB3 baseline), so they all see the observations as the same Box, and rollout buffers, populations,
+    torsos and checkpoints hold plain tensors whatever the env's space. Flattening is exact: Box parts keep their
+    values, Discrete and MultiDiscrete parts become one-hot vectors, MultiBinary parts their 0/1 values, Dict parts
+    in the Dict's key order and Tuple parts in order (``gymnasium.spaces.flatten``). Encoding each part with a
+    network of its own would add nothing to the first layer of a torso: a Linear map of the concatenation is the
+    sum of Linear maps of the parts. Text, Graph, Sequence and OneOf are refused: Graph and Sequence have no
+    fixed size, and Text and OneOf flatten to indices that a torso would read as magnitudes.
+    """
+    space = env.observation_space
+    bad = _unsupported_part(space)
+    if bad is not None:
+        env.close()
+        with np.printoptions(linewidth=sys.maxsize):  # Box bounds on one line
+            inside = "" if bad is space else f" (its part {bad} is not)"
+            raise ConfigError(f"env.id={env_id!r}: the observation space {space} is not supported{inside}; a policy "
+                              f"takes {OBSERVATION_SPACES}")
+    return env if isinstance(space, gym.spaces.Box) else gym.wrappers.FlattenObservation(env)
+
+
+def check_gym_id(env_id: str, key: str, alternative: str) -> None:
+    """A ``ConfigError`` naming ``key`` unless ``env_id`` is a registered Gymnasium id or "module:EnvId" whose module
+    imports and registers EnvId (``gymnasium.make`` imports it the same way); ``alternative`` says what else the key
+    takes, for the message."""
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ConfigError(f"{key}={env_id!r}: module {module!r} cannot be imported: {e}") from None
+    if name in gym.registry:
+        return
+    close = difflib.get_close_matches(name, list(gym.registry), n=3)
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+    if module:
+        raise ConfigError(f"{key}={env_id!r}: module {module!r} registers no Gymnasium id {name!r}{hint}")
+    raise ConfigError(f"{key}={env_id!r} is neither {alternative}, a registered Gymnasium id nor 'module:EnvId'"
+                      f"{hint} (list the ids with: {LIST_IDS})")
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -190,7 +245,7 @@ def _space_problem(observation_space: gym.Space, action_space: gym.Space) -> str
 class VectorEnvConfig:
     """The environments of a PPO run.
 
-    id: "atari:<game>" or a registered Gymnasium id (module docstring). num_envs: environments stepped
+    id: "atari:<game>", a registered Gymnasium id or "module:EnvId" (module docstring). num_envs: environments stepped
     together. options: for Atari, ``AtariConfig`` fields other than game and num_envs, and "preset"
     ("v5" or "cleanrl_lstm"; fields given beside it override the preset's); for Gymnasium,
     "vectorization_mode" ("sync", the default, or "async") and keyword arguments of the env.
@@ -208,11 +263,7 @@ class VectorEnvConfig:
         if self.atari:
             self.atari_config(prefix)
             return
-        if self.id not in gym.registry:
-            close = difflib.get_close_matches(self.id, list(gym.registry), n=3)
-            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-            raise ConfigError(f"{key}id={self.id!r} is neither 'atari:<game>' nor a registered Gymnasium id{hint} "
-                              f"(list the ids with: {LIST_IDS})")
+        check_gym_id(self.id, f"{key}id", "'atari:<game>'")
         mode = self.options.get("vectorization_mode", "sync")
         if mode not in VECTORIZATION_MODES:
             raise ConfigError(f"{key}options.vectorization_mode={mode!r} is not allowed; choose one of: "
@@ -245,11 +296,13 @@ def make_vector_env(config: VectorEnvConfig, seed: int | None = None) -> Envs:
         mode = kwargs.pop("vectorization_mode", "sync")
         try:
             envs = GymEnvs(config.id, config.num_envs, mode, kwargs)
+        except ConfigError:  # flat_observations: a space no policy takes
+            raise
         except (TypeError, ValueError) as e:
             raise ConfigError(f"env.options={config.options!r} do not fit {config.id!r}: {e}") from None
-        problem = _space_problem(envs.single_observation_space, envs.single_action_space)
-        if problem:
+        if not isinstance(envs.single_action_space, (gym.spaces.Discrete, gym.spaces.Box)):
             envs.close()
-            raise ConfigError(f"env.id={config.id!r}: {problem}")
+            raise ConfigError(f"env.id={config.id!r}: the action space {envs.single_action_space} is not supported: "
+                              "it must be Discrete or Box")
     envs.single_action_space.seed(seed)
     return envs

@@ -45,12 +45,12 @@ class Countdown(gym.Env):
         return np.array([self.t, self.episodes], dtype=np.float32)
 
 
-class DictObservation(Countdown):
-    observation_space = gym.spaces.Dict({"x": Countdown.observation_space})
+class TextObservation(Countdown):
+    observation_space = gym.spaces.Text(5)
 
 
 gym.register("tests/Countdown-v0", entry_point=Countdown, max_episode_steps=MAX_STEPS)
-gym.register("tests/DictObservation-v0", entry_point=DictObservation)
+gym.register("tests/TextObservation-v0", entry_point=TextObservation)
 
 
 def atari(game: str, num_envs: int = 2, **options) -> AtariEnvs:
@@ -262,8 +262,8 @@ def test_presets():
     ({"id": "atari:pong", "options": {"preset": "dqn"}},
      r"env\.options\.preset='dqn' is not allowed; .*'cleanrl_lstm'"),
     ({"id": "atari:pong", "num_envs": 0}, r"env\.num_envs=0 is not allowed: it must be an integer >= 1"),
-    ({"id": "CartPole-v9"}, r"env\.id='CartPole-v9' is neither 'atari:<game>' nor a registered Gymnasium id; "
-                            r"did you mean 'CartPole-v1'.*pprint_registry"),
+    ({"id": "CartPole-v9"}, r"env\.id='CartPole-v9' is neither 'atari:<game>', a registered Gymnasium id nor "
+                            r"'module:EnvId'; did you mean 'CartPole-v1'.*pprint_registry"),
     ({"id": "CartPole-v1", "options": {"vectorization_mode": "vector_entry_point"}},
      r"env\.options\.vectorization_mode='vector_entry_point' is not allowed; choose one of: 'sync', 'async'"),
 ])
@@ -273,8 +273,8 @@ def test_config_errors_name_the_key_the_value_and_what_is_allowed(env, message):
 
 
 @pytest.mark.parametrize("env, message", [
-    (VectorEnvConfig("tests/DictObservation-v0", 2),
-     r"'tests/DictObservation-v0'.*observation space Dict\(.*must be a Box"),
+    (VectorEnvConfig("tests/TextObservation-v0", 2),
+     r"'tests/TextObservation-v0': the observation space Text\(.*\) is not supported; a policy takes Box, Discrete"),
     (VectorEnvConfig("fwp_rl/Recall-v0", 2, {"k": 1}), r"do not fit 'fwp_rl/Recall-v0': k=1 is not allowed"),
     (VectorEnvConfig("CartPole-v1", 2, {"speed": 3}), r"env\.options=\{'speed': 3\} do not fit 'CartPole-v1'"),
 ])

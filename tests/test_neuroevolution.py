@@ -419,7 +419,7 @@ def test_cartpole_target_stops_the_search():
     ({"search": {"algorithm": "ga"}}, r"search.popsize must be set for algorithm 'ga'"),
     ({"search": {"algorithm": "pgpe", "popsize": 7}}, r"popsize=7 is not allowed for 'pgpe'"),
     ({"search": {"popsize": 8, "stepsize": 1}}, r"search: unknown key 'stepsize'; allowed keys: algorithm"),
-    ({"env": {"id": "NoSuchEnv-v9"}}, r"env.id='NoSuchEnv-v9' is not a registered Gymnasium environment"),
+    ({"env": {"id": "NoSuchEnv-v9"}}, r"env.id='NoSuchEnv-v9' is neither 'double_pole', a registered Gymnasium id"),
     ({"env": {"options": {"task": "hard"}}}, r"env.options: task='hard' is not allowed"),
     ({"env": {"options": {"gravity": 1}}}, r"env.options: 'gravity' is not a field of DoublePoleConfig"),
     ({"learner": "sgd"}, r"learner"),

@@ -140,6 +140,8 @@ BAD_INPUTS: list[Case] = [
         ("ppo.bogus=1", "unknown key 'bogus'"),
         ("ppo=3", "ppo"),
         ("env.id=NoSuchEnv-v0", "env.id='NoSuchEnv-v0'"),
+        ("env.id=no_such_module:Env-v0", "module 'no_such_module' cannot be imported"),
+        ("env.id=json:Env-v0", "module 'json' registers no Gymnasium id 'Env-v0'"),
         ("env={id: 'atari:pongg', num_envs: 2}", "did you mean 'pong'"),
         ("env.num_envs=0", "env.num_envs=0"),
         ("env.num_envs=-2", "env.num_envs=-2"),
@@ -191,7 +193,9 @@ BAD_INPUTS: list[Case] = [
         ("env.episodes=2", "env.episodes=2 is not allowed for double_pole"),
         ("env.options.task=nope", "task"),
         ("env.options.bogus=1", "bogus"),
-        ("env.id=NoSuchEnv-v0", "env.id='NoSuchEnv-v0' is not a registered Gymnasium environment"),
+        ("env.id=NoSuchEnv-v0", "env.id='NoSuchEnv-v0' is neither 'double_pole', a registered Gymnasium id"),
+        ("env.id=no_such_module:Env-v0", "module 'no_such_module' cannot be imported"),
+        ("env.id=json:Env-v0", "module 'json' registers no Gymnasium id 'Env-v0'"),
         ("policy.core=nope", "core"),
         ("policy.dtype=int8", "policy.dtype='int8' is not allowed"),
         ("policy.normalize_observations=true", "policy.normalize_observations=true is not allowed for "
@@ -217,6 +221,7 @@ BAD_INPUTS: list[Case] = [
         ("ppo.num_minibatches=5", "ppo.num_minibatches=5 is not allowed"),
         ("env.options.vectorization_mode=async", "vectorization_mode='async' is not allowed"),
         ("env.id=atari:pong", "env.options"),
+        ("env.id=no_such_module:Env-v0", "module 'no_such_module' cannot be imported"),
     ]),
     # --set itself
     *(_set("ppo", o, e) for o, e in [
