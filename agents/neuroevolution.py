@@ -52,7 +52,7 @@ from torch import Tensor
 
 from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_run_name, check_seed, parse_device
 from fwp_rl.envs import double_pole
-from fwp_rl.envs.vector import Episode, check_gym_id, flat_observations
+from fwp_rl.envs.vector import ATARI_PREFIX, Episode, check_gym_id, flat_observations
 from fwp_rl.evaluate import policy_episodes
 from fwp_rl.harness import Run, Trained
 from fwp_rl.policy import RecurrentPolicy
@@ -84,6 +84,9 @@ class EnvConfig:
             if self.episodes != 1:
                 raise ConfigError(f"{prefix}.episodes={self.episodes} is not allowed for {DOUBLE_POLE}: every "
                                   "episode starts from the standard start, so it must be 1")
+        elif self.id.startswith(ATARI_PREFIX):
+            raise ConfigError(f"{prefix}.id={self.id!r} is not allowed for neuroevolution: 'atari:<game>' is ale-py's "
+                              f"vector env of PPO and SB3; use {DOUBLE_POLE!r} or a Gymnasium id (such as 'ALE/Pong-v5')")
         else:
             check_gym_id(self.id, f"{prefix}.id", repr(DOUBLE_POLE))
 

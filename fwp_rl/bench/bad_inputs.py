@@ -194,6 +194,7 @@ BAD_INPUTS: list[Case] = [
         ("env.options.task=nope", "task"),
         ("env.options.bogus=1", "bogus"),
         ("env.id=NoSuchEnv-v0", "env.id='NoSuchEnv-v0' is neither 'double_pole', a registered Gymnasium id"),
+        ("env.id=atari:pong", "env.id='atari:pong' is not allowed for neuroevolution"),
         ("env.id=no_such_module:Env-v0", "module 'no_such_module' cannot be imported"),
         ("env.id=json:Env-v0", "module 'json' registers no Gymnasium id 'Env-v0'"),
         ("policy.core=nope", "core"),
