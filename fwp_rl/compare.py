@@ -564,7 +564,7 @@ def _plot_solved(comparison: Comparison, ax, colors: dict) -> None:
         end = max([end, *solved])
         ax.step([0.0, *solved, end], np.arange(len(solved) + 2).clip(max=len(solved)) / len(of_group), where="post",
                 color=colors[row.group], linewidth=2,
-                label=f"{row.group} ({row.solved} of {_runs_and_seeds(of_group)} solved)")
+                label=f"{row.group}: {row.solved} solved of {_runs_and_seeds(of_group)}")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"{comparison.env_id}: share of runs solved", fontsize=9)
     ax.set_xlabel(comparison.x_label)
