@@ -357,12 +357,8 @@ def group_runs(runs: list[Run], group_by: str) -> tuple[dict[str, list[Run]], li
                 f"{group_by}={value}"
         value_of = {r.group: values[id(r)] for r in runs}
 
-        def by_value(label: str) -> tuple:  # numbers by value, then the rest by label
-            value = value_of[label]
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            return (0, value, label) if number else (1, 0, label)
-
-        order = sorted(value_of, key=by_value)
+        # numbers by value, then the rest by label
+        order = sorted(value_of, key=lambda g: (0, value_of[g], g) if _is_number(value_of[g]) else (1, 0, g))
     groups = {label: [r for r in runs if r.group == label] for label in order}
     if group_by != "name":
         for label, of_group in groups.items():
