@@ -709,7 +709,8 @@ def train(config: NeuroevolutionConfig, resume: str | Path | None = None, consol
                    tags=[config.policy.core, config.search.algorithm, "neuroevolution"], iteration="generation"):
         while not evolution.done and not run.stop_requested:
             r = evolution.step()
-            values = dict(generation=r.generation, best=r.best, mean=r.mean, best_ever=r.best_ever, seconds=r.seconds)
+            values = dict(generation=r.generation, best=r.best, mean=r.mean, best_ever=r.best_ever, seconds=r.seconds,
+                          solved=evolution.solved)
             status = f"gen {r.generation}  best {r.best:.4g}  best ever {r.best_ever:.4g}"
             if config.search.restarts:
                 values["restarts"] = r.restarts

@@ -133,20 +133,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--parallel", type=int, default=None, metavar="N",
                        help="with --seeds: train N seeds at a time in worker processes (default: one after another)")
 
-    compare = commands.add_parser("compare", help="learning curves and a table of runs: FWP cores vs the LSTM baseline")
+    compare = commands.add_parser("compare", help="learning curves and tables of runs grouped by config, with "
+                                                  "bootstrap intervals over seeds (see fwp_rl.compare)")
     compare.add_argument("runs", nargs="+", metavar="RUN_DIR_OR_GROUP",
                          help="run directories, or directories holding run directories (a --seeds group, runs/)")
     compare.add_argument("--out", default=None, metavar="DIR",
                          help="write curves.png and table.csv/.json/.md here (default: a fresh reports/compare-<env>/)")
     compare.add_argument("--force", action="store_true", help="overwrite the report files already in --out")
+    compare.add_argument("--group-by", default="name", metavar="name|core|KEY",
+                         help="name: one group per config, runs of configs that differ in more than seed, name and "
+                              "run.* never pooled (the default); core: one per policy.core; a dotted config key such "
+                              "as ppo.learning_rate: one per value")
     compare.add_argument("--metric", default=None, metavar="NAME",
                          help="the logged value to compare (default: " + ", ".join(
                              f"{entry.default_metric} for {name}" for name, entry in LEARNERS.items()) + ")")
     compare.add_argument("--window", type=int, default=10, metavar="K",
                          help="average the values over windows of K records (curves, final and best scores)")
-    compare.add_argument("--reference", default="lstm", metavar="CORE", help="the core of the reference columns")
-    compare.add_argument("--wandb", choices=("online", "disabled"), default=None,
-                         help="also log the report to W&B (default: online when every run logged online)")
+    compare.add_argument("--reference", default="lstm", metavar="GROUP_OR_CORE",
+                         help="the group of the reference columns: the group of that label, else the only group of "
+                              "that core's runs (default: lstm)")
+    compare.add_argument("--seed-lines", action="store_true", help="also draw each seed's curve, thin")
+    compare.add_argument("--wandb", choices=("online", "offline", "disabled"), default=None,
+                         help="also log the report to W&B, or write it for `wandb sync` with offline (default: "
+                              "online when every run logged online, else disabled)")
 
     evaluate = commands.add_parser("evaluate", help="replay a checkpoint")
     evaluate.add_argument("checkpoint", help="a checkpoint file or a run directory (its latest checkpoint)")
@@ -219,7 +228,7 @@ def _run(args) -> int:
         from fwp_rl.compare import compare
 
         compare(args.runs, out=args.out, metric=args.metric, window=args.window, reference=args.reference,
-                force=args.force, wandb_mode=args.wandb)
+                force=args.force, wandb_mode=args.wandb, group_by=args.group_by, seed_lines=args.seed_lines)
         return 0
     if args.command == "evaluate":
         from fwp_rl.config import ConfigError

@@ -310,6 +310,7 @@ BAD_INPUTS: list[Case] = [
     Case(("compare", "{dir}/runs/run", "--metric", "nope"), "nope", _fake_run()),
     Case(("compare", "{dir}/runs/run", "--window", "0"), "--window", _fake_run()),
     Case(("compare", "{dir}/runs/run", "--out", "{dir}/ppo.yaml"), "ppo.yaml", _fake_run()),
+    Case(("compare", "{dir}/runs/run", "--group-by", "ppo.nope"), "--group-by 'ppo.nope' is not allowed", _fake_run()),
     Case(("train", "--resume", "{dir}/runs/run"), "metrics.jsonl",
          _fake_run(metrics='{"step": 24}\n{"step": "x"}\n{"step": 48}\n')),
     # benchmarks' options
