@@ -696,8 +696,7 @@ def train(config: NeuroevolutionConfig, resume: str | Path | None = None, consol
                 "its budget is spent (raise search.max_evaluations or search.max_generations with --set)"
             run.console.print(f"nothing to continue in {run.run_dir}: {reason}")
             return run.result
-    with run.start(total=config.search.max_evaluations,
-                   tags=[config.policy.core, config.search.algorithm, "neuroevolution"], iteration="generation"):
+    with run.start(total=config.search.max_evaluations, iteration="generation"):
         while not evolution.done and not run.stop_requested:
             r = evolution.step()
             values = dict(generation=r.generation, best=r.best, mean=r.mean, best_ever=r.best_ever, seconds=r.seconds)

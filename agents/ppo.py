@@ -424,8 +424,7 @@ def train(config: PPOConfig, resume: str | Path | None = None, console: Console 
         if run.saved is not None:
             trainer.load_state_dict(run.saved)
         display = UpdateDisplay()
-        with run.start(total=config.num_updates * config.steps_per_update, tags=[config.policy.core, "ppo"],
-                       iteration="update"):
+        with run.start(total=config.num_updates * config.steps_per_update, iteration="update"):
             while trainer.update_index < config.num_updates and not run.stop_requested:
                 figures = trainer.update()
                 figures |= run.evaluate(trainer.play, final=trainer.update_index == config.num_updates)

@@ -494,7 +494,7 @@ def train(config: SB3Config, resume: str | Path | None = None, console: Console 
             restore(model, run.saved, config)
         display = UpdateDisplay()
         total = config.num_updates * config.steps_per_update
-        with run.start(total=total, tags=["lstm", "sb3"], iteration="update"):
+        with run.start(total=total, iteration="update"):
 
             def on_update(figures: dict, last: bool) -> None:
                 check_update(figures, model, run.iterations + 1)

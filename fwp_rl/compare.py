@@ -74,7 +74,7 @@ class Run:
 
     @property
     def core(self) -> str:
-        return learner(self.config["learner"]).core or self.config["policy"]["core"]
+        return learner(self.config["learner"]).core_of(self.config)
 
 
 @dataclass
@@ -391,7 +391,7 @@ def _log_to_wandb(comparison: Comparison, out: Path, project: str) -> None:
     config = {"runs": [str(r.path) for r in comparison.runs], "metric": comparison.metric,
               "window": comparison.window, "reference": comparison.reference}
     first = comparison.runs[0].config
-    group = learner(first["learner"]).wandb_group(first)  # the runs' group (the task): the comparison sits beside them
+    group = learner(first["learner"]).task(first)  # the runs' task
     run = start_wandb("online", project, out, f"compare {comparison.metric}", group,
                       ["compare", *(row.core for row in comparison.rows)], config)
     run.log({"comparison": wandb.Table(columns=fields, data=[[getattr(row, k) for k in fields]

@@ -55,6 +55,10 @@ MAX_SEED = 2**30 - 1
 its envs from seed + update: 2**30 leaves room for both."""
 
 
+MAX_TAG_LENGTH = 64
+"""The longest W&B tag (``RunConfig.tags``)."""
+
+
 def check_seed(seed: int, name: str = "seed") -> None:
     """A ConfigError naming ``name`` unless ``seed`` is a run seed (0 to MAX_SEED)."""
     if not 0 <= seed <= MAX_SEED:
@@ -216,9 +220,14 @@ class PolicyConfig:
 class RunConfig:
     """Where a run writes and how it logs.
 
-    group: the seed group the run belongs to, None for a run on its own; ``fwp-rl train --seeds`` sets it
-    to the name of the group directory that holds the seeds' run directories (``fwp_rl.seeds``), so it is checked
-    as a directory name, like a config's ``name`` (``check_run_name``).
+    wandb, project, entity, tags: where and how the run logs to Weights & Biases (``fwp_rl.runs.start_run_wandb``):
+    offline (the files stay in the run directory until ``wandb sync``), online or disabled; the project, the entity
+    (a user or team; None: the account's default) and tags added to the run's own (learner, core, task).
+
+    group: the experiment the run belongs to, its W&B group (None: the config's ``name``), so that W&B draws the runs
+    of one experiment as one line; ``fwp-rl train --seeds`` sets it to the name of the group directory that holds
+    the seeds' run directories (``fwp_rl.seeds``), so it is checked as a directory name, like a config's ``name``
+    (``check_run_name``).
 
     eval_every: evaluate the policy every this many updates (or generations) and at the end of the run (None or 0:
     never): ``eval_episodes`` whole episodes in an env of their own, acting by the most likely action
@@ -229,6 +238,8 @@ class RunConfig:
     root: str = "runs"
     wandb: typing.Literal["offline", "online", "disabled"] = "offline"
     project: str = "fwp-rl"
+    entity: str | None = None
+    tags: list[str] = dataclasses.field(default_factory=list)
     checkpoint_every: int = 10
     group: str | None = None
     eval_every: int | None = None
@@ -245,3 +256,10 @@ class RunConfig:
             raise ConfigError(f"{prefix}.eval_episodes={self.eval_episodes} is not allowed: it must be >= 1")
         if self.group is not None:
             check_run_name(self.group, f"{prefix}.group")
+        if self.entity is not None and not self.entity.strip():
+            raise ConfigError(f"{prefix}.entity={self.entity!r} is not allowed: name a W&B user or team, or leave it "
+                              "null for the account's default")
+        for i, tag in enumerate(self.tags):
+            if not tag.strip() or len(tag) > MAX_TAG_LENGTH:
+                raise ConfigError(f"{prefix}.tags[{i}]={tag!r} is not allowed: a W&B tag has 1 to {MAX_TAG_LENGTH} "
+                                  "characters")

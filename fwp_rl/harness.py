@@ -5,7 +5,7 @@ reads top to bottom; ``fwp_rl.agents.ppo.train``, in outline:
     with contextlib.closing(Trainer(config)) as trainer:   # what the user can get wrong fails here
         if run.saved is not None:
             trainer.load_state_dict(run.saved)
-        with run.start(total=config.num_updates * config.steps_per_update, tags=["ppo"], iteration="update"):
+        with run.start(total=config.num_updates * config.steps_per_update, iteration="update"):
             while trainer.update_index < config.num_updates and not run.stop_requested:
                 figures = trainer.update()
                 figures |= run.evaluate(trainer.play, final=trainer.update_index == config.num_updates)
@@ -26,8 +26,8 @@ prints where the resumed run goes on; holds run_dir/.lock (``fwp_rl.runs.lock_ru
 train the run stops with an error) until the block ends, by an error too; removes the temporary files that writes cut
 short by a kill left in the run directory and checkpoints/ (``fwp_rl.files.remove_temporaries``); writes config.yaml,
 the config the run goes on with (so a resume's longer budget is what the next resume reads); starts W&B in the
-learner's group (``fwp_rl.learners``; a resumed run continues its W&B run); opens metrics.jsonl (a resumed run first
-drops the records after its checkpoint: they get logged again); takes Ctrl-C and SIGTERM
+experiment's group (``fwp_rl.runs.start_run_wandb``; a resumed run continues its W&B run); opens metrics.jsonl (a
+resumed run first drops the records after its checkpoint: they get logged again); takes Ctrl-C and SIGTERM
 (``fwp_rl.progress.StopOnInterrupt``: the first asks the run to stop after the update or generation under way, the
 second stops it at once); and shows a progress line counting the learner's step unit. When the block ends, by an
 error too, metrics.jsonl and W&B are closed and the lock is released.
@@ -68,7 +68,7 @@ from fwp_rl.files import atomic_copy, remove_temporaries
 from fwp_rl.learners import learner
 from fwp_rl.progress import StopOnInterrupt, run_progress
 from fwp_rl.runs import (CheckpointError, MetricsLog, load_checkpoint, lock_run_dir, read_metrics, save_checkpoint,
-                         start_wandb, unique_run_dir)
+                         start_run_wandb, unique_run_dir)
 
 MAX_CHANGES_SHOWN = 8  # of a refused resume's config changes; the rest are counted
 
@@ -143,9 +143,9 @@ class Run:
             read_metrics(metrics)
 
     @contextlib.contextmanager
-    def start(self, total: int, tags: list[str], iteration: str) -> Iterator[Run]:
-        """The run, started (module docstring): ``total`` is the step at which the progress line is full, ``tags``
-        the W&B run's, ``iteration`` what the learner calls one pass of its loop (say "update")."""
+    def start(self, total: int, iteration: str) -> Iterator[Run]:
+        """The run, started (module docstring): ``total`` is the step at which the progress line is full,
+        ``iteration`` what the learner calls one pass of its loop (say "update")."""
         config, console = self.config, self.console
         step = 0 if self.saved is None else int(self.saved["global_step"])
         with contextlib.ExitStack() as held:
@@ -160,9 +160,8 @@ class Run:
             self._iteration = iteration
             dump_yaml(config, self.run_dir / "config.yaml")
             plain = to_dict(config)
-            wandb_run = start_wandb(config.run.wandb, config.run.project, self.run_dir, self.run_dir.name,
-                                    self.learner.wandb_group(plain), tags, plain,
-                                    run_id=None if self.saved is None else self.saved.get("wandb_id"))
+            wandb_run = start_run_wandb(plain, self.run_dir, self.run_dir.name, console,
+                                        run_id=None if self.saved is None else self.saved.get("wandb_id"))
             self.wandb_id = None if wandb_run is None else wandb_run.id
             self._metrics = MetricsLog(self.run_dir / "metrics.jsonl", wandb_run,
                                        keep_until=None if self.saved is None else step)

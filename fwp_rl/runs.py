@@ -247,22 +247,49 @@ def _plain(v):
     return v
 
 
-def start_wandb(mode: str, project: str, run_dir: Path, name: str, group: str, tags: list[str], config: dict,
-                run_id: str | None = None):
-    """A W&B run in ``mode`` (offline, online or disabled), or None when disabled; ``run_id`` continues
-    the W&B run of that id (a resumed training run).
-
-    A seed of a group (``config["run"]["group"]`` set, ``train --seeds``) is named <group>/<name> and
-    tagged with the group: ``group`` stays the learner's (the task), so the seeds of every core sit
-    side by side there and the tag (or the config field run.group) picks one experiment's seeds.
-    """
+def start_wandb(mode: str, project: str, folder: Path, name: str, group: str, tags: list[str], config: dict,
+                run_id: str | None = None, entity: str | None = None, job_type: str | None = None):
+    """A W&B run in ``mode`` (offline, online or disabled), its files under ``folder``/wandb, or None when disabled;
+    ``run_id`` continues the W&B run of that id (a resumed training run)."""
     if mode == "disabled":
         return None
     import wandb
 
-    seed_group = config.get("run", {}).get("group")
-    if seed_group:
-        name, tags = f"{seed_group}/{name}", [*tags, seed_group]
+    return wandb.init(project=project, entity=entity, dir=str(folder), name=name, group=group, tags=tags,
+                      config=config, job_type=job_type, mode=mode, id=run_id, resume="allow" if run_id else None,
+                      settings=wandb.Settings(silent=True))
 
-    return wandb.init(project=project, dir=str(run_dir), name=name, group=group, tags=tags, config=config,
-                      mode=mode, id=run_id, resume="allow" if run_id else None, settings=wandb.Settings(silent=True))
+
+def start_run_wandb(config: dict, folder: Path, name: str, console, mode: str | None = None,
+                    run_id: str | None = None, job_type: str = "train"):
+    """The W&B run of a run whose config (plain data) is ``config``, in ``mode`` (None: its run.wandb), its files
+    under ``folder``/wandb; None when disabled. Training runs (``fwp_rl.harness``) and ``fwp-rl evaluate --wandb``
+    (job type "evaluate") start theirs here, so both are filed alike:
+
+    - group: the experiment, run.group or else the config's name: the seeds of a ``train --seeds`` group, or the runs
+      of one config, are one line in W&B's charts, apart from every other config's (another core, the SB3 baseline);
+    - name: ``name`` (the run directory's), <group>/<name> for a run of a group;
+    - config: the run's config with the fields ``core`` (``fwp_rl.learners.Learner.core_of``: SB3's runs are
+      "sb3_lstm") and ``task`` (``Learner.task``) added at the top, beside ``learner`` and ``seed``, for the UI to
+      group and filter by;
+    - tags: the learner, the core and the task, then run.tags;
+    - project and entity: run.project and run.entity.
+
+    An offline run prints the folder it writes and the command that uploads it, on ``console``.
+    """
+    from fwp_rl.learners import learner  # here: fwp_rl.learners imports the learners' modules only when asked
+
+    run = config["run"]
+    mode = mode or run["wandb"]
+    if mode == "disabled":
+        return None
+    entry = learner(config["learner"])
+    core, task, group = entry.core_of(config), entry.task(config), run.get("group")
+    tags = list(dict.fromkeys([config["learner"], core, task, *run.get("tags", [])]))
+    wandb_run = start_wandb(mode, run["project"], folder, f"{group}/{name}" if group else name,
+                            group or config["name"], tags, {**config, "core": core, "task": task}, run_id=run_id,
+                            entity=run.get("entity"), job_type=job_type)
+    if mode == "offline":
+        folder = wandb_run.settings.sync_dir
+        console.print(f"W&B offline: {folder}; upload with: wandb sync {folder}", soft_wrap=True)  # unbroken
+    return wandb_run

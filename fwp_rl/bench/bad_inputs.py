@@ -169,6 +169,12 @@ BAD_INPUTS: list[Case] = [
         ("run.eval_every=often", "run.eval_every"),
         ("run.eval_episodes=0", "run.eval_episodes=0 is not allowed"),
         ("run.eval_deterministic=maybe", "run.eval_deterministic"),
+        ("run.tags=mine", "run.tags: expected a list, got 'mine'"),
+        ("run.tags=[1]", "run.tags[0]=1 is not allowed: expected str"),
+        ("run.tags=['']", "run.tags[0]='' is not allowed: a W&B tag has 1 to 64 characters"),
+        (f"run.tags=[{'x' * 65}]", "run.tags[0]="),
+        ("run.entity=''", "run.entity='' is not allowed: name a W&B user or team"),
+        ("run.entity=[a]", "run.entity=['a'] is not allowed"),
         ("run.bogus=1", "unknown key 'bogus'"),
     ]),
     # neuroevolution's config
