@@ -229,6 +229,9 @@ class RunConfig:
     the seeds' run directories (``fwp_rl.seeds``), so it is checked as a directory name, like a config's ``name``
     (``check_run_name``).
 
+    tensorboard: also write every metrics record as TensorBoard scalars, at its step, into runs/<name>/tensorboard/
+    (``fwp_rl.runs.MetricsLog``).
+
     eval_every: evaluate the policy every this many updates (or generations) and at the end of the run (None or 0:
     never): ``eval_episodes`` whole episodes in an env of their own, acting by the most likely action
     (``eval_deterministic``) or sampling; the best evaluation's checkpoint is kept as checkpoints/best.pt
@@ -240,6 +243,7 @@ class RunConfig:
     project: str = "fwp-rl"
     entity: str | None = None
     tags: list[str] = dataclasses.field(default_factory=list)
+    tensorboard: bool = False
     checkpoint_every: int = 10
     group: str | None = None
     eval_every: int | None = None

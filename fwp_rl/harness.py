@@ -27,7 +27,8 @@ train the run stops with an error) until the block ends, by an error too; remove
 short by a kill left in the run directory and checkpoints/ (``fwp_rl.files.remove_temporaries``); writes config.yaml,
 the config the run goes on with (so a resume's longer budget is what the next resume reads); starts W&B in the
 experiment's group (``fwp_rl.runs.start_run_wandb``; a resumed run continues its W&B run); opens metrics.jsonl (a
-resumed run first drops the records after its checkpoint: they get logged again); takes Ctrl-C and SIGTERM
+resumed run first drops the records after its checkpoint: they get logged again), and with run.tensorboard
+TensorBoard's events in tensorboard/; takes Ctrl-C and SIGTERM
 (``fwp_rl.progress.StopOnInterrupt``: the first asks the run to stop after the update or generation under way, the
 second stops it at once); and shows a progress line counting the learner's step unit. When the block ends, by an
 error too, metrics.jsonl and W&B are closed and the lock is released.
@@ -164,7 +165,8 @@ class Run:
                                         run_id=None if self.saved is None else self.saved.get("wandb_id"))
             self.wandb_id = None if wandb_run is None else wandb_run.id
             self._metrics = MetricsLog(self.run_dir / "metrics.jsonl", wandb_run,
-                                       keep_until=None if self.saved is None else step)
+                                       keep_until=None if self.saved is None else step,
+                                       tensorboard=self.run_dir / "tensorboard" if config.run.tensorboard else None)
             held.callback(self._metrics.close)
             with StopOnInterrupt(console, f"after this {iteration}") as self._stop:
                 with run_progress(console, self.learner.step_unit) as self._progress:

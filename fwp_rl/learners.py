@@ -55,10 +55,10 @@ def _env_id_and_double_pole_task(config: dict) -> str:
     return f"{DOUBLE_POLE}-{double_pole.make_config(**(env.get('options') or {})).task}"
 
 
-RUN_SETTINGS = ("run.root", "run.wandb", "run.project", "run.entity", "run.tags", "run.checkpoint_every",
-                "run.eval_every")
-"""The run.* keys a resume may change: where new runs go, W&B's mode, project, entity and tags, how often to save and
-to evaluate. Not run.group: it names the experiment
+RUN_SETTINGS = ("run.root", "run.wandb", "run.project", "run.entity", "run.tags", "run.tensorboard",
+                "run.checkpoint_every", "run.eval_every")
+"""The run.* keys a resume may change: where new runs go, W&B's mode, project, entity and tags, whether TensorBoard
+logs too (from the resume on), how often to save and to evaluate. Not run.group: it names the experiment
 the run belongs to (its W&B group; a --seeds group's directory); nor run.eval_episodes and run.eval_deterministic:
 they make the score that checkpoints/best.pt is the best of (``fwp_rl.harness``)."""
 

@@ -5,6 +5,7 @@
     runs/<name>/checkpoints/       latest.pt, previous.pt: the one latest.pt replaced, and best.pt: the best
                                    evaluation's (run.eval_every, ``fwp_rl.harness``); each written atomically
     runs/<name>/wandb/             W&B's own files (offline by default: `wandb sync` uploads them later)
+    runs/<name>/tensorboard/       with run.tensorboard, the metrics as TensorBoard scalars
     runs/<name>/.lock              held (flock) by the process that trains the run (``lock_run_dir``)
 
 Every learner's run writes them through ``fwp_rl.harness.Run``. The seeds of ``fwp-rl train --seeds`` are
@@ -177,34 +178,52 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
 
 
 class MetricsLog:
-    """Appends one JSON object per line to metrics.jsonl and mirrors it to W&B when a run is given.
+    """Appends one JSON object per line to metrics.jsonl and mirrors it to W&B when a run is given, and with
+    ``tensorboard`` (a folder) as TensorBoard scalars: each number of the record under its key, at its step, as
+    CleanRL's and SB3's runs write theirs (a value that is not finite, null in metrics.jsonl, is left out).
 
     keep_until: a resumed run first drops the records of steps after the checkpoint it resumes from
-    (the file is rewritten atomically), so each step appears once.
+    (the file is rewritten atomically), so each step appears once; TensorBoard is told to drop them too (a purge
+    from step keep_until + 1 on, which its readers apply).
     """
 
-    def __init__(self, path: str | Path, wandb_run=None, keep_until: int | None = None):
+    def __init__(self, path: str | Path, wandb_run=None, keep_until: int | None = None,
+                 tensorboard: str | Path | None = None):
         self.path = Path(path)
         self.wandb_run = wandb_run
         if keep_until is not None and self.path.is_file():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= keep_until]
             atomic_write_bytes(self.path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
         self._file = open(self.path, "a", buffering=1)
+        self._tensorboard = None
+        if tensorboard is not None:
+            from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: seconds, so only when asked
+
+            self._tensorboard = SummaryWriter(str(tensorboard),
+                                              purge_step=None if keep_until is None else keep_until + 1)
 
     def log(self, step: int, **values: float) -> None:
         record = {"step": int(step), **{k: _plain(v) for k, v in values.items()}}
         self._file.write(json.dumps(record) + "\n")
         if self.wandb_run is not None:
             self.wandb_run.log(values, step=int(step))
+        if self._tensorboard is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tensorboard.add_scalar(key, value, int(step))
 
     def sync(self) -> None:
         """Put every record logged so far on disk (flush and fsync): a checkpoint written after this covers no
-        update that a crash could take out of metrics.jsonl."""
+        update that a crash could take out of metrics.jsonl. TensorBoard's events are flushed too."""
         self._file.flush()
         os.fsync(self._file.fileno())
+        if self._tensorboard is not None:
+            self._tensorboard.flush()
 
     def close(self) -> None:
         self._file.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
         if self.wandb_run is not None:
             self.wandb_run.finish()
 

@@ -265,6 +265,61 @@ def test_w_and_b_files_each_experiment_in_its_own_group(tmp_path, capsys, wandb_
         assert f"W&B offline: {folder}; upload with: wandb sync {folder}\n" in printed
 
 
+def tensorboard_records(folder):
+    """The scalars of TensorBoard's event files in ``folder`` as metrics records, {"step": step, **values}, by step
+    (TensorBoard's reader applies a resume's purge)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})  # 0: every event, none sampled away
+    events.Reload()
+    by_step: dict[int, dict] = {}
+    for key in events.Tags()["scalars"]:
+        steps = [event.step for event in events.Scalars(key)]
+        assert steps == sorted(set(steps)), f"{key} has a step twice, or out of order: {steps}"
+        for event in events.Scalars(key):
+            by_step.setdefault(event.step, {"step": event.step})[key] = event.value
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def numbers(records):
+    """The records with the values TensorBoard keeps: numbers, as 32-bit floats; no nulls."""
+    return [{k: v if k == "step" else pytest.approx(v, rel=1e-6) for k, v in r.items() if v is not None}
+            for r in records]
+
+
+def test_tensorboard_gets_the_scalars_of_metrics_jsonl_and_a_resume_drops_what_it_drops(tmp_path):
+    path, folder = tmp_path / "metrics.jsonl", tmp_path / "tensorboard"
+    log = MetricsLog(path, tensorboard=folder)
+    for step in (10, 20, 30):
+        log.log(step, loss=step / 7, update=step // 10, broken=float("nan") if step == 20 else 1.0)
+    log.close()
+    assert tensorboard_records(folder) == numbers(read_metrics(path))
+    assert [set(r) for r in tensorboard_records(folder)] == [{"step", "loss", "update", "broken"}, {"step", "loss",
+                                                             "update"}, {"step", "loss", "update", "broken"}]
+    # a resume from the checkpoint of step 20: step 30 is logged again, with other values, and once
+    log = MetricsLog(path, keep_until=20, tensorboard=folder)
+    log.log(30, loss=-1.0, update=3, broken=2.0)
+    log.log(40, loss=-2.0, update=4, broken=2.0)
+    log.close()
+    records = read_metrics(path)
+    assert [r["step"] for r in records] == [10, 20, 30, 40] and records[2]["loss"] == -1.0
+    assert tensorboard_records(folder) == numbers(records)
+
+
+def test_a_run_with_run_tensorboard_writes_its_metrics_there(tmp_path, wandb_runs):
+    """run.tensorboard: runs/<name>/tensorboard/ holds every number of metrics.jsonl at its step; off by default."""
+    config = write_yaml(tmp_path, "learner: ppo\nname: recall\n" + RECALL_ENV +
+                        "policy: {torso: mlp, core: lstm, core_options: {hidden_size: 8}}\n"
+                        f"ppo: {PPO_STEPS % 96}\n")
+    assert main(["train", str(config), "--set", "run.tensorboard=true"]) == 0
+    run_dir = tmp_path / "runs" / "recall"
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert len(records) == 2 and "policy_loss" in records[0]
+    assert tensorboard_records(run_dir / "tensorboard") == numbers(records)
+    assert main(["train", str(config), "--set", "run.wandb=disabled"]) == 0
+    assert not (tmp_path / "runs" / "recall-2" / "tensorboard").exists()
+
+
 def test_a_disabled_run_starts_no_w_and_b_run(tmp_path, wandb_runs):
     """run.wandb=disabled: no W&B run, the metrics file all the same."""
     config = write_yaml(tmp_path, "learner: ppo\nname: recall\n" + RECALL_ENV +

@@ -175,6 +175,7 @@ BAD_INPUTS: list[Case] = [
         (f"run.tags=[{'x' * 65}]", "run.tags[0]="),
         ("run.entity=''", "run.entity='' is not allowed: name a W&B user or team"),
         ("run.entity=[a]", "run.entity=['a'] is not allowed"),
+        ("run.tensorboard=maybe", "run.tensorboard='maybe' is not allowed"),
         ("run.bogus=1", "unknown key 'bogus'"),
     ]),
     # neuroevolution's config
