@@ -365,11 +365,12 @@ class Trainer:
                            episodes=len(episodes))
         return figures
 
-    def play(self, seed: int, episodes: int, deterministic: bool) -> list[Episode]:
+    def play(self, seed: int, episodes: int, deterministic: bool, record: bool = False) -> tuple[list[Episode], dict]:
         """``episodes`` whole episodes of the policy as trained, in one env of the run's env id made for them and
-        seeded with ``seed`` (``fwp_rl.evaluate.policy_episodes``: as ``fwp-rl evaluate`` replays a checkpoint)."""
+        seeded with ``seed`` (``fwp_rl.evaluate.policy_episodes``: as ``fwp-rl evaluate`` replays a checkpoint), and
+        with ``record`` the first one's recording."""
         env = self.config.env
-        return policy_episodes(self.policy, env.id, env.options, episodes, deterministic, seed)[0]
+        return policy_episodes(self.policy, env.id, env.options, episodes, deterministic, seed, record)
 
     def state_dict(self) -> dict:
         return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -394,12 +394,13 @@ class EvaluationAgent:
         return values[0].reshape(-1).cpu().numpy()
 
 
-def evaluation_episodes(model: RecurrentPPO, config: SB3Config, seed: int, episodes: int,
-                        deterministic: bool) -> list[Episode]:
+def evaluation_episodes(model: RecurrentPPO, config: SB3Config, seed: int, episodes: int, deterministic: bool,
+                        record: bool = False) -> tuple[list[Episode], dict]:
     """``episodes`` whole episodes of ``model`` as trained, in one env made as the training envs and seeded with
-    ``seed`` (``EvaluationEnvs``, acting by ``EvaluationAgent``: as ``fwp-rl evaluate`` replays a checkpoint)."""
+    ``seed`` (``EvaluationEnvs``, acting by ``EvaluationAgent``: as ``fwp-rl evaluate`` replays a checkpoint), and
+    with ``record`` the first one's recording."""
     envs = EvaluationEnvs(config, seed)
-    return run_episodes(EvaluationAgent(model, deterministic), envs, lambda obs: envs.render(), episodes, seed)[0]
+    return run_episodes(EvaluationAgent(model, deterministic), envs, lambda obs: envs.render(), episodes, seed, record)
 
 
 # ---------------------------------------------------------------------------------------------- runs

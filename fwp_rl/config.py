@@ -235,7 +235,9 @@ class RunConfig:
     eval_every: evaluate the policy every this many updates (or generations) and at the end of the run (None or 0:
     never): ``eval_episodes`` whole episodes in an env of their own, acting by the most likely action
     (``eval_deterministic``) or sampling; the best evaluation's checkpoint is kept as checkpoints/best.pt
-    (``fwp_rl.harness``).
+    (``fwp_rl.harness``). eval_video_every: every this many evaluations' worth of updates (None or 0: never), and at
+    the last evaluation, the evaluation's first episode is also recorded, runs/<name>/videos/<update>.mp4, and logged
+    to W&B as a video.
     """
 
     root: str = "runs"
@@ -249,6 +251,7 @@ class RunConfig:
     eval_every: int | None = None
     eval_episodes: int = 10
     eval_deterministic: bool = True
+    eval_video_every: int | None = None
 
     def validate(self, prefix: str) -> None:
         if self.checkpoint_every < 1:
@@ -267,3 +270,9 @@ class RunConfig:
             if not tag.strip() or len(tag) > MAX_TAG_LENGTH:
                 raise ConfigError(f"{prefix}.tags[{i}]={tag!r} is not allowed: a W&B tag has 1 to {MAX_TAG_LENGTH} "
                                   "characters")
+        if self.eval_video_every is not None and self.eval_video_every < 0:
+            raise ConfigError(f"{prefix}.eval_video_every={self.eval_video_every} is not allowed: it must be >= 1, or "
+                              "0 or null for no video")
+        if self.eval_video_every and not self.eval_every:
+            raise ConfigError(f"{prefix}.eval_video_every={self.eval_video_every} records the video of an evaluation: "
+                              "set run.eval_every too")

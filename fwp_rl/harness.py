@@ -64,7 +64,7 @@ from rich.console import Console
 
 from fwp_rl.config import MAX_SEED, ConfigError, dump_yaml, to_dict
 from fwp_rl.envs.vector import Episode
-from fwp_rl.evaluate import episode_figures
+from fwp_rl.evaluate import _episode_video, episode_figures, video_path
 from fwp_rl.files import atomic_copy, remove_temporaries
 from fwp_rl.learners import learner
 from fwp_rl.progress import StopOnInterrupt, run_progress
@@ -80,9 +80,10 @@ seeds count up from the run's seed by one per env, and by one per update a PPO o
 by one per episode evaluated), so they stay below it for any run shorter than 2**30 of those; and seed + 2**30 is
 still a 32-bit signed seed, which ale-py needs."""
 
-Play = Callable[[int, int, bool], list[Episode]]
-"""A learner's ``play(seed, episodes, deterministic)``: that many whole episodes of its policy as trained, in an env of
-its own seeded with ``seed`` (``fwp_rl.evaluate.run_episodes``)."""
+Play = Callable[[int, int, bool, bool], tuple[list[Episode], dict]]
+"""A learner's ``play(seed, episodes, deterministic, record)``: that many whole episodes of its policy as trained, in
+an env of its own seeded with ``seed``, and with ``record`` the first one's recording (``fwp_rl.evaluate.run_episodes``
+gives both)."""
 
 
 @contextlib.contextmanager
@@ -126,6 +127,7 @@ class Run:
         self.best = None if self.saved is None else self.saved.get("best_evaluation")
         self.wandb_id: str | None = None
         self.stopped = False
+        self._video: Path | None = None  # the video of the evaluation about to be logged (run.eval_video_every)
 
     def _check_resume(self, resume: str | Path) -> None:
         """Refuse to resume a run that another process trains, whose config changed more than its learner allows,
@@ -184,13 +186,22 @@ class Run:
     def evaluate(self, play: Play, final: bool) -> dict:
         """The evaluation of the update (or generation) about to be logged (module docstring), as figures for its
         metrics record: when ``run.eval_every`` is set and the update is one of every ``eval_every``, or ``final``
-        (the run's last); else {}. A mean return that is nan (an env's nan reward) is never the best."""
+        (the run's last); else {}. A mean return that is nan (an env's nan reward) is never the best. With
+        ``run.eval_video_every``, an evaluation at an update that is a multiple of eval_every * eval_video_every, and
+        the run's last, also records its first episode as videos/<iteration>_<update>.mp4, logged to W&B with the
+        update's record as eval/video."""
         run, iteration = self.config.run, self.iterations + 1
         if not run.eval_every or not (final or iteration % run.eval_every == 0):
             return {}
+        record = bool(run.eval_video_every) and (final or iteration % (run.eval_every * run.eval_video_every) == 0)
         with generators_kept():
-            figures = episode_figures(play(self.config.seed + EVAL_SEED_OFFSET, run.eval_episodes,
-                                           run.eval_deterministic))
+            episodes, recording = play(self.config.seed + EVAL_SEED_OFFSET, run.eval_episodes, run.eval_deterministic,
+                                       record)
+        figures = episode_figures(episodes)
+        if record:
+            name, folder = f"{self._iteration}_{iteration}", self.run_dir / "videos"
+            _episode_video(recording, folder, name, False, 30, self.console)  # as fwp-rl evaluate --video writes
+            self._video = video_path(folder, name, False)
         score = figures["return_mean"]
         if not math.isnan(score) and (self.best is None or score > self.best["return_mean"]):
             self.best = {"update": iteration, "return_mean": score}
@@ -198,8 +209,9 @@ class Run:
 
     def log(self, step: int, **figures) -> None:
         """The record of one update (or generation) at ``step``: into metrics.jsonl and W&B, and the progress line
-        moved to ``step``."""
-        self._metrics.log(step, **figures)
+        moved to ``step``; the video of its evaluation, if it recorded one, to W&B."""
+        self._metrics.log(step, videos={"eval/video": self._video} if self._video else None, **figures)
+        self._video = None
         self.iterations += 1
         self._progress.update(self._task, completed=min(step, self._total))
 

@@ -56,11 +56,11 @@ def _env_id_and_double_pole_task(config: dict) -> str:
 
 
 RUN_SETTINGS = ("run.root", "run.wandb", "run.project", "run.entity", "run.tags", "run.tensorboard",
-                "run.checkpoint_every", "run.eval_every")
-"""The run.* keys a resume may change: where new runs go, W&B's mode, project, entity and tags, whether TensorBoard
-logs too (from the resume on), how often to save and to evaluate. Not run.group: it names the experiment
-the run belongs to (its W&B group; a --seeds group's directory); nor run.eval_episodes and run.eval_deterministic:
-they make the score that checkpoints/best.pt is the best of (``fwp_rl.harness``)."""
+                "run.checkpoint_every", "run.eval_every", "run.eval_video_every")
+"""The run.* keys a resume may change: where new runs go, W&B's mode, project, entity and tags, whether TensorBoard logs
+too (from the resume on), how often to save, to evaluate and to record an evaluation's video. Not run.group: it names
+the experiment the run belongs to (its W&B group; a --seeds group's directory); nor run.eval_episodes and
+run.eval_deterministic: they make the score that checkpoints/best.pt is the best of (``fwp_rl.harness``)."""
 
 _ABSENT = object()  # a key one config has and the other lacks
 

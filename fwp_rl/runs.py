@@ -202,10 +202,15 @@ class MetricsLog:
             self._tensorboard = SummaryWriter(str(tensorboard),
                                               purge_step=None if keep_until is None else keep_until + 1)
 
-    def log(self, step: int, **values: float) -> None:
+    def log(self, step: int, videos: dict[str, Path] | None = None, **values: float) -> None:
+        """The record of ``values`` at ``step``; ``videos`` ({key: mp4 file}) go with it to W&B only."""
         record = {"step": int(step), **{k: _plain(v) for k, v in values.items()}}
         self._file.write(json.dumps(record) + "\n")
         if self.wandb_run is not None:
+            if videos:
+                import wandb
+
+                values = {**values, **{key: wandb.Video(str(path), format="mp4") for key, path in videos.items()}}
             self.wandb_run.log(values, step=int(step))
         if self._tensorboard is not None:
             for key, value in record.items():

@@ -38,7 +38,8 @@ def test_a_resume_may_change_the_budget_the_ppo_device_and_run_settings_and_noth
     saved = to_dict(ppo.config())
     changed = to_dict(ppo.config())
     changed["ppo"].update(total_steps=5, device="cpu")
-    changed["run"].update(wandb="disabled", checkpoint_every=3, entity="team", tags=["long"], eval_every=5)
+    changed["run"].update(wandb="disabled", checkpoint_every=3, entity="team", tags=["long"], tensorboard=True,
+                          eval_every=5, eval_video_every=2)
     assert ppo.refused_changes(saved, changed) == []
     changed["policy"]["core"] = "lstm"
     changed["policy"]["core_options"] = {"hidden_size": 8}

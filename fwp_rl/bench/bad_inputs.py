@@ -169,6 +169,8 @@ BAD_INPUTS: list[Case] = [
         ("run.eval_every=often", "run.eval_every"),
         ("run.eval_episodes=0", "run.eval_episodes=0 is not allowed"),
         ("run.eval_deterministic=maybe", "run.eval_deterministic"),
+        ("run.eval_video_every=-1", "run.eval_video_every=-1 is not allowed"),
+        ("run.eval_video_every=2", "run.eval_video_every=2 records the video of an evaluation: set run.eval_every"),
         ("run.tags=mine", "run.tags: expected a list, got 'mine'"),
         ("run.tags=[1]", "run.tags[0]=1 is not allowed: expected str"),
         ("run.tags=['']", "run.tags[0]='' is not allowed: a W&B tag has 1 to 64 characters"),
