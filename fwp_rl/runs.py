@@ -6,6 +6,7 @@
                                    evaluation's (run.eval_every, ``fwp_rl.harness``); each written atomically
     runs/<name>/wandb/             W&B's own files (offline by default: `wandb sync` uploads them later)
     runs/<name>/tensorboard/       with run.tensorboard, the metrics as TensorBoard scalars
+    runs/<name>/videos/            with run.eval_video_every, the videos of evaluations (also logged to W&B)
     runs/<name>/.lock              held (flock) by the process that trains the run (``lock_run_dir``)
 
 Every learner's run writes them through ``fwp_rl.harness.Run``. The seeds of ``fwp-rl train --seeds`` are
