@@ -631,12 +631,13 @@ class Evolution:
         return EvolutionResult(self.kept, self.kept_fitness, self.generation, self.evaluations, self.solved, self.test,
                                self.seconds, self.restarts)
 
-    def play(self, seed: int, episodes: int, deterministic: bool) -> list[Episode]:
+    def play(self, seed: int, episodes: int, deterministic: bool, record: bool = False) -> tuple[list[Episode], dict]:
         """``episodes`` whole episodes of the solution kept, in one env of the run's Gymnasium id made for them and
-        seeded with ``seed`` (``fwp_rl.evaluate.policy_episodes``: as ``fwp-rl evaluate`` replays a checkpoint)."""
+        seeded with ``seed`` (``fwp_rl.evaluate.policy_episodes``: as ``fwp-rl evaluate`` replays a checkpoint), and
+        with ``record`` the first one's recording."""
         self.policy.set_flat_parameters(self.kept)
         env = self.config.env
-        return policy_episodes(self.policy, env.id, env.options, episodes, deterministic, seed)[0]
+        return policy_episodes(self.policy, env.id, env.options, episodes, deterministic, seed, record)
 
     def state_dict(self) -> dict:
         """A checkpoint's payload (``fwp_rl.harness``): ``update`` (the generations made) and ``global_step`` (the
@@ -705,8 +706,7 @@ def train(config: NeuroevolutionConfig, resume: str | Path | None = None, consol
                 "its budget is spent (raise search.max_evaluations or search.max_generations with --set)"
             run.console.print(f"nothing to continue in {run.run_dir}: {reason}")
             return run.result
-    with run.start(total=config.search.max_evaluations,
-                   tags=[config.policy.core, config.search.algorithm, "neuroevolution"], iteration="generation"):
+    with run.start(total=config.search.max_evaluations, iteration="generation"):
         while not evolution.done and not run.stop_requested:
             r = evolution.step()
             values = dict(generation=r.generation, best=r.best, mean=r.mean, best_ever=r.best_ever, seconds=r.seconds,

@@ -367,11 +367,12 @@ class Trainer:
                            episodes=len(episodes))
         return figures
 
-    def play(self, seed: int, episodes: int, deterministic: bool) -> list[Episode]:
+    def play(self, seed: int, episodes: int, deterministic: bool, record: bool = False) -> tuple[list[Episode], dict]:
         """``episodes`` whole episodes of the policy as trained, in one env of the run's env id made for them and
-        seeded with ``seed`` (``fwp_rl.evaluate.policy_episodes``: as ``fwp-rl evaluate`` replays a checkpoint)."""
+        seeded with ``seed`` (``fwp_rl.evaluate.policy_episodes``: as ``fwp-rl evaluate`` replays a checkpoint), and
+        with ``record`` the first one's recording."""
         env = self.config.env
-        return policy_episodes(self.policy, env.id, env.options, episodes, deterministic, seed)[0]
+        return policy_episodes(self.policy, env.id, env.options, episodes, deterministic, seed, record)
 
     def state_dict(self) -> dict:
         return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -426,8 +427,7 @@ def train(config: PPOConfig, resume: str | Path | None = None, console: Console 
         if run.saved is not None:
             trainer.load_state_dict(run.saved)
         display = UpdateDisplay()
-        with run.start(total=config.num_updates * config.steps_per_update, tags=[config.policy.core, "ppo"],
-                       iteration="update"):
+        with run.start(total=config.num_updates * config.steps_per_update, iteration="update"):
             while trainer.update_index < config.num_updates and not run.stop_requested:
                 figures = trainer.update()
                 figures |= run.evaluate(trainer.play, final=trainer.update_index == config.num_updates)

@@ -436,13 +436,14 @@ class EvaluationAgent:
         return values[0].reshape(-1).cpu().numpy()
 
 
-def evaluation_episodes(model: RecurrentPPO, config: SB3Config, seed: int, episodes: int,
-                        deterministic: bool) -> list[Episode]:
+def evaluation_episodes(model: RecurrentPPO, config: SB3Config, seed: int, episodes: int, deterministic: bool,
+                        record: bool = False) -> tuple[list[Episode], dict]:
     """``episodes`` whole episodes of ``model`` as trained, in one env made as the training envs and seeded with
-    ``seed`` (``EvaluationEnvs``, acting by ``EvaluationAgent``: as ``fwp-rl evaluate`` replays a checkpoint)."""
+    ``seed`` (``EvaluationEnvs``, acting by ``EvaluationAgent``: as ``fwp-rl evaluate`` replays a checkpoint), and
+    with ``record`` the first one's recording."""
     normalizer = model.get_vec_normalize_env()
     envs = EvaluationEnvs(config, seed, None if normalizer is None else observation_statistics(normalizer))
-    return run_episodes(EvaluationAgent(model, deterministic), envs, lambda obs: envs.render(), episodes, seed)[0]
+    return run_episodes(EvaluationAgent(model, deterministic), envs, lambda obs: envs.render(), episodes, seed, record)
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -539,7 +540,7 @@ def train(config: SB3Config, resume: str | Path | None = None, console: Console 
             restore(model, run.saved, config)
         display = UpdateDisplay()
         total = config.num_updates * config.steps_per_update
-        with run.start(total=total, tags=["lstm", "sb3"], iteration="update"):
+        with run.start(total=total, iteration="update"):
 
             def on_update(figures: dict, last: bool) -> None:
                 check_update(figures, model, run.iterations + 1)

@@ -84,7 +84,7 @@ from rich.text import Text
 from fwp_rl.config import ConfigError, load_yaml
 from fwp_rl.files import atomic_write_text, replacing
 from fwp_rl.learners import _flat, learner
-from fwp_rl.runs import find_run_dirs, read_metrics, unique_run_dir
+from fwp_rl.runs import find_run_dirs, read_metrics, start_wandb, unique_run_dir
 
 REPORT_FILES = ("curves.png", "table.csv", "table.json", "table.md")
 REPORTS_ROOT = "reports"
@@ -111,7 +111,7 @@ class Run:
 
     @property
     def core(self) -> str:
-        return learner(self.config["learner"]).core or self.config["policy"]["core"]
+        return learner(self.config["learner"]).core_of(self.config)
 
     @property
     def name(self) -> str:
@@ -704,16 +704,14 @@ def _log_to_wandb(comparison: Comparison, out: Path, project: str, mode: str, co
     config = {"runs": [str(r.path) for r in comparison.runs], "metric": comparison.metric,
               "window": comparison.window, "group_by": comparison.group_by, "reference": comparison.reference}
     first = comparison.runs[0].config
-    group = learner(first["learner"]).wandb_group(first)  # the runs' group (the task): the comparison sits beside them
+    group = learner(first["learner"]).task(first)  # the runs' task: the comparison is filed under it
     tags = ["compare", *(row.group[:64] for row in comparison.rows)]  # W&B takes tags of up to 64 characters
-    run = wandb.init(project=project, dir=str(out), name=f"compare {comparison.metric}", group=group, tags=tags,
-                     config=config, mode=mode, settings=wandb.Settings(silent=True))
+    run = start_wandb(mode, project, out, f"compare {comparison.metric}", group, tags, config, job_type="compare")
     run.log({"comparison": wandb.Table(columns=list(rows[0]), data=[list(row.values()) for row in rows]),
              "curves": wandb.Image(str(out / "curves.png"))})
     if mode == "offline":
-        written = Path(run.dir).parent  # the offline run's directory: files/ and the run's data
-        console.print(Text(f"W&B run written offline to {written}; upload it with: wandb sync {written}"),
-                      soft_wrap=True)
+        written = run.settings.sync_dir
+        console.print(Text(f"W&B offline: {written}; upload with: wandb sync {written}"), soft_wrap=True)
     run.finish()
 
 

@@ -55,6 +55,10 @@ MAX_SEED = 2**30 - 1
 its envs from seed + update: 2**30 leaves room for both."""
 
 
+MAX_TAG_LENGTH = 64
+"""The longest W&B tag (``RunConfig.tags``)."""
+
+
 def check_seed(seed: int, name: str = "seed") -> None:
     """A ConfigError naming ``name`` unless ``seed`` is a run seed (0 to MAX_SEED)."""
     if not 0 <= seed <= MAX_SEED:
@@ -219,24 +223,38 @@ class PolicyConfig:
 class RunConfig:
     """Where a run writes and how it logs.
 
-    group: the seed group the run belongs to, None for a run on its own; ``fwp-rl train --seeds`` sets it
-    to the name of the group directory that holds the seeds' run directories (``fwp_rl.seeds``), so it is checked
-    as a directory name, like a config's ``name`` (``check_run_name``).
+    wandb, project, entity, tags: where and how the run logs to Weights & Biases (``fwp_rl.runs.start_run_wandb``):
+    offline (the files stay in the run directory until ``wandb sync``), online or disabled; the project, the entity
+    (a user or team; None: the account's default) and tags added to the run's own (learner, core, task).
+
+    group: the experiment the run belongs to, its W&B group (None: the config's ``name``), so that W&B draws the runs
+    of one experiment as one line; ``fwp-rl train --seeds`` sets it to the name of the group directory that holds
+    the seeds' run directories (``fwp_rl.seeds``), so it is checked as a directory name, like a config's ``name``
+    (``check_run_name``).
+
+    tensorboard: also write every metrics record as TensorBoard scalars, at its step, into runs/<name>/tensorboard/
+    (``fwp_rl.runs.MetricsLog``).
 
     eval_every: evaluate the policy every this many updates (or generations) and at the end of the run (None or 0:
     never): ``eval_episodes`` whole episodes in an env of their own, acting by the most likely action
     (``eval_deterministic``) or sampling; the best evaluation's checkpoint is kept as checkpoints/best.pt
-    (``fwp_rl.harness``).
+    (``fwp_rl.harness``). eval_video_every: every this many evaluations' worth of updates (None or 0: never), and at
+    the last evaluation, the evaluation's first episode is also recorded, runs/<name>/videos/<update>.mp4, and logged
+    to W&B as a video.
     """
 
     root: str = "runs"
     wandb: typing.Literal["offline", "online", "disabled"] = "offline"
     project: str = "fwp-rl"
+    entity: str | None = None
+    tags: list[str] = dataclasses.field(default_factory=list)
+    tensorboard: bool = False
     checkpoint_every: int = 10
     group: str | None = None
     eval_every: int | None = None
     eval_episodes: int = 10
     eval_deterministic: bool = True
+    eval_video_every: int | None = None
 
     def validate(self, prefix: str) -> None:
         if self.checkpoint_every < 1:
@@ -248,3 +266,16 @@ class RunConfig:
             raise ConfigError(f"{prefix}.eval_episodes={self.eval_episodes} is not allowed: it must be >= 1")
         if self.group is not None:
             check_run_name(self.group, f"{prefix}.group")
+        if self.entity is not None and not self.entity.strip():
+            raise ConfigError(f"{prefix}.entity={self.entity!r} is not allowed: name a W&B user or team, or leave it "
+                              "null for the account's default")
+        for i, tag in enumerate(self.tags):
+            if not tag.strip() or len(tag) > MAX_TAG_LENGTH:
+                raise ConfigError(f"{prefix}.tags[{i}]={tag!r} is not allowed: a W&B tag has 1 to {MAX_TAG_LENGTH} "
+                                  "characters")
+        if self.eval_video_every is not None and self.eval_video_every < 0:
+            raise ConfigError(f"{prefix}.eval_video_every={self.eval_video_every} is not allowed: it must be >= 1, or "
+                              "0 or null for no video")
+        if self.eval_video_every and not self.eval_every:
+            raise ConfigError(f"{prefix}.eval_video_every={self.eval_video_every} records the video of an evaluation: "
+                              "set run.eval_every too")

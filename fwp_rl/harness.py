@@ -5,7 +5,7 @@ reads top to bottom; ``fwp_rl.agents.ppo.train``, in outline:
     with contextlib.closing(Trainer(config)) as trainer:   # what the user can get wrong fails here
         if run.saved is not None:
             trainer.load_state_dict(run.saved)
-        with run.start(total=config.num_updates * config.steps_per_update, tags=["ppo"], iteration="update"):
+        with run.start(total=config.num_updates * config.steps_per_update, iteration="update"):
             while trainer.update_index < config.num_updates and not run.stop_requested:
                 figures = trainer.update()
                 figures |= run.evaluate(trainer.play, final=trainer.update_index == config.num_updates)
@@ -26,8 +26,9 @@ prints where the resumed run goes on; holds run_dir/.lock (``fwp_rl.runs.lock_ru
 train the run stops with an error) until the block ends, by an error too; removes the temporary files that writes cut
 short by a kill left in the run directory and checkpoints/ (``fwp_rl.files.remove_temporaries``); writes config.yaml,
 the config the run goes on with (so a resume's longer budget is what the next resume reads); starts W&B in the
-learner's group (``fwp_rl.learners``; a resumed run continues its W&B run); opens metrics.jsonl (a resumed run first
-drops the records after its checkpoint: they get logged again); takes Ctrl-C and SIGTERM
+experiment's group (``fwp_rl.runs.start_run_wandb``; a resumed run continues its W&B run); opens metrics.jsonl (a
+resumed run first drops the records after its checkpoint: they get logged again), and with run.tensorboard
+TensorBoard's events in tensorboard/; takes Ctrl-C and SIGTERM
 (``fwp_rl.progress.StopOnInterrupt``: the first asks the run to stop after the update or generation under way, the
 second stops it at once); and shows a progress line counting the learner's step unit. When the block ends, by an
 error too, metrics.jsonl and W&B are closed and the lock is released.
@@ -63,12 +64,12 @@ from rich.console import Console
 
 from fwp_rl.config import MAX_SEED, ConfigError, dump_yaml, to_dict
 from fwp_rl.envs.vector import Episode
-from fwp_rl.evaluate import episode_figures
+from fwp_rl.evaluate import _episode_video, episode_figures, video_path
 from fwp_rl.files import atomic_copy, remove_temporaries
 from fwp_rl.learners import learner
 from fwp_rl.progress import StopOnInterrupt, run_progress
 from fwp_rl.runs import (CheckpointError, MetricsLog, load_checkpoint, lock_run_dir, read_metrics, save_checkpoint,
-                         start_wandb, unique_run_dir)
+                         start_run_wandb, unique_run_dir)
 
 MAX_CHANGES_SHOWN = 8  # of a refused resume's config changes; the rest are counted
 
@@ -79,9 +80,10 @@ seeds count up from the run's seed by one per env, and by one per update a PPO o
 by one per episode evaluated), so they stay below it for any run shorter than 2**30 of those; and seed + 2**30 is
 still a 32-bit signed seed, which ale-py needs."""
 
-Play = Callable[[int, int, bool], list[Episode]]
-"""A learner's ``play(seed, episodes, deterministic)``: that many whole episodes of its policy as trained, in an env of
-its own seeded with ``seed`` (``fwp_rl.evaluate.run_episodes``)."""
+Play = Callable[[int, int, bool, bool], tuple[list[Episode], dict]]
+"""A learner's ``play(seed, episodes, deterministic, record)``: that many whole episodes of its policy as trained, in
+an env of its own seeded with ``seed``, and with ``record`` the first one's recording (``fwp_rl.evaluate.run_episodes``
+gives both)."""
 
 
 @contextlib.contextmanager
@@ -125,6 +127,7 @@ class Run:
         self.best = None if self.saved is None else self.saved.get("best_evaluation")
         self.wandb_id: str | None = None
         self.stopped = False
+        self._video: Path | None = None  # the video of the evaluation about to be logged (run.eval_video_every)
 
     def _check_resume(self, resume: str | Path) -> None:
         """Refuse to resume a run that another process trains, whose config changed more than its learner allows,
@@ -143,9 +146,9 @@ class Run:
             read_metrics(metrics)
 
     @contextlib.contextmanager
-    def start(self, total: int, tags: list[str], iteration: str) -> Iterator[Run]:
-        """The run, started (module docstring): ``total`` is the step at which the progress line is full, ``tags``
-        the W&B run's, ``iteration`` what the learner calls one pass of its loop (say "update")."""
+    def start(self, total: int, iteration: str) -> Iterator[Run]:
+        """The run, started (module docstring): ``total`` is the step at which the progress line is full,
+        ``iteration`` what the learner calls one pass of its loop (say "update")."""
         config, console = self.config, self.console
         step = 0 if self.saved is None else int(self.saved["global_step"])
         with contextlib.ExitStack() as held:
@@ -160,12 +163,12 @@ class Run:
             self._iteration = iteration
             dump_yaml(config, self.run_dir / "config.yaml")
             plain = to_dict(config)
-            wandb_run = start_wandb(config.run.wandb, config.run.project, self.run_dir, self.run_dir.name,
-                                    self.learner.wandb_group(plain), tags, plain,
-                                    run_id=None if self.saved is None else self.saved.get("wandb_id"))
+            wandb_run = start_run_wandb(plain, self.run_dir, self.run_dir.name, console,
+                                        run_id=None if self.saved is None else self.saved.get("wandb_id"))
             self.wandb_id = None if wandb_run is None else wandb_run.id
             self._metrics = MetricsLog(self.run_dir / "metrics.jsonl", wandb_run,
-                                       keep_until=None if self.saved is None else step)
+                                       keep_until=None if self.saved is None else step,
+                                       tensorboard=self.run_dir / "tensorboard" if config.run.tensorboard else None)
             held.callback(self._metrics.close)
             with StopOnInterrupt(console, f"after this {iteration}") as self._stop:
                 with run_progress(console, self.learner.step_unit) as self._progress:
@@ -183,13 +186,22 @@ class Run:
     def evaluate(self, play: Play, final: bool) -> dict:
         """The evaluation of the update (or generation) about to be logged (module docstring), as figures for its
         metrics record: when ``run.eval_every`` is set and the update is one of every ``eval_every``, or ``final``
-        (the run's last); else {}. A mean return that is nan (an env's nan reward) is never the best."""
+        (the run's last); else {}. A mean return that is nan (an env's nan reward) is never the best. With
+        ``run.eval_video_every``, an evaluation at an update that is a multiple of eval_every * eval_video_every, and
+        the run's last, also records its first episode as videos/<iteration>_<update>.mp4, logged to W&B with the
+        update's record as eval/video."""
         run, iteration = self.config.run, self.iterations + 1
         if not run.eval_every or not (final or iteration % run.eval_every == 0):
             return {}
+        record = bool(run.eval_video_every) and (final or iteration % (run.eval_every * run.eval_video_every) == 0)
         with generators_kept():
-            figures = episode_figures(play(self.config.seed + EVAL_SEED_OFFSET, run.eval_episodes,
-                                           run.eval_deterministic))
+            episodes, recording = play(self.config.seed + EVAL_SEED_OFFSET, run.eval_episodes, run.eval_deterministic,
+                                       record)
+        figures = episode_figures(episodes)
+        if record:
+            name, folder = f"{self._iteration}_{iteration}", self.run_dir / "videos"
+            _episode_video(recording, folder, name, False, 30, self.console)  # as fwp-rl evaluate --video writes
+            self._video = video_path(folder, name, False)
         score = figures["return_mean"]
         if not math.isnan(score) and (self.best is None or score > self.best["return_mean"]):
             self.best = {"update": iteration, "return_mean": score}
@@ -197,8 +209,9 @@ class Run:
 
     def log(self, step: int, **figures) -> None:
         """The record of one update (or generation) at ``step``: into metrics.jsonl and W&B, and the progress line
-        moved to ``step``."""
-        self._metrics.log(step, **figures)
+        moved to ``step``; the video of its evaluation, if it recorded one, to W&B."""
+        self._metrics.log(step, videos={"eval/video": self._video} if self._video else None, **figures)
+        self._video = None
         self.iterations += 1
         self._progress.update(self._task, completed=min(step, self._total))
 

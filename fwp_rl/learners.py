@@ -14,8 +14,10 @@ An entry says everything the rest of the code asks of a learner:
 - ``step_unit``: what the ``step`` of its metrics counts, and so its progress line and the x axis of
   ``fwp-rl compare`` (runs whose steps count different things are not compared);
 - ``default_metric``: the logged value ``fwp-rl compare`` compares unless told otherwise;
-- ``core``: the core ``fwp-rl compare`` files its runs under when its config names none (else policy.core);
-- ``wandb_group``: the W&B group of its runs (the task), from its config as plain data.
+- ``core``: the core of its runs when its config names none (else policy.core; ``core_of``): what ``fwp-rl compare``
+  files its runs under, and their W&B config field and tag ``core``;
+- ``task``: what its runs learn, from its config as plain data (the env id; for the double pole with its task): the
+  W&B config field ``task`` and a tag of its runs (``fwp_rl.runs.start_run_wandb``).
 
 A learner's module imports torch and more, which takes seconds: an entry names it, and it is imported
 only when a config of that learner is loaded, trained or evaluated (``fwp-rl --help`` needs none).
@@ -53,9 +55,11 @@ def _env_id_and_double_pole_task(config: dict) -> str:
     return f"{DOUBLE_POLE}-{double_pole.make_config(**(env.get('options') or {})).task}"
 
 
-RUN_SETTINGS = ("run.root", "run.wandb", "run.project", "run.checkpoint_every", "run.eval_every")
-"""The run.* keys a resume may change: where new runs go, W&B's mode and project, how often to save and to evaluate.
-Not run.group: it names the seed group the run belongs to (W&B name and tag); nor run.eval_episodes and
+RUN_SETTINGS = ("run.root", "run.wandb", "run.project", "run.entity", "run.tags", "run.tensorboard",
+                "run.checkpoint_every", "run.eval_every", "run.eval_video_every")
+"""The run.* keys a resume may change: where new runs go, W&B's mode, project, entity and tags, whether TensorBoard logs
+too (from the resume on), how often to save, to evaluate and to record an evaluation's video. Not run.group: it names
+the experiment the run belongs to (its W&B group; a --seeds group's directory); nor run.eval_episodes and
 run.eval_deterministic: they make the score that checkpoints/best.pt is the best of (``fwp_rl.harness``)."""
 
 _ABSENT = object()  # a key one config has and the other lacks
@@ -83,8 +87,12 @@ class Learner:
     step_unit: str
     default_metric: str
     core: str | None = None
-    wandb_group: Callable[[dict], str] = _env_id
+    task: Callable[[dict], str] = _env_id
     resume_may_change: tuple[str, ...] = RUN_SETTINGS
+
+    def core_of(self, config: dict) -> str:
+        """The core of a run of this learner, from its config as plain data: ``core``, else policy.core."""
+        return self.core or config["policy"]["core"]
 
     @property
     def config(self) -> type:
@@ -122,7 +130,7 @@ class Learner:
 LEARNERS: dict[str, Learner] = {entry.name: entry for entry in (
     Learner("neuroevolution", "fwp_rl.agents.neuroevolution", "NeuroevolutionConfig", resumes=True,
             evaluation="evaluate_neuroevolution", step_unit="evaluations", default_metric="best",
-            wandb_group=_env_id_and_double_pole_task,
+            task=_env_id_and_double_pole_task,
             # how the populations are evaluated may change (not search.device: the saved generator is the device's own)
             resume_may_change=("search.max_evaluations", "search.max_generations", "search.num_actors",
                                "search.compile", *RUN_SETTINGS)),

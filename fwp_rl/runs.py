@@ -5,6 +5,8 @@
     runs/<name>/checkpoints/       latest.pt, previous.pt: the one latest.pt replaced, and best.pt: the best
                                    evaluation's (run.eval_every, ``fwp_rl.harness``); each written atomically
     runs/<name>/wandb/             W&B's own files (offline by default: `wandb sync` uploads them later)
+    runs/<name>/tensorboard/       with run.tensorboard, the metrics as TensorBoard scalars
+    runs/<name>/videos/            with run.eval_video_every, the videos of evaluations (also logged to W&B)
     runs/<name>/.lock              held (flock) by the process that trains the run (``lock_run_dir``)
 
 Every learner's run writes them through ``fwp_rl.harness.Run``. The seeds of ``fwp-rl train --seeds`` are
@@ -177,34 +179,57 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
 
 
 class MetricsLog:
-    """Appends one JSON object per line to metrics.jsonl and mirrors it to W&B when a run is given.
+    """Appends one JSON object per line to metrics.jsonl and mirrors it to W&B when a run is given, and with
+    ``tensorboard`` (a folder) as TensorBoard scalars: each number of the record under its key, at its step, as
+    CleanRL's and SB3's runs write theirs (a value that is not finite, null in metrics.jsonl, is left out).
 
     keep_until: a resumed run first drops the records of steps after the checkpoint it resumes from
-    (the file is rewritten atomically), so each step appears once.
+    (the file is rewritten atomically), so each step appears once; TensorBoard is told to drop them too (a purge
+    from step keep_until + 1 on, which its readers apply).
     """
 
-    def __init__(self, path: str | Path, wandb_run=None, keep_until: int | None = None):
+    def __init__(self, path: str | Path, wandb_run=None, keep_until: int | None = None,
+                 tensorboard: str | Path | None = None):
         self.path = Path(path)
         self.wandb_run = wandb_run
         if keep_until is not None and self.path.is_file():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= keep_until]
             atomic_write_bytes(self.path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
         self._file = open(self.path, "a", buffering=1)
+        self._tensorboard = None
+        if tensorboard is not None:
+            from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: seconds, so only when asked
 
-    def log(self, step: int, **values: float) -> None:
+            self._tensorboard = SummaryWriter(str(tensorboard),
+                                              purge_step=None if keep_until is None else keep_until + 1)
+
+    def log(self, step: int, videos: dict[str, Path] | None = None, **values: float) -> None:
+        """The record of ``values`` at ``step``; ``videos`` ({key: mp4 file}) go with it to W&B only."""
         record = {"step": int(step), **{k: _plain(v) for k, v in values.items()}}
         self._file.write(json.dumps(record) + "\n")
         if self.wandb_run is not None:
+            if videos:
+                import wandb
+
+                values = {**values, **{key: wandb.Video(str(path), format="mp4") for key, path in videos.items()}}
             self.wandb_run.log(values, step=int(step))
+        if self._tensorboard is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tensorboard.add_scalar(key, value, int(step))
 
     def sync(self) -> None:
         """Put every record logged so far on disk (flush and fsync): a checkpoint written after this covers no
-        update that a crash could take out of metrics.jsonl."""
+        update that a crash could take out of metrics.jsonl. TensorBoard's events are flushed too."""
         self._file.flush()
         os.fsync(self._file.fileno())
+        if self._tensorboard is not None:
+            self._tensorboard.flush()
 
     def close(self) -> None:
         self._file.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
         if self.wandb_run is not None:
             self.wandb_run.finish()
 
@@ -247,22 +272,49 @@ def _plain(v):
     return v
 
 
-def start_wandb(mode: str, project: str, run_dir: Path, name: str, group: str, tags: list[str], config: dict,
-                run_id: str | None = None):
-    """A W&B run in ``mode`` (offline, online or disabled), or None when disabled; ``run_id`` continues
-    the W&B run of that id (a resumed training run).
-
-    A seed of a group (``config["run"]["group"]`` set, ``train --seeds``) is named <group>/<name> and
-    tagged with the group: ``group`` stays the learner's (the task), so the seeds of every core sit
-    side by side there and the tag (or the config field run.group) picks one experiment's seeds.
-    """
+def start_wandb(mode: str, project: str, folder: Path, name: str, group: str, tags: list[str], config: dict,
+                run_id: str | None = None, entity: str | None = None, job_type: str | None = None):
+    """A W&B run in ``mode`` (offline, online or disabled), its files under ``folder``/wandb, or None when disabled;
+    ``run_id`` continues the W&B run of that id (a resumed training run)."""
     if mode == "disabled":
         return None
     import wandb
 
-    seed_group = config.get("run", {}).get("group")
-    if seed_group:
-        name, tags = f"{seed_group}/{name}", [*tags, seed_group]
+    return wandb.init(project=project, entity=entity, dir=str(folder), name=name, group=group, tags=tags,
+                      config=config, job_type=job_type, mode=mode, id=run_id, resume="allow" if run_id else None,
+                      settings=wandb.Settings(silent=True))
 
-    return wandb.init(project=project, dir=str(run_dir), name=name, group=group, tags=tags, config=config,
-                      mode=mode, id=run_id, resume="allow" if run_id else None, settings=wandb.Settings(silent=True))
+
+def start_run_wandb(config: dict, folder: Path, name: str, console, mode: str | None = None,
+                    run_id: str | None = None, job_type: str = "train"):
+    """The W&B run of a run whose config (plain data) is ``config``, in ``mode`` (None: its run.wandb), its files
+    under ``folder``/wandb; None when disabled. Training runs (``fwp_rl.harness``) and ``fwp-rl evaluate --wandb``
+    (job type "evaluate") start theirs here, so both are filed alike:
+
+    - group: the experiment, run.group or else the config's name: the seeds of a ``train --seeds`` group, or the runs
+      of one config, are one line in W&B's charts, apart from every other config's (another core, the SB3 baseline);
+    - name: ``name`` (the run directory's), <group>/<name> for a run of a group;
+    - config: the run's config with the fields ``core`` (``fwp_rl.learners.Learner.core_of``: SB3's runs are
+      "sb3_lstm") and ``task`` (``Learner.task``) added at the top, beside ``learner`` and ``seed``, for the UI to
+      group and filter by;
+    - tags: the learner, the core and the task, then run.tags;
+    - project and entity: run.project and run.entity.
+
+    An offline run prints the folder it writes and the command that uploads it, on ``console``.
+    """
+    from fwp_rl.learners import learner  # here: fwp_rl.learners imports the learners' modules only when asked
+
+    run = config["run"]
+    mode = mode or run["wandb"]
+    if mode == "disabled":
+        return None
+    entry = learner(config["learner"])
+    core, task, group = entry.core_of(config), entry.task(config), run.get("group")
+    tags = list(dict.fromkeys([config["learner"], core, task, *run.get("tags", [])]))
+    wandb_run = start_wandb(mode, run["project"], folder, f"{group}/{name}" if group else name,
+                            group or config["name"], tags, {**config, "core": core, "task": task}, run_id=run_id,
+                            entity=run.get("entity"), job_type=job_type)
+    if mode == "offline":
+        folder = wandb_run.settings.sync_dir
+        console.print(f"W&B offline: {folder}; upload with: wandb sync {folder}", soft_wrap=True)  # unbroken
+    return wandb_run

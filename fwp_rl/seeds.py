@@ -7,9 +7,8 @@ The seeds of one call form a group: a group directory holding one ordinary run d
 (runs/<name>-2/ and so on when runs/<name> exists already, as for single runs). Each seed's config.yaml
 says ``seed: <k>``, ``name: seed_<k>``, ``run.root: runs/<name>`` and ``run.group: <name>`` (the group
 directory's name), so a seed resumes like any run (``fwp-rl train --resume runs/<name>/seed_1``) and
-``fwp-rl compare runs/<name>`` finds all of them. W&B keeps the learner's group (the task, e.g. the env
-id), so the seeds of every core sit there beside the LSTM baseline's; each seed's W&B run is named
-<name>/seed_<k> and tagged <name> (``fwp_rl.runs.start_wandb``).
+``fwp-rl compare runs/<name>`` finds all of them. In W&B the group is <name> too, so the seeds are one line apart
+from every other experiment's; each seed's W&B run is named <name>/seed_<k> (``fwp_rl.runs.start_run_wandb``).
 
 Seeds run one after another, or ``parallel`` at a time in spawned worker processes (fwp_rl.workers) that split the CPU
 threads between them; a worker shows no progress display, only each seed's end is reported. Ctrl-C (or SIGTERM)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import imageio.v2 as imageio
 import numpy as np
@@ -79,13 +80,15 @@ def _plain(value):
 
 class RecordingWandbRun:
     """A W&B run that keeps what it is given: the wandb.init arguments (``init``), every ``log`` call as
-    (values, step) in order (``logged``), and whether ``finish`` was called."""
+    (values, step) in order (``logged``), and whether ``finish`` was called; ``settings.sync_dir`` makes up where an
+    offline run would write."""
 
     def __init__(self, init: dict, number: int):
         self.init = init
         self.id = init.get("id") or f"recorded{number}"
         self.logged: list[tuple[dict, int | None]] = []
         self.finished = False
+        self.settings = SimpleNamespace(sync_dir=f"{init['dir']}/wandb/offline-run-{self.id}")
 
     def log(self, values: dict, step: int | None = None, commit: bool | None = None) -> None:
         assert not self.finished, "logged to a finished W&B run"
@@ -114,3 +117,41 @@ def wandb_runs(monkeypatch):
 
     monkeypatch.setattr(wandb, "init", init)
     return runs
+
+
+def wandb_offline_records(folder: Path) -> list:
+    """The records W&B wrote into the one offline run under ``folder`` (its wandb/offline-run-*/run-*.wandb), as
+    ``wandb_internal_pb2.Record`` messages in order. The file is a log of 32 KiB blocks after a 7-byte header
+    (":W&B", a magic number, a version); each block holds chunks of a 7-byte header (checksum, little-endian length,
+    kind: 1 a whole record, 2 its first part, 3 a middle one, 4 its last) and the bytes; a block's last 6 bytes or
+    fewer are padding."""
+    from wandb.proto import wandb_internal_pb2
+
+    (file,) = folder.glob("wandb/offline-run-*/run-*.wandb")
+    data = file.read_bytes()
+    assert data[:4] == b":W&B"
+    block, records, position, parts = 32 * 1024, [], 7, b""
+    while position + 7 <= len(data):
+        if block - position % block < 7:
+            position += block - position % block
+            continue
+        length, kind = int.from_bytes(data[position + 4:position + 6], "little"), data[position + 6]
+        parts += data[position + 7:position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(parts)
+            records.append(record)
+            parts = b""
+    return records
+
+
+@pytest.fixture
+def wandb_offline(tmp_path, monkeypatch):
+    """Real offline W&B runs that write nothing outside ``tmp_path`` and print nothing of their own."""
+    for variable, folder in (("WANDB_CONFIG_DIR", "config"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data"),
+                             ("WANDB_ARTIFACT_DIR", "artifacts")):
+        monkeypatch.setenv(variable, str(tmp_path / "wandb_home" / folder))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)

@@ -50,8 +50,8 @@ def test_resume_refuses_a_changed_config_in_one_line_and_keeps_an_extended_budge
     assert main(["train", "--resume", str(run_dir), "--set", "policy.core=delta"]) == 2
     assert one_line_error(capsys) == (
         f"fwp-rl: error: --resume {run_dir}: the config differs from the checkpoint's: policy.core 'lstm' -> 'delta'; "
-        "only ppo.total_steps, ppo.device, run.root, run.wandb, run.project, run.checkpoint_every, run.eval_every may "
-        "change on resume\n")
+        "only ppo.total_steps, ppo.device, run.root, run.wandb, run.project, run.entity, run.tags, run.tensorboard, "
+        "run.checkpoint_every, run.eval_every, run.eval_video_every may change on resume\n")
 
     log = harness.Run.log
 

@@ -402,7 +402,7 @@ def test_offline_w_and_b_writes_the_report_for_wandb_sync(tmp_path, monkeypatch,
     (written,) = (out / "wandb").glob("offline-run-*")
     assert any(written.glob("*.wandb"))  # the run's data, for wandb sync
     printed = capsys.readouterr().out
-    assert f"W&B run written offline to {written}; upload it with: wandb sync {written}" in printed
+    assert f"W&B offline: {written}; upload with: wandb sync {written}" in printed
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,8 @@ which env with which seeds, what it logs (metrics.jsonl and W&B alike), that it 
 checkpoints/best.pt is the checkpoint of the best evaluation, also across resumes and a kill between latest.pt and its
 copy; and ``fwp-rl evaluate --checkpoint``."""
 
+import json
+
 import pytest
 import torch
 
@@ -167,3 +169,30 @@ def test_evaluate_checkpoint_errors_are_one_line(evaluated_run, tmp_path, capsys
              f"checkpoint '{evaluated_run / 'step_7.pt'}' does not exist")]:
         assert main(["evaluate", *argv]) == 2
         assert capsys.readouterr().err == f"fwp-rl: error: {message}\n"
+
+
+def test_eval_video_every_records_an_evaluation_and_logs_it_to_w_and_b(tmp_path, wandb_offline):
+    """run.eval_video_every=2 with an evaluation every update: the evaluations of update 2 (the 2nd) and 3 (the last)
+    record their episode as videos/update_<k>.mp4, which the W&B run (read back from its offline files) holds at the
+    update's step as eval/video; the others record none."""
+    import imageio.v2 as imageio
+
+    from conftest import wandb_offline_records
+
+    config = tiny_config(tmp_path, "ppo", "run.eval_every=1", "run.eval_episodes=1", "run.eval_video_every=2")
+    run_dir = learner("ppo").train(config).run_dir
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert sorted(p.name for p in (run_dir / "videos").iterdir()) == ["update_2.mp4", "update_3.mp4"]
+    for update in (2, 3):
+        frames = imageio.mimread(run_dir / "videos" / f"update_{update}.mp4")
+        assert len(frames) == records[update - 1]["eval/length_mean"] and frames[0].std() > 5
+    logged = {}  # step: the video's fields (W&B writes one history item per field, keyed [key, field])
+    for r in wandb_offline_records(run_dir):
+        for item in r.history.item if r.WhichOneof("record_type") == "history" else []:
+            if list(item.nested_key[:1]) == ["eval/video"]:
+                logged.setdefault(r.history.step.num, {})[item.nested_key[1]] = json.loads(item.value_json)
+    assert list(logged) == [records[1]["step"], records[2]["step"]]
+    (files,) = run_dir.glob("wandb/offline-run-*/files")
+    for video in logged.values():
+        assert video["_type"] == "video-file" and (files / video["path"]).is_file()
+    assert all("eval/video" not in r for r in records)  # videos go to W&B only

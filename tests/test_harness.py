@@ -81,8 +81,12 @@ def test_each_learner_trains_a_tiny_run_through_the_harness(tmp_path, name, wand
     assert (payload["learner"], payload["config"], payload["wandb_id"]) == (name, to_dict(config), wandb_runs[0].id)
     (run,) = wandb_runs
     init = run.init
-    assert (init["name"], init["dir"], init["group"]) == ("tiny", str(run_dir), entry.wandb_group(to_dict(config)))
-    assert f"run directory: {run_dir}" in console.export_text()
+    core, task = entry.core_of(to_dict(config)), entry.task(to_dict(config))
+    assert (init["name"], init["dir"], init["group"]) == ("tiny", str(run_dir), "tiny")
+    assert init["tags"] == [name, core, task]
+    shown, folder = console.export_text(), run.settings.sync_dir
+    assert f"run directory: {run_dir}" in shown
+    assert f"W&B offline: {folder}; upload with: wandb sync {folder}\n" in shown
 
 
 # SB3 reports an update as the next rollout starts: a Ctrl-C while update 1 is logged comes in update 2.

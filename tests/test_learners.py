@@ -26,7 +26,7 @@ def test_every_entry_is_complete(name):
     assert "console" in train and ("resume" in train) == entry.resumes == (name in RESUMABLE)
     assert callable(getattr(evaluate, entry.evaluation))
     assert entry.step_unit and entry.default_metric and entry.core in (None, "sb3_lstm")
-    assert isinstance(entry.wandb_group(to_dict(entry.config())), str)
+    assert isinstance(entry.task(to_dict(entry.config())), str)
     flat = _flat(to_dict(entry.config()))
     assert entry.resume_may_change and all(key in flat for key in entry.resume_may_change)
     assert {"run.wandb", "run.project", "run.checkpoint_every"} <= set(entry.resume_may_change)
@@ -38,7 +38,8 @@ def test_a_resume_may_change_the_budget_the_ppo_device_and_run_settings_and_noth
     saved = to_dict(ppo.config())
     changed = to_dict(ppo.config())
     changed["ppo"].update(total_steps=5, device="cpu")
-    changed["run"].update(wandb="disabled", checkpoint_every=3)
+    changed["run"].update(wandb="disabled", checkpoint_every=3, entity="team", tags=["long"], tensorboard=True,
+                          eval_every=5, eval_video_every=2)
     assert ppo.refused_changes(saved, changed) == []
     changed["policy"]["core"] = "lstm"
     changed["policy"]["core_options"] = {"hidden_size": 8}

@@ -1,6 +1,7 @@
 """Run directories: checkpoints written whole, metrics that survive an interruption, fresh run names, and the W&B
 mirror of each learner's metrics file."""
 
+import json
 import os
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 import yaml
 
 from fwp_rl.cli import main
+from conftest import wandb_offline_records
 from fwp_rl.runs import (CheckpointError, MetricsError, MetricsLog, NonFiniteError, RunDirInUse, load_checkpoint,
                          lock_run_dir, read_metrics, save_checkpoint, unique_run_dir)
 
@@ -158,18 +160,18 @@ def write_yaml(tmp_path, text):
     return path
 
 
-def assert_mirrors(run, run_dir, records, group, tags, resumed_id=None, config_changes=None):
-    """A W&B run started for ``run_dir`` as the learner names it, with the run's config (and ``config_changes``,
-    {section: {key: value}}, those of a resume), that got exactly ``records`` (keys, values and steps, in order)
-    and was finished."""
+def assert_mirrors(run, run_dir, records, core, task, resumed_id=None, config_changes=None):
+    """A W&B run started for ``run_dir`` in the group of its config's name, tagged with its learner, ``core`` and
+    ``task``, with the run's config (and ``config_changes``, {section: {key: value}}, those of a resume) and the fields
+    core and task, that got exactly ``records`` (keys, values and steps, in order) and was finished."""
     init = run.init
-    assert (init["mode"], init["project"], init["dir"], init["name"]) == ("offline", "fwp-rl", str(run_dir),
-                                                                          run_dir.name)
-    assert (init["group"], init["tags"]) == (group, tags)
+    assert (init["mode"], init["project"], init["entity"], init["dir"], init["name"], init["job_type"]) == (
+        "offline", "fwp-rl", None, str(run_dir), run_dir.name, "train")
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert (init["group"], init["tags"]) == (config["name"], [config["learner"], core, task])
     for section, changes in (config_changes or {}).items():
         config[section].update(changes)
-    assert init["config"] == config
+    assert init["config"] == {**config, "core": core, "task": task}
     assert (init["id"], init["resume"]) == ((resumed_id, "allow") if resumed_id else (None, None))
     assert run.history() == records and run.finished
 
@@ -185,12 +187,12 @@ def test_a_ppo_run_logs_to_w_and_b_what_its_metrics_file_holds(tmp_path, wandb_r
     records = read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in records] == [48, 96] and "policy_loss" in records[0]
     (first,) = wandb_runs
-    assert_mirrors(first, run_dir, records, "fwp_rl/Recall-v0", ["lstm", "ppo"])
+    assert_mirrors(first, run_dir, records, "lstm", "fwp_rl/Recall-v0")
 
     assert main(["train", "--resume", str(run_dir), "--set", "ppo.total_steps=144"]) == 0
     records = read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in records] == [48, 96, 144]
-    assert_mirrors(wandb_runs[1], run_dir, records[2:], "fwp_rl/Recall-v0", ["lstm", "ppo"], resumed_id=first.id,
+    assert_mirrors(wandb_runs[1], run_dir, records[2:], "lstm", "fwp_rl/Recall-v0", resumed_id=first.id,
                    config_changes={"ppo": {"total_steps": 144}})
 
 
@@ -205,7 +207,7 @@ def test_a_neuroevolution_run_logs_to_w_and_b_what_its_metrics_file_holds(tmp_pa
     records = read_metrics(run_dir / "metrics.jsonl")
     assert [(r["step"], r["generation"]) for r in records] == [(6, 1), (12, 2), (18, 3)] and "best" in records[0]
     (run,) = wandb_runs
-    assert_mirrors(run, run_dir, records, "double_pole-nonmarkov", ["direct", "snes", "neuroevolution"])
+    assert_mirrors(run, run_dir, records, "direct", "double_pole-nonmarkov")
 
 
 def test_an_sb3_run_logs_to_w_and_b_what_its_metrics_file_holds(tmp_path, wandb_runs):
@@ -218,7 +220,104 @@ def test_an_sb3_run_logs_to_w_and_b_what_its_metrics_file_holds(tmp_path, wandb_
     records = read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in records] == [48] and "policy_loss" in records[0]
     (run,) = wandb_runs
-    assert_mirrors(run, run_dir, records, "fwp_rl/Recall-v0", ["lstm", "sb3"])
+    assert_mirrors(run, run_dir, records, "sb3_lstm", "fwp_rl/Recall-v0")
+
+
+def offline_run(folder):
+    """What the offline W&B files of the run directory ``folder`` hold: its run record (group, tags, config, ...) and
+    its history as metrics records ({"step": step, **values}, with the values W&B keeps)."""
+    records = wandb_offline_records(folder)
+    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    history = [{"step": r.history.step.num, **{key: json.loads(i.value_json) for i in r.history.item
+                                              if not (key := i.key or "/".join(i.nested_key)).startswith("_")}}
+               for r in records if r.WhichOneof("record_type") == "history"]
+    return run, {i.key: json.loads(i.value_json) for i in run.config.update}, history
+
+
+def test_w_and_b_files_each_experiment_in_its_own_group(tmp_path, capsys, wandb_offline):
+    """Read back from the offline files: a run of our delta core and one of the SB3 baseline on the same task each sit
+    in their config's group, carry their learner, core and task as config fields and tags (SB3's core is sb3_lstm,
+    not our lstm), run.tags and run.entity too; each logs its metrics file, and tells where it wrote and how to
+    upload it."""
+    delta = write_yaml(tmp_path, "learner: ppo\nname: recall_delta\nseed: 4\n" + RECALL_ENV +
+                       "policy: {torso: mlp, core: delta, core_options: {hidden_size: 8}}\n"
+                       f"ppo: {PPO_STEPS % 96}\n")
+    assert main(["train", str(delta), "--set", "run.tags=[sweep, small]", "--set", "run.entity=my-team"]) == 0
+    baseline = write_yaml(tmp_path, "learner: sb3_recurrent_ppo\nname: recall_sb3\n" + RECALL_ENV +
+                          "policy: MlpLstmPolicy\npolicy_kwargs: {lstm_hidden_size: 8}\n"
+                          "ppo: {total_steps: 48, num_steps: 24, num_minibatches: 2, device: cpu}\n")
+    assert main(["train", str(baseline)]) == 0
+    printed = capsys.readouterr().out
+    expected = {"recall_delta": ("ppo", "delta", 4, ["ppo", "delta", "fwp_rl/Recall-v0", "sweep", "small"], "my-team"),
+                "recall_sb3": ("sb3_recurrent_ppo", "sb3_lstm", 0,
+                               ["sb3_recurrent_ppo", "sb3_lstm", "fwp_rl/Recall-v0"], "")}
+    for name, (learner_name, core, seed, tags, entity) in expected.items():
+        run_dir = tmp_path / "runs" / name
+        run, config, history = offline_run(run_dir)
+        assert (run.run_group, run.display_name, run.job_type, run.project, run.entity) == (
+            name, name, "train", "fwp-rl", entity)
+        assert list(run.tags) == tags
+        assert {k: config[k] for k in ("learner", "core", "task", "seed", "name")} == {
+            "learner": learner_name, "core": core, "task": "fwp_rl/Recall-v0", "seed": seed, "name": name}
+        assert config["run"] == yaml.safe_load((run_dir / "config.yaml").read_text())["run"]
+        assert history == read_metrics(run_dir / "metrics.jsonl")
+        (folder,) = run_dir.glob("wandb/offline-run-*")
+        assert f"W&B offline: {folder}; upload with: wandb sync {folder}\n" in printed
+
+
+def tensorboard_records(folder):
+    """The scalars of TensorBoard's event files in ``folder`` as metrics records, {"step": step, **values}, by step
+    (TensorBoard's reader applies a resume's purge)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})  # 0: every event, none sampled away
+    events.Reload()
+    by_step: dict[int, dict] = {}
+    for key in events.Tags()["scalars"]:
+        steps = [event.step for event in events.Scalars(key)]
+        assert steps == sorted(set(steps)), f"{key} has a step twice, or out of order: {steps}"
+        for event in events.Scalars(key):
+            by_step.setdefault(event.step, {"step": event.step})[key] = event.value
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def numbers(records):
+    """The records with the values TensorBoard keeps: numbers, as 32-bit floats; no nulls."""
+    return [{k: v if k == "step" else pytest.approx(v, rel=1e-6) for k, v in r.items() if v is not None}
+            for r in records]
+
+
+def test_tensorboard_gets_the_scalars_of_metrics_jsonl_and_a_resume_drops_what_it_drops(tmp_path):
+    path, folder = tmp_path / "metrics.jsonl", tmp_path / "tensorboard"
+    log = MetricsLog(path, tensorboard=folder)
+    for step in (10, 20, 30):
+        log.log(step, loss=step / 7, update=step // 10, broken=float("nan") if step == 20 else 1.0)
+    log.close()
+    assert tensorboard_records(folder) == numbers(read_metrics(path))
+    assert [set(r) for r in tensorboard_records(folder)] == [{"step", "loss", "update", "broken"}, {"step", "loss",
+                                                             "update"}, {"step", "loss", "update", "broken"}]
+    # a resume from the checkpoint of step 20: step 30 is logged again, with other values, and once
+    log = MetricsLog(path, keep_until=20, tensorboard=folder)
+    log.log(30, loss=-1.0, update=3, broken=2.0)
+    log.log(40, loss=-2.0, update=4, broken=2.0)
+    log.close()
+    records = read_metrics(path)
+    assert [r["step"] for r in records] == [10, 20, 30, 40] and records[2]["loss"] == -1.0
+    assert tensorboard_records(folder) == numbers(records)
+
+
+def test_a_run_with_run_tensorboard_writes_its_metrics_there(tmp_path, wandb_runs):
+    """run.tensorboard: runs/<name>/tensorboard/ holds every number of metrics.jsonl at its step; off by default."""
+    config = write_yaml(tmp_path, "learner: ppo\nname: recall\n" + RECALL_ENV +
+                        "policy: {torso: mlp, core: lstm, core_options: {hidden_size: 8}}\n"
+                        f"ppo: {PPO_STEPS % 96}\n")
+    assert main(["train", str(config), "--set", "run.tensorboard=true"]) == 0
+    run_dir = tmp_path / "runs" / "recall"
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert len(records) == 2 and "policy_loss" in records[0]
+    assert tensorboard_records(run_dir / "tensorboard") == numbers(records)
+    assert main(["train", str(config), "--set", "run.wandb=disabled"]) == 0
+    assert not (tmp_path / "runs" / "recall-2" / "tensorboard").exists()
 
 
 def test_a_disabled_run_starts_no_w_and_b_run(tmp_path, wandb_runs):

@@ -28,21 +28,25 @@ def write_recall_config(tmp_path, core="lstm", wandb="disabled", total_steps=192
 
 def assert_w_and_b_mirrors_the_seed(run, run_dir, task, tags, resumed_id=None, records=None, config_changes=None):
     """A W&B run of the seed in ``run_dir`` as fwp_rl/seeds.py's docstring has it: named <group>/seed_<k>, in
-    the learner's group (``task``), tagged with ``tags`` and the group directory's name, with the seed's config
-    (and ``config_changes``, {section: {key: value}}, those of a resume); that got exactly the records of its
-    metrics.jsonl (or ``records``: those of a resume), keys, values and steps in order, and was finished."""
+    the group of the group directory's name, tagged with ``tags`` (learner, core, task), with the seed's config
+    (and ``config_changes``, {section: {key: value}}, those of a resume) and the fields core and ``task``; that got
+    exactly the records of its metrics.jsonl (or ``records``: those of a resume), keys, values and steps in order,
+    and was finished."""
     init, group = run.init, run_dir.parent.name
     assert (init["mode"], init["dir"]) == ("offline", str(run_dir))
-    assert (init["name"], init["group"], init["tags"]) == (f"{group}/{run_dir.name}", task, [*tags, group])
+    assert (init["name"], init["group"], init["tags"]) == (f"{group}/{run_dir.name}", group, tags)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     for section, changes in (config_changes or {}).items():
         config[section].update(changes)
-    assert init["config"] == config
+    assert init["config"] == {**config, "core": tags[1], "task": task}
     assert (init["id"], init["resume"]) == ((resumed_id, "allow") if resumed_id else (None, None))
     expected = read_metrics(run_dir / "metrics.jsonl") if records is None else records
     assert expected, "no records to compare"
     assert run.history() == expected
     assert run.finished
+
+
+TAGS = ["ppo", "lstm", "fwp_rl/Recall-v0"]
 
 
 def test_ppo_seeds_make_one_group_and_w_and_b_sees_it(tmp_path, wandb_runs):
@@ -57,11 +61,11 @@ def test_ppo_seeds_make_one_group_and_w_and_b_sees_it(tmp_path, wandb_runs):
         assert [r["step"] for r in read_metrics(group / f"seed_{k}" / "metrics.jsonl")] == [96, 192]
     weights = [load_checkpoint(group / f"seed_{k}")["policy"] for k in (0, 1)]
     assert any(not torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
-    # W&B: one run per seed, in seed order, grouped by task as single runs are, named and tagged by the seed
-    # group, each with what its own metrics file holds (the seeds trained differently, so they logged apart).
+    # W&B: one run per seed, in seed order, in the seed group's W&B group and named by it, each with what its own
+    # metrics file holds (the seeds trained differently, so they logged apart).
     assert len(wandb_runs) == 2
     for k, run in enumerate(wandb_runs):
-        assert_w_and_b_mirrors_the_seed(run, group / f"seed_{k}", "fwp_rl/Recall-v0", ["lstm", "ppo"])
+        assert_w_and_b_mirrors_the_seed(run, group / f"seed_{k}", "fwp_rl/Recall-v0", TAGS)
     assert wandb_runs[0].history() != wandb_runs[1].history()
 
     # A seed resumes like any run, its W&B run continued with the records after the checkpoint; a second call
@@ -70,14 +74,14 @@ def test_ppo_seeds_make_one_group_and_w_and_b_sees_it(tmp_path, wandb_runs):
     records = read_metrics(group / "seed_1" / "metrics.jsonl")
     assert [r["step"] for r in records] == [96, 192, 288]
     assert len(wandb_runs) == 3
-    assert_w_and_b_mirrors_the_seed(wandb_runs[2], group / "seed_1", "fwp_rl/Recall-v0", ["lstm", "ppo"],
+    assert_w_and_b_mirrors_the_seed(wandb_runs[2], group / "seed_1", "fwp_rl/Recall-v0", TAGS,
                                     resumed_id=wandb_runs[1].id, records=records[2:],
                                     config_changes={"ppo": {"total_steps": 288}})
     assert main(["train", str(config), "--seeds", "3"]) == 0
     second = tmp_path / "runs" / "recall_lstm-2"
     assert find_run_dirs(second) == [second / "seed_3"]
     assert len(wandb_runs) == 4 and wandb_runs[3].init["name"] == "recall_lstm-2/seed_3"
-    assert_w_and_b_mirrors_the_seed(wandb_runs[3], second / "seed_3", "fwp_rl/Recall-v0", ["lstm", "ppo"])
+    assert_w_and_b_mirrors_the_seed(wandb_runs[3], second / "seed_3", "fwp_rl/Recall-v0", TAGS)
 
 
 def test_neuroevolution_seeds_make_one_group(tmp_path, wandb_runs):
@@ -96,7 +100,8 @@ def test_neuroevolution_seeds_make_one_group(tmp_path, wandb_runs):
     # W&B: the seeds in the order given, one record per generation each, as in its metrics file.
     assert len(wandb_runs) == 2
     for k, run in zip((4, 2), wandb_runs):
-        assert_w_and_b_mirrors_the_seed(run, group / f"seed_{k}", "CartPole-v1", ["elman", "snes", "neuroevolution"])
+        assert_w_and_b_mirrors_the_seed(run, group / f"seed_{k}", "CartPole-v1",
+                                        ["neuroevolution", "elman", "CartPole-v1"])
     assert wandb_runs[0].history() != wandb_runs[1].history()
 
 
