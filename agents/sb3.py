@@ -376,6 +376,7 @@ class EvaluationEnvs(Envs):
         self.env_ids = np.arange(1)
         self.single_observation_space = self.venv.observation_space
         self.single_action_space = self.venv.action_space
+        self.render_fps = self.venv.metadata.get("render_fps")
         self._lengths = np.zeros(1, dtype=np.int64)
         self._actions: np.ndarray | None = None
 

@@ -182,6 +182,7 @@ class AtariEnvs(Envs):
         self.single_observation_space = gym.spaces.Box(0, 255, (channels, config.img_height, config.img_width),
                                                        np.uint8)
         self.single_action_space = self._env.single_action_space
+        self.render_fps = 60 / config.frameskip  # the Atari 2600 draws 60 frames a second
         self.env_ids = np.arange(self.batch_size)
         self._tally = EpisodeTally(config.num_envs)
         self._lives = np.zeros(config.num_envs, dtype=np.int64)

@@ -76,9 +76,11 @@ class Envs:
     Attributes: ``num_envs`` N; ``batch_size`` B, the envs each ``recv`` returns (N unless Atari runs
     asynchronously); ``env_ids`` int [B], the envs of the last ``reset`` or ``recv``, those the next
     ``send`` acts for (arange(N) when synchronous); ``single_observation_space`` (a Box: ``flat_observations``);
-    ``single_action_space``.
+    ``single_action_space``; ``render_fps``, the agent steps per second of real time in the env's pictures
+    (its metadata's "render_fps"; None when it names none).
     """
 
+    render_fps: float | None = None
     num_envs: int
     batch_size: int
     env_ids: np.ndarray
@@ -152,6 +154,7 @@ class GymEnvs(Envs):
         self.env_ids = np.arange(num_envs)
         self.single_observation_space = self._envs.single_observation_space
         self.single_action_space = self._envs.single_action_space
+        self.render_fps = self._envs.metadata.get("render_fps")
         self._async = vectorization_mode == "async"
         self._actions: np.ndarray | None = None
         self._tally = EpisodeTally(num_envs)

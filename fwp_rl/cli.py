@@ -167,12 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--deterministic", action="store_true", help="take the most likely action")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the env and of action sampling")
     evaluate.add_argument("--video", default=None, metavar="DIR",
-                          help="write an mp4 of the first episode into DIR (DIR/<name>.mp4, or <name>_memory.mp4)")
+                          help="write an mp4 of the first episode into DIR, as <run name>_seed<run seed>_"
+                               "<checkpoint>_evalseed<--seed>_ep0.mp4 (_memory.mp4 with --memory-view)")
     evaluate.add_argument("--overwrite", action="store_true", help="with --video: replace a video already there")
+    evaluate.add_argument("--fps", type=float, default=None, metavar="N",
+                          help="with --video: frames a second (default: the env's render_fps, else 30)")
     evaluate.add_argument("--memory-view", action="store_true",
                           help="with --video: show the memory (fast weights per head, the direct FWP's fast net, "
-                               "or the LSTM cell) and the action probabilities (double pole: the output o) beside "
-                               "the game")
+                               "or the recurrent state over time) and the outputs over time (action probabilities; "
+                               "double pole: the output o, the inputs and prediction errors) beside the game")
+    evaluate.add_argument("--shared-scale", type=float, default=None, metavar="S",
+                          help="with --memory-view: colour the memory from -S to S, the same in every video given "
+                               "it (default: each episode's largest |value|, printed)")
     return parser
 
 
@@ -238,9 +244,13 @@ def _run(args) -> int:
             raise ConfigError("--memory-view draws into the video: give --video DIR too")
         if args.overwrite and args.video is None:
             raise ConfigError("--overwrite replaces a video already there: give --video DIR too")
+        if args.fps is not None and args.video is None:
+            raise ConfigError("--fps sets the frame rate of the video: give --video DIR too")
+        if args.shared_scale is not None and not args.memory_view:
+            raise ConfigError("--shared-scale colours the memory view: give --video DIR --memory-view too")
         evaluate_checkpoint(args.checkpoint, episodes=args.episodes, deterministic=args.deterministic,
                             video_dir=args.video, seed=args.seed, memory_view=args.memory_view,
-                            overwrite=args.overwrite, which=args.which)
+                            overwrite=args.overwrite, which=args.which, fps=args.fps, shared_scale=args.shared_scale)
         return 0
     if args.command == "bench" and args.bench == "cores":
         from fwp_rl.bench.cores import CoresOptions, run_cores_bench

@@ -4,10 +4,12 @@ Checkpoints of every learner on any env: PPO (Atari and Gymnasium ids), SB3's re
 SB3 trained in, acting by SB3's own ``predict``) and neuroevolution (the double pole, with its success
 test, and Gymnasium ids). Episodes run one after another in a single env, so short episodes are not
 over-represented. The figures are printed as a table and written as JSON beside the checkpoint
-(``<checkpoint>.eval.json``); ``--video DIR`` writes an mp4 of the first episode (``video_path``: a video there
-already is refused before any episode is played, unless ``overwrite``), and ``memory_view`` puts
-the agent's memory and its action probabilities (a double pole controller's output o) beside the game
-(``fwp_rl.memory_view``). Each learner's entry in ``fwp_rl.learners`` names its evaluation here
+(``<checkpoint>.eval.json``); ``--video DIR`` writes an mp4 of the first episode, named by run, seed, checkpoint
+and episode (``video_path``: a video of that name there already is refused before any episode is played, unless
+``overwrite``), at the env's own frame rate (its metadata's "render_fps"; ``fps`` overrides it), and
+``memory_view`` puts the agent's memory and its outputs over time (action probabilities; a double pole
+controller's output o, its inputs and prediction errors) beside the game (``fwp_rl.memory_view``). A progress
+bar follows the episodes and the video. Each learner's entry in ``fwp_rl.learners`` names its evaluation here
 (``evaluate_ppo``, ``evaluate_sb3``, ``evaluate_neuroevolution``), which plays the episodes and hands
 them to ``Replay.report``.
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +37,7 @@ import imageio.v2 as imageio
 import numpy as np
 import torch
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fwp_rl.config import ConfigError, check_seed, from_dict
@@ -57,9 +61,21 @@ def _neuroevolution_policy(payload: dict):
     return config, policy
 
 
+def new_recording(names: list[str], fps: float | None) -> dict:
+    """An empty recording of an episode: per step its ``frames``, the ``memories`` (``memory_images``) and the
+    ``outputs`` [A] (one per name of ``names``), the ``kind`` of memory, the env's ``fps`` (None: unknown); the
+    double pole's also has ``captions`` and ``traces`` (``fwp_rl.memory_view.render_memory_video``)."""
+    return {"frames": [], "memories": [], "outputs": [], "kind": "", "names": names, "fps": fps}
+
+
+DOUBLE_POLE_INPUTS = ("x", "x'", "θ1", "θ1'", "θ2", "θ2'")  # the state variables the Markov inputs scale
+
+
 def double_pole_episode(policy, env, max_steps: int) -> dict:
-    """One episode from the standard start (at most ``max_steps`` control steps) as a recording: its frames,
-    and for each the controller's memory after reading it (``memory_images``) and its output o in [0, 1].
+    """One episode from the standard start (at most ``max_steps`` control steps) as a recording (``new_recording``):
+    its frames, and for each the controller's memory after reading it and its output o in [0, 1]; the captions say
+    the time, the cart's position and the poles' angles; the traces are the controller's inputs and, where its
+    core reads them out (``error_gain``), the prediction errors of its heads.
 
     The controller also reads the last frame (the failing state, or the state after ``max_steps``): its
     output there is shown but never acted on.
@@ -71,10 +87,21 @@ def double_pole_episode(policy, env, max_steps: int) -> dict:
     sim = double_pole.DoublePole(env, policy.device)
     obs = sim.reset(1)
     controller = MemoryController(policy.population(policy.get_flat_parameters()[None]), 1)
-    recording = {"frames": [], "memories": [], "outputs": [], "kind": "", "names": ["o"]}
+    recording = new_recording(["o"], double_pole.DoublePoleEnv.metadata["render_fps"])
+    names = DOUBLE_POLE_INPUTS if env.markov else DOUBLE_POLE_INPUTS[::2]
+    inputs, errors, captions = [], [], []
+    reads_errors = getattr(policy.core, "error_gain", 0) > 0
     with torch.no_grad():
         for t in range(max_steps + 1):
+            x, _, theta1, _, theta2, _ = sim.state[0].tolist()
+            captions.append(f"t = {t * double_pole.TIME_STEP * double_pole.SUBSTEPS:.2f} s    x = {x:+.3f} m    "
+                            f"θ1 = {math.degrees(theta1):+.2f}°    θ2 = {math.degrees(theta2):+.2f}°")
             recording["frames"].append(double_pole.render_frame(sim.state[0].cpu()))
+            inputs.append(obs[0, :len(names)].cpu().numpy())
+            if reads_errors:
+                state = tuple(s[0] for s in controller.state)
+                errors.append(policy.core.prediction_errors(policy.torso(obs.to(policy.dtype)), state)[0]
+                              .reshape(-1).cpu().numpy())
             outputs = controller(obs)
             recording["kind"], images = memory_images(tuple(s[0, 0] for s in controller.state))
             recording["memories"].append(images)
@@ -82,6 +109,10 @@ def double_pole_episode(policy, env, max_steps: int) -> dict:
             if t == max_steps or not bool(sim.alive[0]):
                 break
             obs, _ = sim.step(outputs)
+    recording["captions"] = captions
+    recording["traces"] = [("inputs", dict(zip(names, np.array(inputs).T)))]
+    if errors:
+        recording["traces"].append(("prediction errors", {f"head {i}": e for i, e in enumerate(np.array(errors).T)}))
     return recording
 
 
@@ -131,19 +162,23 @@ class PolicyAgent:
         return env_actions, tuple(s[0] for s in self.state), outputs.cpu().numpy()
 
 
-def run_episodes(agent, envs, frame, episodes: int, seed: int, record: bool = False) -> tuple[list, dict]:
+def run_episodes(agent, envs, frame, episodes: int, seed: int, record: bool = False, progress: Progress | None = None
+                 ) -> tuple[list, dict]:
     """``episodes`` whole episodes of ``agent`` (module docstring), one after another in ``envs`` (an ``Envs``
     of one env, closed at the end; the memory reset at every done, as in training) -> (their ``Episode``s,
-    and with ``record`` the first episode's frames (``frame(obs)`` at each step), memory images and action
-    probabilities)."""
+    and with ``record`` the first episode's recording (``new_recording``: frames ``frame(obs)`` at each step,
+    memory images and action probabilities)). ``progress`` (``fwp_rl.progress.run_progress``) gets a line that
+    counts the episodes."""
     from fwp_rl.memory_view import memory_images
 
-    recording = {"frames": [], "memories": [], "outputs": [], "kind": "", "names": agent.action_names}
+    recording = new_recording(agent.action_names, envs.render_fps)
     finished: list = []
+    task = None if progress is None else progress.add_task("episodes", total=episodes, status="")
     torch.manual_seed(seed)
     try:
         obs = envs.reset(seed=seed)
         start = np.ones(1, dtype=bool)
+        steps = 0
         with torch.no_grad():
             while len(finished) < episodes:
                 recording_now = record and not finished
@@ -156,13 +191,16 @@ def run_episodes(agent, envs, frame, episodes: int, seed: int, record: bool = Fa
                 step = envs.step(actions)
                 finished.extend(step.episodes)
                 obs, start = step.obs, step.done
+                steps += 1
+                if task is not None:
+                    progress.update(task, completed=min(len(finished), episodes), status=f"{steps:,} steps")
     finally:
         envs.close()
     return finished[:episodes], recording
 
 
 def policy_episodes(policy, env_id: str, options: dict, episodes: int, deterministic: bool, seed: int,
-                    record: bool = False) -> tuple[list, dict]:
+                    record: bool = False, progress: Progress | None = None) -> tuple[list, dict]:
     """``run_episodes`` of our policy in env ``env_id`` (``fwp_rl.envs.vector``): for Atari the frames are
     what the agent sees, for Gymnasium ids the env's own picture."""
     from fwp_rl.envs.vector import VectorEnvConfig, make_vector_env
@@ -172,7 +210,7 @@ def policy_episodes(policy, env_id: str, options: dict, episodes: int, determini
     if record and not config.atari:
         config.options["render_mode"] = "rgb_array"
     envs = make_vector_env(config, seed=seed)
-    return run_episodes(agent, envs, lambda obs: _frame(envs, obs, config.atari), episodes, seed, record)
+    return run_episodes(agent, envs, lambda obs: _frame(envs, obs, config.atari), episodes, seed, record, progress)
 
 
 def episode_figures(episodes: list) -> dict:
@@ -197,12 +235,44 @@ def _print_table(figures: dict, title: str, console: Console) -> None:
     console.print(table)
 
 
-def _write_video(out: Path, frames: list, fps: int) -> None:
-    height, width = frames[0].shape[:2]
-    # H.264 in yuv420p needs even sizes: an odd one gets its last row or column repeated.
-    frames = [np.pad(f, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge") for f in frames]
+def write_video(out: Path, frames: Iterable[np.ndarray], fps: float) -> Path:
+    """Write ``frames`` (RGB [H, W, 3] uint8, all of one size; taken one by one) as the mp4 ``out`` at ``fps`` frames
+    a second, replacing a file there only once the video is whole -> ``out``."""
     with replacing(out) as tmp:  # encoding takes seconds: a Ctrl-C in them leaves no broken video
-        imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)
+        writer = imageio.get_writer(tmp, fps=fps, macro_block_size=1)
+        try:
+            for f in frames:
+                # H.264 in yuv420p needs even sizes: an odd one gets its last row or column repeated.
+                writer.append_data(np.pad(f, ((0, f.shape[0] % 2), (0, f.shape[1] % 2), (0, 0)), mode="edge"))
+        finally:  # also after an error (the writer's own exit leaves ffmpeg writing to tmp when one ends its block)
+            writer.close()
+    return out
+
+
+DEFAULT_FPS = 30  # of a video of an env whose metadata names no "render_fps"
+
+
+def check_fps(fps) -> float | None:
+    """``--fps``: None (the env's own) or a positive finite number of frames a second."""
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps)
+                            or fps <= 0):
+        raise ConfigError(f"--fps {fps} is not allowed: it must be a positive number of frames a second")
+    return fps
+
+
+def check_shared_scale(scale) -> float | None:
+    """``--shared-scale``: None (each video's own) or a positive finite colour scale."""
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                              or not math.isfinite(scale) or scale <= 0):
+        raise ConfigError(f"--shared-scale {scale} is not allowed: it must be a positive number, the largest |value| "
+                          "of the memory's colours")
+    return scale
+
+
+def evaluation_progress(console: Console) -> Progress:
+    """The live lines of ``fwp-rl evaluate``: what it does, a bar, how much of it is done, a status, the time."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console, transient=True)
 
 
 @dataclass
@@ -214,19 +284,42 @@ class Replay:
     episodes: int
     deterministic: bool
     seed: int
-    video_dir: str | None
+    video: Path | None  # the video's file (``video_path``), None for none
     memory_view: bool
     video_steps: int
     console: Console
+    progress: Progress
+    fps: float | None = None  # of the video; None: the env's own
+    shared_scale: float | None = None  # of the memory view's colours; None: each video's own
 
     @property
     def record(self) -> bool:
-        return self.video_dir is not None
+        return self.video is not None
 
     def play_policy(self, config, policy) -> dict:
         """``report`` the ``policy_episodes`` of our policy in the env of ``config``."""
         return self.report(config, *policy_episodes(policy, config.env.id, config.env.options, self.episodes,
-                                                    self.deterministic, self.seed, self.record))
+                                                    self.deterministic, self.seed, self.record, self.progress))
+
+    def write_episode(self, recording: dict, output_label: str = "p(action)") -> Path:
+        """Write the recorded episode (``new_recording``) as the video ``video``, with ``memory_view`` its frames
+        with the memory and the outputs beside them -> its path."""
+        from fwp_rl.memory_view import memory_scale, render_memory_video
+
+        frames = recording["frames"]
+        if self.memory_view:
+            scale = self.shared_scale or memory_scale(recording["memories"])
+            self.console.print(f"memory view: colours from -{scale:.4g} to {scale:.4g} "
+                               f"({'--shared-scale' if self.shared_scale else 'the largest |value| of this episode'})")
+            frames = render_memory_video(frames, recording["memories"], recording["outputs"], recording["kind"],
+                                         recording["names"], output_label, scale, recording.get("captions"),
+                                         recording.get("traces", ()))
+        fps = self.fps or recording["fps"] or DEFAULT_FPS
+        steps = len(recording["frames"])
+        task = self.progress.add_task("video", total=steps, status=f"{fps:g} fps")
+        out = write_video(self.video, self.progress.track(frames, total=steps, task_id=task), fps)
+        self.console.print(f"video: {out} ({steps} frames, {fps:g} a second)")
+        return out
 
     def report(self, config, episodes: list, recording: dict) -> dict:
         """Print the figures of ``episodes`` (``run_episodes``), write them as JSON beside the checkpoint and the
@@ -238,7 +331,7 @@ class Replay:
                      f"{' (deterministic)' if self.deterministic else ''}", self.console)
         _save_figures(self.checkpoint, figures, self.console)
         if self.record:
-            _episode_video(recording, Path(self.video_dir), config.name, self.memory_view, 30, self.console)
+            self.write_episode(recording)
         return figures
 
 
@@ -254,8 +347,7 @@ def evaluate_neuroevolution(payload: dict, replay: Replay) -> dict:
 
     config, policy = _neuroevolution_policy(payload)
     if config.env.id == DOUBLE_POLE:
-        return _evaluate_double_pole(config, policy, replay.checkpoint, replay.video_dir, replay.memory_view,
-                                     replay.video_steps, replay.console)
+        return _evaluate_double_pole(config, policy, replay)
     return dataclasses.replace(replay, deterministic=True).play_policy(config, policy)
 
 
@@ -272,7 +364,7 @@ def evaluate_sb3(payload: dict, replay: Replay) -> dict:
     agent = sb3.EvaluationAgent(sb3.model_from_payload(payload, config, envs.venv, str(resolve_device("auto"))),
                                 replay.deterministic)
     return replay.report(config, *run_episodes(agent, envs, lambda obs: envs.render(), replay.episodes, replay.seed,
-                                               replay.record))
+                                               replay.record, replay.progress))
 
 
 NAMED_CHECKPOINTS = ("latest", "previous", "best")  # checkpoints/<name>.pt of a run directory (fwp_rl.harness)
@@ -301,14 +393,18 @@ def checkpoint_source(path: str, which: str | None = None) -> Path:
 
 def evaluate_checkpoint(path: str, episodes: int = 10, deterministic: bool = False, video_dir: str | None = None,
                         seed: int = 0, memory_view: bool = False, video_steps: int = 1_000,
-                        console: Console | None = None, overwrite: bool = False, which: str | None = None) -> dict:
+                        console: Console | None = None, overwrite: bool = False, which: str | None = None,
+                        fps: float | None = None, shared_scale: float | None = None) -> dict:
     """Replay the checkpoint at ``path`` (a file or a run directory; with ``which``, that checkpoint of the run
     directory: ``checkpoint_source``) by its learner's evaluation; print the figures, write them as JSON beside the
-    checkpoint and return them; with ``video_dir``, write an mp4 of the first episode (a ConfigError, before any
-    episode, when that video exists and not ``overwrite``)."""
+    checkpoint and return them; with ``video_dir``, write an mp4 of the first episode (``video_path``; a ConfigError,
+    before any episode, when that video exists and not ``overwrite``) at ``fps`` frames a second (None: the env's
+    own), its memory view's colours from -``shared_scale`` to ``shared_scale`` (None: the episode's own range)."""
     if episodes < 1:
         raise ConfigError(f"--episodes={episodes} is not allowed: it must be >= 1")
     check_seed(seed, "--seed")
+    check_fps(fps)
+    check_shared_scale(shared_scale)
     if video_dir is not None and Path(video_dir).exists() and not Path(video_dir).is_dir():
         raise ConfigError(f"--video {video_dir}: that is a file; --video names the directory to write the video into")
     source = checkpoint_source(path, which)
@@ -319,34 +415,26 @@ def evaluate_checkpoint(path: str, episodes: int = 10, deterministic: bool = Fal
     except ConfigError:
         raise CheckpointError(f"{str(path)!r} is a checkpoint of learner {payload.get('learner')!r}; supported: "
                               f"{', '.join(map(repr, LEARNERS))}") from None
-    name = payload.get("config", {}).get("name") if isinstance(payload.get("config"), dict) else None
-    if video_dir is not None and isinstance(name, str) and not overwrite:
-        out = video_path(Path(video_dir), name, memory_view)
-        if out.exists():
-            raise ConfigError(f"--video {video_dir}: {out} exists already; give --overwrite to replace it, or "
+    video = None
+    if video_dir is not None:
+        config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
+        video = video_path(Path(video_dir), config.get("name"), config.get("seed"), checkpoint, seed, memory_view)
+        if video.exists() and not overwrite:
+            raise ConfigError(f"--video {video_dir}: {video} exists already; give --overwrite to replace it, or "
                               "another directory")
-    return entry.evaluate(payload, Replay(checkpoint, episodes, deterministic, seed, video_dir, memory_view,
-                                          video_steps, console or Console()))
+    console = console or Console()
+    with evaluation_progress(console) as progress:
+        return entry.evaluate(payload, Replay(checkpoint, episodes, deterministic, seed, video, memory_view,
+                                              video_steps, console, progress, fps, shared_scale))
 
 
-def video_path(video_dir: Path, name: str, memory_view: bool) -> Path:
-    """Where ``--video`` writes the video of a run called ``name``."""
-    return video_dir / f"{name}{'_memory' if memory_view else ''}.mp4"
-
-
-def _episode_video(recording: dict, video_dir: Path, name: str, memory_view: bool, fps: int, console: Console,
-                   output_label: str = "p(action)", trace: bool = False) -> None:
-    """Write the recorded episode as <video_dir>/<name>.mp4, or with ``memory_view`` its frames with the memory
-    and the outputs beside them as <name>_memory.mp4."""
-    from fwp_rl.memory_view import render_memory_video
-
-    frames = recording["frames"]
-    if memory_view:
-        frames = render_memory_video(frames, recording["memories"], recording["outputs"], recording["kind"],
-                                     recording["names"], output_label, trace)
-    out = video_path(video_dir, name, memory_view)
-    _write_video(out, frames, fps)
-    console.print(f"video: {out} ({len(frames)} frames)")
+def video_path(video_dir: Path, name, run_seed, checkpoint: Path, seed: int, memory_view: bool, episode: int = 0
+               ) -> Path:
+    """Where ``--video`` writes episode ``episode`` (from 0) of ``fwp-rl evaluate --seed seed`` of ``checkpoint``
+    (a file), of run ``name`` trained with seed ``run_seed``: video_dir /
+    <name>_seed<run_seed>_<checkpoint's stem>_evalseed<seed>_ep<episode>[_memory].mp4."""
+    return video_dir / (f"{name}_seed{run_seed}_{checkpoint.stem}_evalseed{seed}_ep{episode}"
+                        f"{'_memory' if memory_view else ''}.mp4")
 
 
 def _save_figures(checkpoint: Path, figures: dict, console: Console) -> None:
@@ -357,26 +445,27 @@ def _save_figures(checkpoint: Path, figures: dict, console: Console) -> None:
     console.print(f"figures: {out}")
 
 
-def _evaluate_double_pole(config, policy, checkpoint: Path, video_dir, memory_view: bool, video_steps: int,
-                          console: Console) -> dict:
+def _evaluate_double_pole(config, policy, replay: Replay) -> dict:
     from fwp_rl.envs import double_pole
 
     env = double_pole.make_config(**config.env.options)
     flat = policy.get_flat_parameters()
     # the rollouts of the run (compiled or eager), whose last bits a chaotic trajectory can depend on
     compile = config.search.compile
+    task = replay.progress.add_task("fitness episode, then the success test", total=2, status="")
     fitness, steps = double_pole.population_fitness(policy, flat[None], env, compile)
+    replay.progress.update(task, completed=1, status=f"balanced {int(steps[0]):,} steps")
     # a Markov fitness episode is the 100,000-step test itself: it is not run twice
     test = double_pole.champion_test(policy, flat, env, int(steps[0]), compile)
+    replay.progress.update(task, completed=2)
+    checkpoint, console = replay.checkpoint, replay.console
     figures = {"checkpoint": str(checkpoint), "task": env.task, "fitness": float(fitness[0]),
                "fitness_episode_steps": int(steps[0]), "balanced_of_100000": test.balanced,
                "generalization_of_625": test.generalization, "solved": test.solved(env)}
     for key, value in figures.items():
         console.print(f"{key}: {value}")
     _save_figures(checkpoint, figures, console)
-    if video_dir is not None:
-        recording = double_pole_episode(policy, env, video_steps)
-        # o is the force: 0 pushes with -10 N, 1 with +10 N, 0.5 (dashed) not at all.
-        _episode_video(recording, Path(video_dir), config.name, memory_view,
-                       double_pole.DoublePoleEnv.metadata["render_fps"], console, "output o (force)", trace=True)
+    if replay.record:
+        # o is the force: 0 pushes with -10 N, 1 with +10 N, 0.5 not at all.
+        replay.write_episode(double_pole_episode(policy, env, replay.video_steps), "output o (force)")
     return figures

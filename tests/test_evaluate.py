@@ -15,8 +15,8 @@ from fwp_rl.agents import ppo
 from fwp_rl.cli import main
 from fwp_rl.config import PolicyConfig, from_dict
 from fwp_rl.envs import double_pole
-from fwp_rl.evaluate import _write_video, double_pole_episode
-from fwp_rl.memory_view import memory_images
+from fwp_rl.evaluate import double_pole_episode, write_video
+from fwp_rl.memory_view import WINDOW, memory_images, render_memory_video
 from fwp_rl.runs import load_checkpoint, save_checkpoint
 
 from conftest import assert_frames_show_a_moving_picture, coloured_fraction
@@ -58,9 +58,8 @@ def test_video_of_the_first_episode(recall_run, tmp_path, memory_view, first_epi
 def test_memory_images_show_each_heads_fast_weights_or_the_recurrent_state():
     kind, images = memory_images((torch.arange(2 * 3 * 4.).reshape(2, 3, 4),))
     assert kind == "fast weights per head" and images.shape == (2, 3, 4) and images[1, 0, 0] == 12
-    kind, images = memory_images((torch.zeros(5), torch.arange(5.)))  # LSTM (h, c): the cell
-    assert kind == "recurrent state" and images.shape == (1, 2, 3)
-    assert images[0, 1, 1] == 4 and np.isnan(images[0, 1, 2])
+    kind, images = memory_images((torch.zeros(5), torch.arange(5.)))  # LSTM (h, c): the cell, one column
+    assert kind == "recurrent state" and images.shape == (1, 5, 1) and images[0, 4, 0] == 4
     kind, images = memory_images((torch.zeros(3), torch.arange(10.).reshape(2, 5)))  # direct FWP (h, W)
     assert kind == "fast net weights" and images.shape == (1, 2, 5) and images[0, 1, 0] == 5
 
@@ -84,7 +83,7 @@ def test_evaluate_errors(recall_run, tmp_path, capsys):
 
 def test_a_video_already_there_is_a_one_line_error_before_any_episode_unless_overwrite(recall_run, tmp_path, capsys,
                                                                                       monkeypatch):
-    old = tmp_path / "recall.mp4"
+    old = tmp_path / "recall_seed0_latest_evalseed0_ep0.mp4"
     old.write_bytes(b"an earlier video")
     played, episodes = [], evaluate_module.policy_episodes
     monkeypatch.setattr(evaluate_module, "policy_episodes", lambda *a, **k: (played.append(1), episodes(*a, **k))[1])
@@ -124,28 +123,27 @@ def test_a_run_evolved_on_a_gpu_replays_on_the_cpu(double_pole_run, tmp_path, mo
 
 
 def test_double_pole_video_with_the_memory_view(double_pole_run, tmp_path):
-    """The double pole's video shows the cart and poles moving; with the memory view, beside them, the fast net's
-    weights as the slow net rewrites them, in colour, on one colour scale for the episode."""
+    """The double pole's video shows the cart and poles moving at 50 frames a second; with the memory view, beside
+    them, the fast net's weights as the slow net rewrites them, in colour, on one colour scale for the episode."""
     assert main(["evaluate", str(double_pole_run), "--video", str(tmp_path)]) == 0
-    plain = imageio.mimread(tmp_path / "tiny.mp4")
+    plain = imageio.mimread(tmp_path / "tiny_seed1_latest_evalseed0_ep0.mp4")
     assert main(["evaluate", str(double_pole_run), "--video", str(tmp_path), "--memory-view"]) == 0
-    frames = imageio.mimread(tmp_path / "tiny_memory.mp4")
+    video = tmp_path / "tiny_seed1_latest_evalseed0_ep0_memory.mp4"
+    frames = imageio.mimread(video)
+    assert imageio.get_reader(video).get_meta_data()["fps"] == 50
     steps = json.loads((double_pole_run / "checkpoints" / "latest.pt.eval.json").read_text())["fitness_episode_steps"]
     # The start, every balanced step and the step that failed; the same frames in both videos.
     assert len(frames) == len(plain) == steps + 2
     assert plain[0].shape == (300, 600, 3)
     assert_frames_show_a_moving_picture(plain)
-    # 4.2 inches high at 80 dpi; 11.4 wide: the cart, the 1 x 5 fast net weights in a wide panel, the colour bar.
-    assert {f.shape for f in frames} == {(336, 912, 3)}
-    assert_frames_show_a_moving_picture(frames, (slice(25, None), slice(0, 490)))  # the cart and poles, no title
+    height, width = frames[0].shape[:2]
+    assert {f.shape for f in frames} == {frames[0].shape} and width > 1000
+    assert_frames_show_a_moving_picture(frames, (slice(40, None), slice(0, 480)))  # the cart and poles, no title
     # The fast net panel (upper right, left of the colour bar) changes: the slow net rewrites W every step.
-    panel = (slice(30, 150), slice(530, 830))
+    panel = (slice(60, 200), slice(700, 1050))
     assert_frames_show_a_moving_picture(frames, panel)
     assert all(np.abs(b[panel].astype(float) - a[panel]).mean() > 1 for a, b in zip(frames[1:-1], frames[2:]))
     assert min(coloured_fraction(f[panel]) for f in frames) > 0.05  # the weights in colour, not a blank panel
-    colour_bar = [f[30:150, 860:880].astype(float) for f in frames]
-    assert coloured_fraction(frames[0][30:150, 860:880]) > 0.2  # the colour bar is there
-    assert np.abs(colour_bar[-1] - colour_bar[0]).mean() < 1  # one colour scale for the whole episode
 
 
 @pytest.mark.parametrize("core, options, kind", [
@@ -175,22 +173,62 @@ def test_double_pole_episode_records_the_controllers_memory_and_output(core, opt
 
 def test_videos_of_odd_sized_frames_are_padded_to_even_sizes(tmp_path):
     frames = [np.full((5, 7, 3), v, dtype=np.uint8) for v in (0, 255)]
-    _write_video(tmp_path / "odd.mp4", frames, fps=4)  # H.264 in yuv420p refuses odd sizes
+    # H.264 in yuv420p refuses odd sizes
+    assert write_video(tmp_path / "odd.mp4", frames, fps=4) == tmp_path / "odd.mp4"
     assert [f.shape for f in imageio.mimread(tmp_path / "odd.mp4")] == [(6, 8, 3)] * 2
 
 
-def test_an_interrupted_video_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+def test_an_interrupted_video_leaves_the_previous_one_whole(tmp_path):
     """Ctrl-C while ffmpeg encodes (seconds for a long episode): the video written before is still there, whole."""
     out = tmp_path / "run.mp4"
-    _write_video(out, [np.full((8, 8, 3), 50, dtype=np.uint8)] * 3, fps=4)
+    write_video(out, [np.full((8, 8, 3), 50, dtype=np.uint8)] * 3, fps=4)
     before = out.read_bytes()
 
-    def interrupted(path, frames, **options):
-        with open(path, "wb") as f:
-            f.write(b"\x00\x00\x00\x18ftypisom")  # the start of an mp4 that was never finished
-        raise KeyboardInterrupt
+    def frames():
+        yield np.full((8, 8, 3), 200, dtype=np.uint8)
+        raise KeyboardInterrupt  # while the frames are made and encoded, one by one
 
-    monkeypatch.setattr(imageio, "mimwrite", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        _write_video(out, [np.full((8, 8, 3), 200, dtype=np.uint8)] * 3, fps=4)
+        write_video(out, frames(), fps=4)
     assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["run.mp4"]
+
+
+def test_videos_play_at_the_envs_frame_rate_or_fps_and_runs_seeds_and_checkpoints_never_share_a_name(
+        recall_run, tmp_path, capsys):
+    """Recall's 4 steps a second (its render_fps), or --fps; a name per run, seed, checkpoint and episode."""
+    video = tmp_path / "recall_seed0_latest_evalseed0_ep0.mp4"
+    assert main(["evaluate", str(recall_run), "--episodes", "1", "--video", str(tmp_path)]) == 0
+    assert imageio.get_reader(video).get_meta_data()["fps"] == 4
+    assert main(["evaluate", str(recall_run), "--episodes", "1", "--video", str(tmp_path), "--fps", "2.5",
+                 "--overwrite"]) == 0
+    assert imageio.get_reader(video).get_meta_data()["fps"] == 2.5
+    payload = load_checkpoint(recall_run)
+    payload["config"]["seed"] = 1  # another seed's run of the same name
+    save_checkpoint(tmp_path / "other" / "latest.pt", payload)
+    assert main(["evaluate", str(tmp_path / "other" / "latest.pt"), "--episodes", "1", "--video", str(tmp_path)]) == 0
+    assert main(["evaluate", str(recall_run), "--episodes", "1", "--seed", "3", "--video", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.mp4")) == [
+        "recall_seed0_latest_evalseed0_ep0.mp4", "recall_seed0_latest_evalseed3_ep0.mp4",
+        "recall_seed1_latest_evalseed0_ep0.mp4"]
+    capsys.readouterr()
+    for argv, message in [(["--fps", "0"], "--fps 0.0 is not allowed: it must be a positive number"),
+                          (["--fps", "nan"], "--fps nan is not allowed: it must be a positive number"),
+                          (["--memory-view", "--shared-scale", "-1"], "--shared-scale -1.0 is not allowed"),
+                          (["--shared-scale", "2"], "--shared-scale colours the memory view: give --video DIR "
+                                                    "--memory-view too")]:
+        assert main(["evaluate", str(recall_run), "--episodes", "1", "--video", str(tmp_path / "new"), *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_recurrent_state_scrolls_by_as_a_units_x_time_heatmap_in_frames_of_one_size():
+    steps, units = WINDOW + 30, 6
+    frames = [np.full((40, 80, 3), 10 * (t % 20), dtype=np.uint8) for t in range(steps)]
+    memories = [np.full((1, units, 1), np.sin(t / 5)) for t in range(steps)]
+    outputs = [np.array([0.2, 0.8]) for _ in range(steps)]
+    video = list(render_memory_video(frames, memories, outputs, "recurrent state", ["0", "1"], scale=2.0))
+    assert len(video) == steps and len({f.shape for f in video}) == 1
+    # Past the window the heatmap scrolls: each frame shows a new column, so it differs from the one before.
+    height, width = video[0].shape[:2]
+    board = (slice(int(0.1 * height), int(0.55 * height)), slice(int(0.45 * width), int(0.85 * width)))
+    assert_frames_show_a_moving_picture(video[WINDOW:], board, level=10)

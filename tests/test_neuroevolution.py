@@ -467,7 +467,7 @@ def test_train_writes_a_run_and_evaluate_replays_it(tmp_path, capsys):
     assert "generalization_of_625" in out
     # The video of the episode from the standard start: the cart and poles moving, frame after frame, until the
     # poles fall.
-    assert_frames_show_a_moving_picture(imageio.mimread(tmp_path / "video" / "tiny.mp4"))
+    assert_frames_show_a_moving_picture(imageio.mimread(tmp_path / "video" / "tiny_seed1_latest_evalseed0_ep0.mp4"))
 
 
 def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):

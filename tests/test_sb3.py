@@ -215,7 +215,7 @@ def test_evaluation_agent_hands_on_the_actor_lstm_cell_and_the_probabilities_it_
 def test_evaluate_writes_the_video_of_an_sb3_checkpoint(sb3_run, tmp_path, memory_view, first_episode_video):
     video = first_episode_video(sb3_run, tmp_path, memory_view, steps=7)  # the 7-step episode
     if memory_view:
-        assert video.name == "recall_memory.mp4"
+        assert video.name == "recall_seed3_latest_evalseed0_ep0_memory.mp4"
 
 
 def test_evaluate_refuses_an_sb3_checkpoint_without_its_model(sb3_run, tmp_path, capsys):
@@ -298,7 +298,7 @@ def test_evaluate_plays_atari_in_sb3s_wrappers_and_films_the_colour_screen(tmp_p
     assert main(["evaluate", str(run_dir), "--episodes", "2", "--video", str(tmp_path / "video")]) == 0
     figures = json.loads((run_dir / "checkpoints" / "latest.pt.eval.json").read_text())
     assert figures["episodes"] == 2 and figures["length_min"] == figures["length_max"] == 23
-    frames = imageio.mimread(tmp_path / "video" / "recall.mp4")
+    frames = imageio.mimread(tmp_path / "video" / "recall_seed3_latest_evalseed0_ep0.mp4")
     assert len(frames) == 23 and frames[0].shape == (210, 160, 3)
     assert_frames_show_a_moving_picture(frames)  # the game played, not one screen over and over
     assert min(coloured_fraction(f) for f in frames) > 0.5  # the colour screen, not the grey observation

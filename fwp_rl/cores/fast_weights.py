@@ -174,11 +174,19 @@ class DeltaCore(FastWeightLayer):
     def _readout(self, o: Tensor, error: Tensor) -> Tensor:
         return self._output(torch.cat([o, self.error_gain * error], dim=-1) if self.error_gain else o)
 
-    def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+    def _rule_step(self, x: Tensor, state: State) -> tuple[Tensor, Tensor, Tensor]:
         q, k, v, *rest = self._project(x)
         beta, log_alpha = self._rates(rest[0], rest[1] if self.uses_gate else None)
-        o, error, S = delta_rule_error_step(q, k, v, beta, state[0], log_alpha)
+        return delta_rule_error_step(q, k, v, beta, state[0], log_alpha)
+
+    def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        o, error, S = self._rule_step(x, state)
         return self._readout(o, error), (S,)
+
+    def prediction_errors(self, x: Tensor, state: State) -> Tensor:
+        """The prediction errors e_t = v_t - W_{t-1} phi(k_t) [B, H, d] of a step on x [B, input_size] from
+        ``state``: what the error readout hands the output projection, before ``error_gain``."""
+        return self._rule_step(x, state)[1]
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
         self._check_sequence(x, episode_starts)
