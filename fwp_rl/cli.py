@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--shared-scale", type=float, default=None, metavar="S",
                           help="with --memory-view: colour the memory from -S to S, the same in every video given "
                                "it (default: each episode's largest |value|, printed)")
+    evaluate.add_argument("--wandb", choices=("online", "offline"), default=None,
+                          help="also log the figures and the video to W&B, in the training run's group (offline: "
+                               "written beside the run for `wandb sync`)")
     return parser
 
 
@@ -250,7 +253,8 @@ def _run(args) -> int:
             raise ConfigError("--shared-scale colours the memory view: give --video DIR --memory-view too")
         evaluate_checkpoint(args.checkpoint, episodes=args.episodes, deterministic=args.deterministic,
                             video_dir=args.video, seed=args.seed, memory_view=args.memory_view,
-                            overwrite=args.overwrite, which=args.which, fps=args.fps, shared_scale=args.shared_scale)
+                            overwrite=args.overwrite, which=args.which, fps=args.fps, shared_scale=args.shared_scale,
+                            wandb_mode=args.wandb)
         return 0
     if args.command == "bench" and args.bench == "cores":
         from fwp_rl.bench.cores import CoresOptions, run_cores_bench

@@ -252,6 +252,12 @@ def write_video(out: Path, frames: Iterable[np.ndarray], fps: float) -> Path:
 DEFAULT_FPS = 30  # of a video of an env whose metadata names no "render_fps"
 
 
+def video_fps(recording: dict, fps: float | None = None) -> float:
+    """The frame rate of the video of ``recording`` (``new_recording``): ``fps``, else the env's, else
+    ``DEFAULT_FPS``."""
+    return fps or recording["fps"] or DEFAULT_FPS
+
+
 def check_fps(fps) -> float | None:
     """``--fps``: None (the env's own) or a positive finite number of frames a second."""
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps)
@@ -314,7 +320,7 @@ class Replay:
             frames = render_memory_video(frames, recording["memories"], recording["outputs"], recording["kind"],
                                          recording["names"], output_label, scale, recording.get("captions"),
                                          recording.get("traces", ()))
-        fps = self.fps or recording["fps"] or DEFAULT_FPS
+        fps = video_fps(recording, self.fps)
         steps = len(recording["frames"])
         task = self.progress.add_task("video", total=steps, status=f"{fps:g} fps")
         out = write_video(self.video, self.progress.track(frames, total=steps, task_id=task), fps)
@@ -394,12 +400,14 @@ def checkpoint_source(path: str, which: str | None = None) -> Path:
 def evaluate_checkpoint(path: str, episodes: int = 10, deterministic: bool = False, video_dir: str | None = None,
                         seed: int = 0, memory_view: bool = False, video_steps: int = 1_000,
                         console: Console | None = None, overwrite: bool = False, which: str | None = None,
-                        fps: float | None = None, shared_scale: float | None = None) -> dict:
+                        fps: float | None = None, shared_scale: float | None = None,
+                        wandb_mode: str | None = None) -> dict:
     """Replay the checkpoint at ``path`` (a file or a run directory; with ``which``, that checkpoint of the run
     directory: ``checkpoint_source``) by its learner's evaluation; print the figures, write them as JSON beside the
     checkpoint and return them; with ``video_dir``, write an mp4 of the first episode (``video_path``; a ConfigError,
     before any episode, when that video exists and not ``overwrite``) at ``fps`` frames a second (None: the env's
-    own), its memory view's colours from -``shared_scale`` to ``shared_scale`` (None: the episode's own range)."""
+    own), its memory view's colours from -``shared_scale`` to ``shared_scale`` (None: the episode's own range); with
+    ``wandb_mode`` (online or offline), also log the figures and the video to W&B (``_log_to_wandb``)."""
     if episodes < 1:
         raise ConfigError(f"--episodes={episodes} is not allowed: it must be >= 1")
     check_seed(seed, "--seed")
@@ -424,8 +432,30 @@ def evaluate_checkpoint(path: str, episodes: int = 10, deterministic: bool = Fal
                               "another directory")
     console = console or Console()
     with evaluation_progress(console) as progress:
-        return entry.evaluate(payload, Replay(checkpoint, episodes, deterministic, seed, video, memory_view,
-                                              video_steps, console, progress, fps, shared_scale))
+        figures = entry.evaluate(payload, Replay(checkpoint, episodes, deterministic, seed, video, memory_view,
+                                                 video_steps, console, progress, fps, shared_scale))
+    if wandb_mode is not None:
+        _log_to_wandb(payload, checkpoint, figures, video, wandb_mode, console)
+    return figures
+
+
+def _log_to_wandb(payload: dict, checkpoint: Path, figures: dict, video: Path | None, mode: str,
+                  console: Console) -> None:
+    """``evaluate --wandb``: the figures (and the video) as a W&B run of job type "evaluate", filed as the training
+    run is (``fwp_rl.runs.start_run_wandb``: its group, core and task), its files beside the checkpoint's run."""
+    import wandb
+
+    from fwp_rl.runs import start_run_wandb
+
+    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    config = payload["config"]
+    run = start_run_wandb(config, run_dir, f"{run_dir.name} evaluate {checkpoint.stem}", console, mode=mode,
+                          job_type="evaluate")
+    values = {f"evaluate/{k}": v for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if video is not None and video.is_file():
+        values["evaluate/video"] = wandb.Video(str(video), format="mp4")
+    run.log(values, step=0)
+    run.finish()
 
 
 def video_path(video_dir: Path, name, run_seed, checkpoint: Path, seed: int, memory_view: bool, episode: int = 0

@@ -64,7 +64,7 @@ from rich.console import Console
 
 from fwp_rl.config import MAX_SEED, ConfigError, dump_yaml, to_dict
 from fwp_rl.envs.vector import Episode
-from fwp_rl.evaluate import _episode_video, episode_figures, video_path
+from fwp_rl.evaluate import episode_figures, video_fps, write_video
 from fwp_rl.files import atomic_copy, remove_temporaries
 from fwp_rl.learners import learner
 from fwp_rl.progress import StopOnInterrupt, run_progress
@@ -199,9 +199,8 @@ class Run:
                                        record)
         figures = episode_figures(episodes)
         if record:
-            name, folder = f"{self._iteration}_{iteration}", self.run_dir / "videos"
-            _episode_video(recording, folder, name, False, 30, self.console)  # as fwp-rl evaluate --video writes
-            self._video = video_path(folder, name, False)
+            self._video = write_video(self.run_dir / "videos" / f"{self._iteration}_{iteration}.mp4",
+                                      recording["frames"], video_fps(recording))
         score = figures["return_mean"]
         if not math.isnan(score) and (self.best is None or score > self.best["return_mean"]):
             self.best = {"update": iteration, "return_mean": score}

@@ -27,7 +27,7 @@ def played(monkeypatch, scores=None):
     ``scores``, each evaluation plays no episode but gives episodes of the next score as their return."""
     calls, play = [], evaluate.run_episodes
 
-    def recorded(agent, envs, frame, episodes, seed, record=False):
+    def recorded(agent, envs, frame, episodes, seed, record=False, progress=None):
         num_envs = envs.num_envs
         if scores is None:
             finished = play(agent, envs, frame, episodes, seed, record)[0]

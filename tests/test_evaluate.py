@@ -232,3 +232,25 @@ def test_the_recurrent_state_scrolls_by_as_a_units_x_time_heatmap_in_frames_of_o
     height, width = video[0].shape[:2]
     board = (slice(int(0.1 * height), int(0.55 * height)), slice(int(0.45 * width), int(0.85 * width)))
     assert_frames_show_a_moving_picture(video[WINDOW:], board, level=10)
+
+
+def test_evaluate_wandb_logs_the_figures_and_the_video_in_the_training_runs_group(recall_run, tmp_path, wandb_runs,
+                                                                                  capsys):
+    """`evaluate --wandb`: one W&B run of job type "evaluate", grouped, tagged and configured as the training run
+    (fwp_rl.runs.start_run_wandb), with the figures of eval.json and the video, its files in the run directory."""
+    import wandb
+
+    assert main(["evaluate", str(recall_run), "--episodes", "3", "--video", str(tmp_path), "--wandb", "offline"]) == 0
+    (run,) = wandb_runs
+    init = run.init
+    assert init["mode"] == "offline" and init["job_type"] == "evaluate" and init["dir"] == str(recall_run)
+    assert init["group"] == "recall" and init["name"] == f"{recall_run.name} evaluate latest"
+    assert init["config"]["core"] == "delta" and init["config"]["task"] == "fwp_rl/Recall-v0"
+    assert {"ppo", "delta", "fwp_rl/Recall-v0"} <= set(init["tags"])
+    ((values, step),) = run.logged
+    figures = json.loads((recall_run / "checkpoints" / "latest.pt.eval.json").read_text())
+    assert step == 0 and values["evaluate/return_mean"] == figures["return_mean"]
+    assert values["evaluate/episodes"] == 3 and "evaluate/returns" not in values
+    assert isinstance(values["evaluate/video"], wandb.Video)
+    assert run.finished
+    assert f"upload with: wandb sync {run.settings.sync_dir}" in capsys.readouterr().out

@@ -207,7 +207,7 @@ def test_evaluation_agent_hands_on_the_actor_lstm_cell_and_the_probabilities_it_
         assert probs.argmax() == actions[0]
         assert len(memory) == 2 and np.array_equal(memory[1].numpy(), state[1][0, 0])  # (h, c) of the one layer
     kind, images = memory_images(memory)
-    assert kind == "recurrent state" and images.shape == (1, 4, 4)  # the 16 cell values as a grid
+    assert kind == "recurrent state" and images.shape == (1, 16, 1)  # the 16 cell values: a column of the heatmap
     assert agent.act(obs, starts, record=False)[1:] == (None, None)
 
 
