@@ -167,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--deterministic", action="store_true", help="take the most likely action")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the env and of action sampling")
     evaluate.add_argument("--video", default=None, metavar="DIR",
-                          help="write an mp4 of the first episode into DIR, as <run name>_seed<run seed>_"
-                               "<checkpoint>_evalseed<--seed>_ep0.mp4 (_memory.mp4 with --memory-view)")
+                          help="write an mp4 of the first episode into DIR, as <run>_seed<run seed>_"
+                               "<checkpoint>_evalseed<--seed>_ep0.mp4, <run> being the --seeds group or else the "
+                               "run directory's name (_memory.mp4 with --memory-view)")
     evaluate.add_argument("--overwrite", action="store_true", help="with --video: replace a video already there")
     evaluate.add_argument("--fps", type=float, default=None, metavar="N",
                           help="with --video: frames a second (default: the env's render_fps, else 30)")

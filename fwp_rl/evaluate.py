@@ -426,7 +426,8 @@ def evaluate_checkpoint(path: str, episodes: int = 10, deterministic: bool = Fal
     video = None
     if video_dir is not None:
         config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
-        video = video_path(Path(video_dir), config.get("name"), config.get("seed"), checkpoint, seed, memory_view)
+        video = video_path(Path(video_dir), run_label(checkpoint, config), config.get("seed"), checkpoint, seed,
+                           memory_view)
         if video.exists() and not overwrite:
             raise ConfigError(f"--video {video_dir}: {video} exists already; give --overwrite to replace it, or "
                               "another directory")
@@ -447,7 +448,7 @@ def _log_to_wandb(payload: dict, checkpoint: Path, figures: dict, video: Path | 
 
     from fwp_rl.runs import start_run_wandb
 
-    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    run_dir = run_directory(checkpoint) or checkpoint.parent
     config = payload["config"]
     run = start_run_wandb(config, run_dir, f"{run_dir.name} evaluate {checkpoint.stem}", console, mode=mode,
                           job_type="evaluate")
@@ -458,10 +459,22 @@ def _log_to_wandb(payload: dict, checkpoint: Path, figures: dict, video: Path | 
     run.finish()
 
 
+def run_directory(checkpoint: Path) -> Path | None:
+    """The run directory of ``checkpoint`` (a file): the one above its checkpoints/, None for a file elsewhere."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+
+
+def run_label(checkpoint: Path, config: dict) -> str:
+    """What names the run of ``checkpoint`` (a file) in a video's name: the group of a ``train --seeds`` seed (its
+    seed follows in the name), else its run directory's name (runs/<name>-2 is "<name>-2"), else its config's name."""
+    run_dir = run_directory(checkpoint)
+    return ((config.get("run") or {}).get("group") or (run_dir.name if run_dir else None) or str(config.get("name")))
+
+
 def video_path(video_dir: Path, name, run_seed, checkpoint: Path, seed: int, memory_view: bool, episode: int = 0
                ) -> Path:
     """Where ``--video`` writes episode ``episode`` (from 0) of ``fwp-rl evaluate --seed seed`` of ``checkpoint``
-    (a file), of run ``name`` trained with seed ``run_seed``: video_dir /
+    (a file), of run ``name`` (``run_label``) trained with seed ``run_seed``: video_dir /
     <name>_seed<run_seed>_<checkpoint's stem>_evalseed<seed>_ep<episode>[_memory].mp4."""
     return video_dir / (f"{name}_seed{run_seed}_{checkpoint.stem}_evalseed{seed}_ep{episode}"
                         f"{'_memory' if memory_view else ''}.mp4")

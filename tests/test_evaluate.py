@@ -207,7 +207,12 @@ def test_videos_play_at_the_envs_frame_rate_or_fps_and_runs_seeds_and_checkpoint
     save_checkpoint(tmp_path / "other" / "latest.pt", payload)
     assert main(["evaluate", str(tmp_path / "other" / "latest.pt"), "--episodes", "1", "--video", str(tmp_path)]) == 0
     assert main(["evaluate", str(recall_run), "--episodes", "1", "--seed", "3", "--video", str(tmp_path)]) == 0
+    for group in ("recall_lstm", "recall_delta"):  # seed 0 of two train --seeds groups: run.group names the run
+        payload["config"].update(name="seed_0", seed=0, run={**payload["config"]["run"], "group": group})
+        save_checkpoint(tmp_path / group / "seed_0" / "checkpoints" / "latest.pt", payload)
+        assert main(["evaluate", str(tmp_path / group / "seed_0"), "--episodes", "1", "--video", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.glob("*.mp4")) == [
+        "recall_delta_seed0_latest_evalseed0_ep0.mp4", "recall_lstm_seed0_latest_evalseed0_ep0.mp4",
         "recall_seed0_latest_evalseed0_ep0.mp4", "recall_seed0_latest_evalseed3_ep0.mp4",
         "recall_seed1_latest_evalseed0_ep0.mp4"]
     capsys.readouterr()
