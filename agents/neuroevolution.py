@@ -707,11 +707,16 @@ def train(config: NeuroevolutionConfig, resume: str | Path | None = None, consol
             run.console.print(f"nothing to continue in {run.run_dir}: {reason}")
             return run.result
     with run.start(total=config.search.max_evaluations, iteration="generation"):
+        if config.search.compile:  # the first generation compiles: tens of seconds where torch's cache is empty
+            run.show("compiling the rollouts (torch.compile) for the first generation")
+        before = (evolution.evaluations, evolution.seconds)
         while not evolution.done and not run.stop_requested:
             r = evolution.step()
             values = dict(generation=r.generation, best=r.best, mean=r.mean, best_ever=r.best_ever, seconds=r.seconds,
                           solved=evolution.solved)
-            status = f"gen {r.generation}  best {r.best:.4g}  best ever {r.best_ever:.4g}"
+            rate = (r.evaluations - before[0]) / max(r.seconds - before[1], 1e-9)
+            before = (r.evaluations, r.seconds)
+            status = f"gen {r.generation}  {rate:,.0f} evals/s  best {r.best:.4g}  best ever {r.best_ever:.4g}"
             if config.search.restarts:
                 values["restarts"] = r.restarts
                 status += f"  restarts {r.restarts}"

@@ -5,6 +5,7 @@ thresholds), the run directory and CLI, and the errors a user sees."""
 from __future__ import annotations
 
 import math
+import re
 
 import gymnasium as gym
 import imageio.v2 as imageio
@@ -468,6 +469,25 @@ def test_train_writes_a_run_and_evaluate_replays_it(tmp_path, capsys):
     # The video of the episode from the standard start: the cart and poles moving, frame after frame, until the
     # poles fall.
     assert_frames_show_a_moving_picture(imageio.mimread(tmp_path / "video" / "tiny_seed1_latest_evalseed0_ep0.mp4"))
+
+
+def test_the_progress_line_says_it_compiles_then_shows_evaluations_per_second(tmp_path, monkeypatch):
+    """With search.compile the line says it compiles before the first generation (the compile is replaced by the
+    eager step here, for speed); each generation's line then has its evaluations per second."""
+    from fwp_rl import harness
+
+    shown = []
+    monkeypatch.setattr(harness.Run, "show", lambda self, status: shown.append(status))
+    monkeypatch.setattr(success, "_compiled_closed_loop_step", lambda: success._closed_loop_step)
+    monkeypatch.setattr(double_pole, "compile_unavailable", lambda device: None)
+    config = from_dict(ne.NeuroevolutionConfig, {
+        "name": "tiny", "env": {"options": {"task": "nonmarkov"}},
+        "policy": {"torso": "identity", "core": "direct", "core_options": CONTROLLERS["direct"]},
+        "search": {"algorithm": "snes", "popsize": 6, "max_generations": 2, "compile": True},
+        "run": {"root": str(tmp_path), "wandb": "disabled"}})
+    ne.train(config)
+    assert len(shown) == 3 and shown[0].startswith("compiling the rollouts (torch.compile)")
+    assert all(re.fullmatch(rf"gen {g}  [\d,]+ evals/s  best .+", status) for g, status in zip((1, 2), shown[1:]))
 
 
 def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
