@@ -56,8 +56,8 @@ class SymbolTask:
 
     An episode is ``steps`` steps long and is drawn whole when it starts (``draw``: int64 [episode_size] from the
     copy's generator); ``observe`` and ``reward`` read the episodes [n, episode_size] of all copies at their steps
-    t [n] (t = steps: after the last step, a blank observation). Observations are float32 [observation_size] of 0s and 1s, the last
-    ``flags`` entries flags (drawn in amber by ``cells_frame``); actions are Discrete(num_actions).
+    t [n] (t = steps: after the last step, a blank observation). Observations are float32 [observation_size] of 0s
+    and 1s, the last ``flags`` entries flags (drawn in amber by ``cells_frame``); actions are Discrete(num_actions).
     ``memoryless_return``: the expected return of the best policy without memory.
     """
 
@@ -268,8 +268,8 @@ class Recall(SymbolTask):
 
 def symbol_spaces(task: SymbolTask) -> tuple[gym.spaces.Box, gym.spaces.Discrete]:
     """(observation space, action space) of one copy of ``task``."""
-    return gym.spaces.Box(0.0, 1.0, shape=(task.observation_size,), dtype=np.float32), gym.spaces.Discrete(
-        task.num_actions)
+    observation = gym.spaces.Box(0.0, 1.0, shape=(task.observation_size,), dtype=np.float32)
+    return observation, gym.spaces.Discrete(task.num_actions)
 
 
 class SymbolEnv(gym.Env):
@@ -294,6 +294,9 @@ class SymbolEnv(gym.Env):
         return self.task.observe(self._episode, self._t)[0], {}
 
     def step(self, action):
+        if not self.action_space.contains(action):
+            last = self.task.num_actions - 1
+            raise ValueError(f"action={action!r} is not allowed: it must be an integer in [0, {last}]")
         reward = self.task.reward(self._episode, self._t, np.array([int(action)]))
         self._t += 1
         return (self.task.observe(self._episode, self._t)[0], float(reward[0]), bool(self._t[0] >= self.task.steps),

@@ -103,7 +103,11 @@ def test_vector_env_steps_as_the_single_envs(env_id, difficulty):
     assert ends >= 2 * n  # autoresets happened
 
 
-def test_vector_env_refuses_bad_actions():
+def test_bad_actions_are_refused():
+    with pytest.raises(ValueError, match=r"action=4 is not allowed: it must be an integer in \[0, 3\]"):
+        env = gym.make("fwp_rl/RepeatPrevious-v0").unwrapped
+        env.reset(seed=0)
+        env.step(4)
     with pytest.raises(ValueError, match=r"must be 2 integers in \[0, 3\]"):
         gym.make_vec("fwp_rl/RepeatPrevious-v0", 2).step(np.array([0, 4]))
     with pytest.raises(ValueError, match=r"must be numbers of shape \(2, 1\) or \(2,\)"):
