@@ -8,9 +8,8 @@ Env ids (``VectorEnvConfig.id``):
 - anything else: a registered Gymnasium id (``gymnasium.pprint_registry()`` lists them; importing
   ``fwp_rl.envs`` adds the fwp_rl/... ids and ale-py's ALE/... ids, which run raw frames in Python: use
   "atari:<game>" to train on Atari), or "module:EnvId", an id that importing ``module`` registers (as
-  ``gymnasium.make`` takes it), through ``gymnasium.make_vec``: the id's own vector env where it registers one
-  (``vector_entry_point``) that autoresets on the same step (the memory suite's numpy vector envs,
-  ``fwp_rl.envs.memory_suite``), else Gymnasium's SyncVectorEnv; options.vectorization_mode "sync" or "async"
+  ``gymnasium.make`` takes it), through ``gymnasium.make_vec``: the memory suite's numpy vector env where the id
+  registers one (``same_step_vector_env``), else Gymnasium's SyncVectorEnv; options.vectorization_mode "sync" or "async"
   asks for SyncVectorEnv or AsyncVectorEnv of single envs. Observations of any space of
   ``OBSERVATION_SPACES`` reach the policy as one Box (``flat_observations``).
 
@@ -46,6 +45,7 @@ from gymnasium.envs.registration import load_env_creator
 from gymnasium.vector import AutoresetMode
 
 from fwp_rl.config import ConfigError
+from fwp_rl.envs.memory_suite import MemoryVectorEnv
 
 ATARI_PREFIX = "atari:"
 OBSERVATION_SPACES = "Box, Discrete, MultiDiscrete, MultiBinary, or a Dict or Tuple of them (nested too)"
@@ -209,29 +209,35 @@ def _unsupported_part(space: gym.Space) -> gym.Space | None:
 
 
 def same_step_vector_env(env_id: str) -> bool:
-    """Whether the Gymnasium id (or "module:EnvId", its module imported) registers a vector env
-    (``vector_entry_point``) whose metadata says it autoresets on the same step, as ``Envs`` do. Others (Gymnasium's
-    CartPoleVectorEnv, the double pole's ``DoublePoleVectorEnv``: next-step autoreset) are not used here."""
+    """Whether the Gymnasium id (or "module:EnvId", its module imported) registers as its ``vector_entry_point`` one
+    of fwp-rl's numpy vector envs (``fwp_rl.envs.memory_suite.MemoryVectorEnv``): tested to step as the single envs
+    do, autoresetting on the same step. Other vector envs are not used here: ale-py's preprocesses the frames its
+    single env returns raw, and Gymnasium's CartPoleVectorEnv and the double pole's autoreset on the next step."""
     spec = gym.registry.get(env_id.rpartition(":")[2])
     entry_point = None if spec is None else spec.vector_entry_point
     if entry_point is None:
         return False
     creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
-    return getattr(creator, "metadata", {}).get("autoreset_mode") == AutoresetMode.SAME_STEP
+    return isinstance(creator, type) and issubclass(creator, MemoryVectorEnv)
 
 
 def flat_vector_observations(envs: gym.vector.VectorEnv, env_id: str) -> gym.vector.VectorEnv:
-    """``flat_observations`` for a vector env: its observations as they are if a Box, else flattened by Gymnasium's
-    vector ``FlattenObservation``; a space of none of ``OBSERVATION_SPACES`` is a ``ConfigError`` (``envs`` closed)."""
-    space = envs.single_observation_space
+    """``flat_observations`` for a vector env, by Gymnasium's vector ``FlattenObservation``."""
+    space = check_observation_space(envs.single_observation_space, env_id, envs)
+    return envs if isinstance(space, gym.spaces.Box) else gym.wrappers.vector.FlattenObservation(envs)
+
+
+def check_observation_space(space: gym.Space, env_id: str, env) -> gym.Space:
+    """``space`` if a policy takes it (``OBSERVATION_SPACES``), else a ``ConfigError`` naming ``env.id=env_id`` and
+    the space, ``env`` (a single or vector env) closed."""
     bad = _unsupported_part(space)
     if bad is not None:
-        envs.close()
+        env.close()
         with np.printoptions(linewidth=sys.maxsize):  # Box bounds on one line
             inside = "" if bad is space else f" (its part {bad} is not)"
             raise ConfigError(f"env.id={env_id!r}: the observation space {space} is not supported{inside}; a policy "
                               f"takes {OBSERVATION_SPACES}")
-    return envs if isinstance(space, gym.spaces.Box) else gym.wrappers.vector.FlattenObservation(envs)
+    return space
 
 
 def flat_observations(env: gym.Env, env_id: str) -> gym.Env:
@@ -248,14 +254,7 @@ def flat_observations(env: gym.Env, env_id: str) -> gym.Env:
     sum of Linear maps of the parts. Text, Graph, Sequence and OneOf are refused: Graph and Sequence have no
     fixed size, and Text and OneOf flatten to indices that a torso would read as magnitudes.
     """
-    space = env.observation_space
-    bad = _unsupported_part(space)
-    if bad is not None:
-        env.close()
-        with np.printoptions(linewidth=sys.maxsize):  # Box bounds on one line
-            inside = "" if bad is space else f" (its part {bad} is not)"
-            raise ConfigError(f"env.id={env_id!r}: the observation space {space} is not supported{inside}; a policy "
-                              f"takes {OBSERVATION_SPACES}")
+    space = check_observation_space(env.observation_space, env_id, env)
     return env if isinstance(space, gym.spaces.Box) else gym.wrappers.FlattenObservation(env)
 
 
