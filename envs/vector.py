@@ -8,8 +8,10 @@ Env ids (``VectorEnvConfig.id``):
 - anything else: a registered Gymnasium id (``gymnasium.pprint_registry()`` lists them; importing
   ``fwp_rl.envs`` adds the fwp_rl/... ids and ale-py's ALE/... ids, which run raw frames in Python: use
   "atari:<game>" to train on Atari), or "module:EnvId", an id that importing ``module`` registers (as
-  ``gymnasium.make`` takes it), through ``gymnasium.make_vec`` in "sync" or "async" mode. Observations of
-  any space of ``OBSERVATION_SPACES`` reach the policy as one Box (``flat_observations``).
+  ``gymnasium.make`` takes it), through ``gymnasium.make_vec``: the memory suite's numpy vector env where the id
+  registers one (``same_step_vector_env``), else Gymnasium's SyncVectorEnv; options.vectorization_mode "sync" or "async"
+  asks for SyncVectorEnv or AsyncVectorEnv of single envs. Observations of any space of
+  ``OBSERVATION_SPACES`` reach the policy as one Box (``flat_observations``).
 
 Every backend behaves the same (``Envs``):
 
@@ -39,9 +41,11 @@ from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import load_env_creator
 from gymnasium.vector import AutoresetMode
 
 from fwp_rl.config import ConfigError
+from fwp_rl.envs.memory_suite import MemoryVectorEnv
 
 ATARI_PREFIX = "atari:"
 OBSERVATION_SPACES = "Box, Discrete, MultiDiscrete, MultiBinary, or a Dict or Tuple of them (nested too)"
@@ -140,16 +144,22 @@ class EpisodeTally:
 class GymEnvs(Envs):
     """A registered Gymnasium id through ``gymnasium.make_vec`` with same-step autoreset.
 
-    vectorization_mode: "sync" (one process) or "async" (one process per env); env_kwargs go to the env
-    (``gymnasium.make``). Rewards are passed on unclipped (float32); observations as ``flat_observations``
-    makes them of the env's.
+    vectorization_mode: "sync" (one process) or "async" (one process per env), or None: the id's own vector env
+    where ``same_step_vector_env`` finds one, else "sync". env_kwargs go to the env (``gymnasium.make``) or to the
+    id's vector env. Rewards are passed on unclipped (float32); observations as ``flat_observations`` makes them of
+    the env's.
     """
 
-    def __init__(self, env_id: str, num_envs: int, vectorization_mode: str = "sync",
+    def __init__(self, env_id: str, num_envs: int, vectorization_mode: str | None = None,
                  env_kwargs: dict[str, Any] | None = None):
-        self._envs = gym.make_vec(env_id, num_envs, vectorization_mode=vectorization_mode,
-                                  vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-                                  wrappers=[functools.partial(flat_observations, env_id=env_id)], **(env_kwargs or {}))
+        if vectorization_mode is None and same_step_vector_env(env_id):
+            self._envs = flat_vector_observations(
+                gym.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point", **(env_kwargs or {})), env_id)
+        else:
+            self._envs = gym.make_vec(env_id, num_envs, vectorization_mode=vectorization_mode or "sync",
+                                      vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+                                      wrappers=[functools.partial(flat_observations, env_id=env_id)],
+                                      **(env_kwargs or {}))
         self.num_envs = self.batch_size = num_envs
         self.env_ids = np.arange(num_envs)
         self.single_observation_space = self._envs.single_observation_space
@@ -198,6 +208,38 @@ def _unsupported_part(space: gym.Space) -> gym.Space | None:
     return space
 
 
+def same_step_vector_env(env_id: str) -> bool:
+    """Whether the Gymnasium id (or "module:EnvId", its module imported) registers as its ``vector_entry_point`` one
+    of fwp-rl's numpy vector envs (``fwp_rl.envs.memory_suite.MemoryVectorEnv``): tested to step as the single envs
+    do, autoresetting on the same step. Other vector envs are not used here: ale-py's preprocesses the frames its
+    single env returns raw, and Gymnasium's CartPoleVectorEnv and the double pole's autoreset on the next step."""
+    spec = gym.registry.get(env_id.rpartition(":")[2])
+    entry_point = None if spec is None else spec.vector_entry_point
+    if entry_point is None:
+        return False
+    creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+    return isinstance(creator, type) and issubclass(creator, MemoryVectorEnv)
+
+
+def flat_vector_observations(envs: gym.vector.VectorEnv, env_id: str) -> gym.vector.VectorEnv:
+    """``flat_observations`` for a vector env, by Gymnasium's vector ``FlattenObservation``."""
+    space = check_observation_space(envs.single_observation_space, env_id, envs)
+    return envs if isinstance(space, gym.spaces.Box) else gym.wrappers.vector.FlattenObservation(envs)
+
+
+def check_observation_space(space: gym.Space, env_id: str, env) -> gym.Space:
+    """``space`` if a policy takes it (``OBSERVATION_SPACES``), else a ``ConfigError`` naming ``env.id=env_id`` and
+    the space, ``env`` (a single or vector env) closed."""
+    bad = _unsupported_part(space)
+    if bad is not None:
+        env.close()
+        with np.printoptions(linewidth=sys.maxsize):  # Box bounds on one line
+            inside = "" if bad is space else f" (its part {bad} is not)"
+            raise ConfigError(f"env.id={env_id!r}: the observation space {space} is not supported{inside}; a policy "
+                              f"takes {OBSERVATION_SPACES}")
+    return space
+
+
 def flat_observations(env: gym.Env, env_id: str) -> gym.Env:
     """``env`` with observations a policy reads: a Box as it is (frames keep their shape for the image torsos),
     any other space of ``OBSERVATION_SPACES`` flattened into one Box by Gymnasium's ``FlattenObservation``.
@@ -212,14 +254,7 @@ def flat_observations(env: gym.Env, env_id: str) -> gym.Env:
     sum of Linear maps of the parts. Text, Graph, Sequence and OneOf are refused: Graph and Sequence have no
     fixed size, and Text and OneOf flatten to indices that a torso would read as magnitudes.
     """
-    space = env.observation_space
-    bad = _unsupported_part(space)
-    if bad is not None:
-        env.close()
-        with np.printoptions(linewidth=sys.maxsize):  # Box bounds on one line
-            inside = "" if bad is space else f" (its part {bad} is not)"
-            raise ConfigError(f"env.id={env_id!r}: the observation space {space} is not supported{inside}; a policy "
-                              f"takes {OBSERVATION_SPACES}")
+    space = check_observation_space(env.observation_space, env_id, env)
     return env if isinstance(space, gym.spaces.Box) else gym.wrappers.FlattenObservation(env)
 
 
@@ -251,7 +286,8 @@ class VectorEnvConfig:
     id: "atari:<game>", a registered Gymnasium id or "module:EnvId" (module docstring). num_envs: environments stepped
     together. options: for Atari, ``AtariConfig`` fields other than game and num_envs, and "preset"
     ("v5" or "cleanrl_lstm"; fields given beside it override the preset's); for Gymnasium,
-    "vectorization_mode" ("sync", the default, or "async") and keyword arguments of the env.
+    "vectorization_mode" ("sync" or "async"; absent: the id's own vector env where it has one that autoresets on
+    the same step, else "sync") and keyword arguments of the env.
     """
 
     id: str = "atari:breakout"
@@ -296,7 +332,7 @@ def make_vector_env(config: VectorEnvConfig, seed: int | None = None) -> Envs:
         envs: Envs = AtariEnvs(config.atari_config())
     else:
         kwargs = dict(config.options)
-        mode = kwargs.pop("vectorization_mode", "sync")
+        mode = kwargs.pop("vectorization_mode", None)
         try:
             envs = GymEnvs(config.id, config.num_envs, mode, kwargs)
         except ConfigError:  # flat_observations: a space no policy takes

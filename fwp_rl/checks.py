@@ -39,3 +39,10 @@ def check_choice(name: str, value, allowed) -> None:
     """Raise a ValueError naming ``name`` unless value is one of ``allowed``."""
     if value not in allowed:
         raise ValueError(f"{name}={value!r} is not allowed; choose one of: {', '.join(map(repr, allowed))}")
+
+
+def check_number(name: str, value, minimum: float = 0.0) -> float:
+    """Raise a ValueError naming ``name`` unless value is a real number >= minimum; return it as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum or value == float("inf"):
+        raise ValueError(f"{name}={value!r} is not allowed: it must be a finite number >= {minimum:g}")
+    return float(value)
