@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -124,7 +125,17 @@ def wandb_offline_records(folder: Path) -> list:
     ``wandb_internal_pb2.Record`` messages in order. The file is a log of 32 KiB blocks after a 7-byte header
     (":W&B", a magic number, a version); each block holds chunks of a 7-byte header (checksum, little-endian length,
     kind: 1 a whole record, 2 its first part, 3 a middle one, 4 its last) and the bytes; a block's last 6 bytes or
-    fewer are padding."""
+    fewer are padding. W&B's service may write the file's last blocks after ``finish`` has returned (seen on a busy
+    machine): the file is read again until it ends with the run's exit record, for up to a minute."""
+    deadline = time.monotonic() + 60
+    while True:
+        records = _wandb_records(folder)
+        if (records and records[-1].WhichOneof("record_type") == "exit") or time.monotonic() > deadline:
+            return records
+        time.sleep(0.1)
+
+
+def _wandb_records(folder: Path) -> list:
     from wandb.proto import wandb_internal_pb2
 
     (file,) = folder.glob("wandb/offline-run-*/run-*.wandb")
@@ -136,6 +147,8 @@ def wandb_offline_records(folder: Path) -> list:
             position += block - position % block
             continue
         length, kind = int.from_bytes(data[position + 4:position + 6], "little"), data[position + 6]
+        if position + 7 + length > len(data):  # a chunk still being written
+            break
         parts += data[position + 7:position + 7 + length]
         position += 7 + length
         if kind in (1, 4):
