@@ -139,7 +139,7 @@ def make_policy(config: PPOConfig, observation_space, action_space, device: torc
     try:
         policy = RecurrentPolicy(observation_space, action_space, torso=p.torso, torso_options=p.torso_options,
                                  core=p.core, core_options=p.core_options, action_squash=p.action_squash,
-                                 normalize_observations=p.normalize_observations)
+                                 normalize_observations=p.normalize_observations, core_output=p.core_output)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"policy: {e}") from None
     return policy.to(device=device, dtype=getattr(torch, p.dtype))

@@ -35,6 +35,13 @@ def check_size(name: str, value, minimum: int = 1) -> int:
     return value
 
 
+def check_flag(name: str, value) -> bool:
+    """Raise a ValueError naming ``name`` unless value is a bool (true or false in a config); return it."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is not allowed: it must be true or false")
+    return value
+
+
 def check_choice(name: str, value, allowed) -> None:
     """Raise a ValueError naming ``name`` unless value is one of ``allowed``."""
     if value not in allowed:

@@ -208,7 +208,8 @@ def dump_yaml(obj, path: str | Path) -> None:
 class PolicyConfig:
     """The policy both learners train (``fwp_rl.policy.RecurrentPolicy``). normalize_observations: normalize
     observations by running statistics that the PPO learner keeps up to date (``fwp_rl.normalization``); neuroevolution
-    refuses it."""
+    refuses it. core_output: what the actor and critic heads read, the core's output (``core``) or that and the torso's
+    features beside it (``core_and_features``, a skip connection around the core)."""
 
     torso: str = "mlp"
     torso_options: dict = dataclasses.field(default_factory=dict)
@@ -217,6 +218,7 @@ class PolicyConfig:
     action_squash: bool = False
     normalize_observations: bool = False
     dtype: typing.Literal["float32", "float64"] = "float32"
+    core_output: typing.Literal["core", "core_and_features"] = "core"
 
 
 @dataclasses.dataclass

@@ -32,12 +32,16 @@ from torch.func import functional_call, vmap
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.utils import parameters_to_vector
 
+from fwp_rl.checks import check_choice
 from fwp_rl.cores import State, make_core
 from fwp_rl.normalization import ObservationNormalizer
 from fwp_rl.population import PolicyPopulation
 from fwp_rl.torsos import make_torso
 
 ACTION_SPACES = "Discrete (start 0) or a floating-point Box with at least one dimension"
+# What the actor and critic heads read: the core's output, or the torso's features beside it (a skip connection
+# around the core).
+CORE_OUTPUTS = ("core", "core_and_features")
 
 
 class RecurrentPolicy(nn.Module):
@@ -51,14 +55,19 @@ class RecurrentPolicy(nn.Module):
     so log-probs stay those of the unsquashed samples. normalize_observations: observations pass through an
     ``ObservationNormalizer`` (running mean and variance, ``fwp_rl.normalization``) before the torso; its
     statistics learn only through ``update_observation_statistics``. It needs a floating-point Box observation.
+    core_output: what the heads read, ``core`` (the core's output) or ``core_and_features`` (the core's output and
+    the torso's features, concatenated: a skip connection around the memory).
     """
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, torso: str = "mlp",
                  torso_options: dict | None = None, core: str = "delta", core_options: dict | None = None,
-                 log_std_init: float = 0.0, action_squash: bool = False, normalize_observations: bool = False):
+                 log_std_init: float = 0.0, action_squash: bool = False, normalize_observations: bool = False,
+                 core_output: str = "core"):
         super().__init__()
         if not isinstance(observation_space, spaces.Space):
             raise TypeError(f"observation_space must be a gymnasium space, got {type(observation_space).__name__}")
+        check_choice("core_output", core_output, CORE_OUTPUTS)
+        self.core_output = core_output
         self.observation_space, self.action_space = observation_space, action_space
         self.action_squash = bool(action_squash)
         self._population_graphs: dict[tuple, Callable] = {}  # see PolicyPopulation
@@ -70,7 +79,7 @@ class RecurrentPolicy(nn.Module):
             self.observation_normalizer = ObservationNormalizer(observation_space.shape)
         self.torso = make_torso(torso, observation_space, **(torso_options or {}))
         self.core = make_core(core, self.torso.output_size, **(core_options or {}))
-        hidden = self.core.output_size
+        hidden = self.core.output_size + self.torso.output_size * (core_output == "core_and_features")
         self.discrete = isinstance(action_space, spaces.Discrete)
         if self.discrete and action_space.start == 0:
             self.action_shape: tuple[int, ...] = ()
@@ -118,12 +127,17 @@ class RecurrentPolicy(nn.Module):
         if self.observation_normalizer is not None:
             self.observation_normalizer.update(obs)
 
+    def _head_input(self, h: Tensor, features: Tensor) -> Tensor:
+        """What the heads read (``core_output``), from the core's outputs h [..., H] and the torso's features
+        [..., F] that the core read."""
+        return h if self.core_output == "core" else torch.cat([h, features], dim=-1)
+
     def _heads(self, h: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
-        """Core outputs [..., H] -> (distribution parameters, values [...])."""
+        """Head inputs [..., H'] (``_head_input``) -> (distribution parameters, values [...])."""
         return self._actor_head(h), self.critic(h).squeeze(-1)
 
     def _actor_head(self, h: Tensor) -> tuple[Tensor, ...]:
-        """Core outputs [..., H] -> distribution parameters: (logits,) or (mean, log std)."""
+        """Head inputs [..., H'] -> distribution parameters: (logits,) or (mean, log std)."""
         out = self.actor(h)
         if self.discrete:
             return (out,)
@@ -151,7 +165,9 @@ class RecurrentPolicy(nn.Module):
         obs [B, *obs shape], episode_start [B] bool (None: no row starts) -> (distribution parameters,
         values [B] (None without ``with_values``), new state).
         """
-        h, state = self.core.step(self._features(obs, 1), state, episode_start)
+        features = self._features(obs, 1)
+        h, state = self.core.step(features, state, episode_start)
+        h = self._head_input(h, features)
         if not with_values:
             return self._actor_head(h), None, state
         head, values = self._heads(h)
@@ -187,8 +203,9 @@ class RecurrentPolicy(nn.Module):
         """
         self._check_obs(obs_seq, "obs_seq", ("T", "B"))
         self._check_actions(actions, obs_seq.shape[:2])
-        h, _ = self.core(self._features(obs_seq, 2), state0, episode_starts)
-        head, values = self._heads(h)
+        features = self._features(obs_seq, 2)
+        h, _ = self.core(features, state0, episode_starts)
+        head, values = self._heads(self._head_input(h, features))
         dist = self.distribution(head)
         return dist.log_prob(actions), dist.entropy(), values
 

@@ -1,12 +1,14 @@
 """Every registered core against the one interface: the sequence form of each core that has one (and of the
 residual stacks) over a sequence with episode starts inside equals the step loop (values and gradients, float64),
 state carried across sequences continues exactly, nothing is truncated per step, and bad input gets a clear
-error."""
+error. The layer options of delta and gated_delta (short convolution, SiLU + L2 feature map, gated output norm, beta's
+initial bias), alone and together, pass the same tests with denser resets."""
 
 import pytest
 import torch
 
 from fwp_rl.cores import CORES, MemoryCore, core_class, core_options, make_core
+from fwp_rl.cores.fast_weights import NORM_EPS
 
 F64 = torch.float64
 T, B, D = 13, 3, 5
@@ -48,14 +50,20 @@ IDS = [name + ("-stack" if "num_layers" in extra else "-constant_beta" if "beta_
 
 @pytest.mark.parametrize("name,extra", CONFIGS, ids=IDS)
 def test_forward_equals_step_loop_values_and_gradients(name, extra):
-    core = small_core(name, **extra)
-    x, starts = sequence()
-    state0 = random_state(core)
+    assert_forward_equals_step_loop(small_core(name, **extra), *sequence())
+
+
+def assert_forward_equals_step_loop(core, x, starts):
+    """core(x, state0, starts) equals core.forward_loop in outputs, final state and the gradients of both with
+    respect to x, the initial state and every parameter."""
+    T, B = x.shape[:2]
+    state0 = random_state(core, B)
     leaves = [x.requires_grad_(True), *[s.requires_grad_(True) for s in state0], *core.parameters()]
 
     y_par, s_par = core(x, state0, starts)
     y_loop, s_loop = core.forward_loop(x, state0, starts)
     assert y_par.shape == (T, B, core.output_size)
+    assert len(s_par) == len(s_loop) == len(state0)
     assert torch.allclose(y_par, y_loop, atol=1e-10, rtol=0)
     for a, b in zip(s_par, s_loop):
         assert torch.allclose(a, b, atol=1e-10, rtol=0)
@@ -153,6 +161,126 @@ def test_memoryless_core_output_depends_on_its_own_step_only():
     assert grads[5].abs().sum() > 0 and grads[:5].abs().max() == 0 and grads[6:].abs().max() == 0
 
 
+# ---------------------------------------------------------------- the layer options of delta and gated_delta
+# the DeltaNet layer of Yang et al. (2024), Gated DeltaNet's with the gated core
+LAYER_2024 = {"conv_size": 4, "feature_map": "silu_l2", "sum_norm": False, "output_norm": True, "beta_bias": -1.0}
+LAYER_OPTIONS = {
+    "conv": {"conv_size": 3},
+    "conv2-dpfp": {"conv_size": 2, "feature_map": "dpfp", "dpfp_nu": 2, "sum_norm": True},
+    "silu_l2": {"feature_map": "silu_l2", "sum_norm": False},
+    "output_norm": {"output_norm": True},
+    "2024": LAYER_2024,
+    "2024-error_gain-constant_beta": {**LAYER_2024, "error_gain": 3.0, "beta_from_input": False},
+    "2024-stack": {**LAYER_2024, "num_layers": 2, "feedforward": 2},
+}
+LAYER_CONFIGS = [(name, extra) for name in ("delta", "gated_delta") for extra in LAYER_OPTIONS.values()]
+LAYER_IDS = [f"{name}-{key}" for name in ("delta", "gated_delta") for key in LAYER_OPTIONS]
+# each with sparse resets, the layers with a convolution (whose buffer resets) with dense ones too
+LAYER_SEQUENCES = [pytest.param(name, extra, p, id=f"{i}-{p}") for (name, extra), i in zip(LAYER_CONFIGS, LAYER_IDS)
+                   for p in ((0.15, 0.5) if "conv_size" in extra and "num_layers" not in extra else (0.15,))]
+
+
+def reset_sequence(starts_p, seed=4):
+    """x [T, B, D] and starts [T, B]: random ones, and at t = 0 (row 0), at the last step (row 1), two in a row and
+    one every other step (row 2)."""
+    x, starts = sequence(seed, starts_p)
+    starts[0, 0] = starts[T - 1, 1] = True
+    starts[3:5, 2] = True
+    starts[7::2, 2] = True
+    return x, starts
+
+
+@pytest.mark.parametrize("name,extra,starts_p", LAYER_SEQUENCES)
+def test_layer_options_forward_equals_step_loop(name, extra, starts_p):
+    assert_forward_equals_step_loop(small_core(name, **extra), *reset_sequence(starts_p))
+
+
+@pytest.mark.parametrize("name,extra", LAYER_CONFIGS, ids=LAYER_IDS)
+def test_layer_options_state_carried_across_sequences_continues_exactly(name, extra):
+    """Split anywhere, at a start too (step 3 of row 2) and after one step, the halves continue into the whole."""
+    core = small_core(name, **extra)
+    x, starts = reset_sequence(0.15)
+    state0 = random_state(core)
+    y_all, s_all = core(x, state0, starts)
+    for split in (1, 3, 8, T - 1):
+        y_a, s_mid = core(x[:split], state0, starts[:split])
+        y_b, s_end = core(x[split:], s_mid, starts[split:])
+        assert torch.allclose(torch.cat([y_a, y_b]), y_all, atol=1e-10, rtol=0)
+        for a, b in zip(s_end, s_all, strict=True):
+            assert torch.allclose(a, b, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("name,extra", LAYER_CONFIGS, ids=LAYER_IDS)
+def test_layer_options_episode_start_cuts_the_memory(name, extra):
+    """After a start, the outputs depend on no earlier input and on nothing of the carried state: the convolution's
+    buffer included."""
+    core = small_core(name, **extra)
+    x, _ = sequence()
+    starts = torch.zeros(T, B, dtype=torch.bool)
+    starts[4] = True
+    state0 = tuple(s.requires_grad_(True) for s in random_state(core))
+    x.requires_grad_(True)
+    for form in (core, core.forward_loop):
+        y, _ = form(x, state0, starts)
+        grads = torch.autograd.grad(y[4:].sum(), [x, *state0], allow_unused=True)
+        assert grads[0][:4].abs().max() == 0, "an output after an episode start depends on inputs before it"
+        assert all(g is None or g.abs().max() == 0 for g in grads[1:])
+
+
+@pytest.mark.parametrize("name", ["delta", "gated_delta"])
+def test_the_options_off_leave_the_core_as_it_was(name):
+    """By default no option adds a parameter, a state tensor or a row of the projection: configs and checkpoints of
+    before the options load and run as they did."""
+    core = small_core(name)
+    assert {n for n, _ in core.named_parameters()} == {"proj.weight", "proj.bias", "out_proj.weight", "out_proj.bias"}
+    assert core.proj.out_features == 3 * 8 + 2 + (name == "gated_delta") * 2
+    assert len(core.initial_state(B)) == 1
+
+
+@pytest.mark.parametrize("name", ["delta", "gated_delta"])
+def test_conv_state_is_the_last_projections_of_q_k_v(name):
+    core = small_core(name, conv_size=4)
+    S, buffer = core.initial_state(B)
+    assert buffer.shape == (B, 3, 3 * 8) and not buffer.any()
+    xs = torch.randn(2, B, D, dtype=F64, generator=torch.Generator().manual_seed(6))
+    state = (S, buffer)
+    for x in xs:
+        _, state = core.step(x, state)
+    projected = core.proj(xs)[..., :3 * 8]  # q, k, v as projected, before the convolution
+    expected = torch.cat([torch.zeros_like(buffer[:, :1]), projected.transpose(0, 1)], dim=1)
+    assert torch.allclose(state[1], expected, atol=1e-14, rtol=0)
+    _, state = core.step(xs[0], state, torch.tensor([True, False, True]))
+    assert not state[1][[0, 2], :2].any() and state[1][1, :2].abs().min() > 0
+
+
+@pytest.mark.parametrize("name", ["delta", "gated_delta"])
+def test_output_norm_is_rms_norm_times_silu_of_a_projected_gate(name):
+    core = small_core(name, output_norm=True)
+    with torch.no_grad():
+        core.norm_weight.copy_(torch.tensor([0.5, 1.0, 2.0, -1.0], dtype=F64))
+    g = torch.Generator().manual_seed(7)
+    x, o = torch.randn(B, D, dtype=F64, generator=g), torch.randn(B, 2, 4, dtype=F64, generator=g)
+    gate = core._project(x).output_gate
+    # the projection's part after q, k, v (before the rates, so the gated core's decay bias stays its last part)
+    assert torch.equal(gate, core.proj(x)[:, 24:32].unflatten(-1, (2, 4)))
+    rms = (o.pow(2).mean(-1, keepdim=True) + NORM_EPS).sqrt()
+    expected = o / rms * core.norm_weight * gate * torch.sigmoid(gate)
+    assert torch.allclose(core._normalize(o, gate), expected, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("beta_from_input", [True, False])
+@pytest.mark.parametrize("name", ["delta", "gated_delta"])
+def test_beta_bias_sets_the_initial_rate(name, beta_from_input):
+    """With x = 0 the projection is its bias: every head starts at beta = beta_max sigmoid(beta_bias), the gated
+    core's decay still at its own start (sigmoid(3))."""
+    core = small_core(name, beta_bias=-2.0, beta_max=2.0, output_norm=True, beta_from_input=beta_from_input)
+    p = core._project(torch.zeros(B, D, dtype=F64))
+    beta, log_alpha = core._rates(p.beta, p.gate)
+    assert torch.allclose(beta, 2.0 * torch.sigmoid(torch.tensor(-2.0, dtype=F64)).expand(B, 2))
+    if name == "gated_delta":
+        assert torch.allclose(log_alpha, torch.nn.functional.logsigmoid(torch.tensor(3.0, dtype=F64)).expand(B, 2))
+
+
 # ---------------------------------------------------------------- bad input
 def test_unknown_core_names_the_allowed_ones():
     with pytest.raises(ValueError, match=r"core='deltanet'.*'delta'"):
@@ -189,6 +317,23 @@ def test_bad_feature_map_and_beta():
 
 
 @pytest.mark.parametrize("name", ["delta", "gated_delta"])
+def test_bad_layer_options_are_named(name):
+    for conv_size in (-1, 1, 2.5, True, "4"):
+        with pytest.raises(ValueError, match=rf"^conv_size={conv_size!r} is not allowed: it must be 0 \(off\) or an "
+                                             r"integer >= 2$"):
+            make_core(name, 4, conv_size=conv_size)
+    for output_norm in ("yes", 1, None):
+        with pytest.raises(ValueError, match=rf"^output_norm={output_norm!r} is not allowed: it must be true or "
+                                             r"false$"):
+            make_core(name, 4, output_norm=output_norm)
+    for beta_bias in (float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ValueError, match=rf"^beta_bias={beta_bias!r} is not allowed: it must be a finite number"):
+            make_core(name, 4, beta_bias=beta_bias)
+    with pytest.raises(ValueError, match="sum_norm=True needs a non-negative feature map .* feature_map='silu_l2'"):
+        make_core(name, 4, feature_map="silu_l2", sum_norm=True)
+
+
+@pytest.mark.parametrize("name", ["delta", "gated_delta"])
 def test_constant_beta_is_one_learned_rate_per_head(name):
     """beta_from_input=False: no rate rows in the input projection, and the rate the rule uses is
     beta_max sigmoid(beta_logit) whatever the input."""
@@ -198,8 +343,8 @@ def test_constant_beta_is_one_learned_rate_per_head(name):
     with torch.no_grad():
         core.beta_logit.copy_(torch.tensor([-1.0, 0.5], dtype=F64))
     x = torch.randn(4, B, D, dtype=F64, generator=torch.Generator().manual_seed(5))
-    rates = core._project(x)[3:]
-    beta, _ = core._rates(rates[0], rates[1] if core.uses_gate else None)
+    p = core._project(x)
+    beta, _ = core._rates(p.beta, p.gate)
     assert beta.shape == (4, B, core.num_heads)
     assert torch.allclose(beta, 2.0 * torch.sigmoid(torch.tensor([-1.0, 0.5], dtype=F64)).expand(4, B, 2))
 

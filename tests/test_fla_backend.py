@@ -175,8 +175,15 @@ def compare_with_step_loop(T, B, H, dk, dv, gated, device, tol):
         assert error < tol, f"{name}: relative error {error:.2e}"
 
 
+# the layer options act before the rule (convolution, feature map, rates) or after it (output norm), so the kernels
+# take them as they take the 2021 layer
+LAYERS = {"2021": {}, "2024": dict(conv_size=4, feature_map="silu_l2", sum_norm=False, output_norm=True,
+                                   beta_bias=-1.0)}
+
+
+@pytest.mark.parametrize("layer_options", LAYERS.values(), ids=LAYERS)
 @pytest.mark.parametrize("core", ["delta", "gated_delta"])
-def test_the_delta_cores_hand_their_rule_to_the_kernels_where_usable(monkeypatch, core):
+def test_the_delta_cores_hand_their_rule_to_the_kernels_where_usable(monkeypatch, core, layer_options):
     asked = []
 
     def usable(q, v, gated):
@@ -186,14 +193,15 @@ def test_the_delta_cores_hand_their_rule_to_the_kernels_where_usable(monkeypatch
     monkeypatch.setattr(fla_backend, "usable", usable)
     monkeypatch.setattr(fla_backend, "delta_rule", delta_rule_recurrent)  # the kernels' contract, by the step loop
     torch.manual_seed(0)
-    layer = make_core(core, 6, hidden_size=8, num_heads=2).double()
+    layer = make_core(core, 6, hidden_size=8, num_heads=2, **layer_options).double()
     x, starts = torch.randn(5, 3, 6, dtype=F64), resets(5, 3)
-    state = layer.initial_state(3)
-    y, (S,) = layer(x, state, starts)
-    y_loop, (S_loop,) = layer.forward_loop(x, state, starts)
+    state = tuple(s + 0.1 * torch.randn_like(s) for s in layer.initial_state(3))
+    y, states = layer(x, state, starts)
+    y_loop, states_loop = layer.forward_loop(x, state, starts)
     assert asked == [(layer.key_dim, layer.head_dim, core == "gated_delta")]
     torch.testing.assert_close(y, y_loop)
-    torch.testing.assert_close(S, S_loop)
+    for s, s_loop in zip(states, states_loop, strict=True):
+        torch.testing.assert_close(s, s_loop)
 
 
 # ---------------------------------------------------------------- the adapter against fla's contract

@@ -67,6 +67,24 @@ def test_population_fitness_equals_one_by_one(core):
         torch.testing.assert_close(fitness[p], expected_fitness, rtol=1e-12, atol=0)
 
 
+def test_population_fitness_equals_one_by_one_with_the_2024_layer_and_the_features_beside_the_core():
+    """A delta controller with the layer options (its state two tensors) whose heads also read the torso's
+    features: the batched population still scores each vector as its own rollout does."""
+    config = make_config("delta")
+    config.policy.core_options = dict(CONTROLLERS["delta"], conv_size=3, feature_map="silu_l2", sum_norm=False,
+                                      output_norm=True, beta_bias=-1.0)
+    config.policy.core_output = "core_and_features"
+    policy = ne.make_policy(config)
+    assert policy.actor.in_features == policy.core.output_size + policy.torso.output_size
+    g = torch.Generator().manual_seed(3)
+    flat = policy.get_flat_parameters() + 0.5 * torch.randn(3, policy.num_flat_parameters, generator=g)
+    fitness, steps = double_pole.population_fitness(policy, flat, NONMARKOV)
+    for p in range(len(flat)):
+        expected_fitness, expected_steps = one_by_one_fitness(policy, flat[p], NONMARKOV)
+        assert int(steps[p]) == int(expected_steps)
+        torch.testing.assert_close(fitness[p], expected_fitness, rtol=1e-12, atol=0)
+
+
 def test_memory_controller_drives_a_population_as_stepping_it_by_hand():
     """P = 3 vectors, E = 2 episodes each: the controller's rows are the population's [P, E] rows in order, and
     its memory is the state the population's own steps carry."""
@@ -437,6 +455,8 @@ def test_cartpole_target_stops_the_search():
     ({"env": {"id": "CartPole-v1"}, "search": {"restart_unbalanced_after": 500}},
      r"search.restart_unbalanced_after is allowed for env.id='double_pole' only .* got env.id='CartPole-v1'"),
     ({"search": {"target": 0.5}}, r"search.target is allowed for Gymnasium ids only: env.id='double_pole' is solved"),
+    ({"policy": {"core_output": "skip"}},
+     r"^policy.core_output='skip' is not allowed; choose one of: 'core', 'core_and_features'$"),
 ])
 def test_config_errors_name_the_key_and_what_is_allowed(data, message):
     with pytest.raises(ConfigError, match=message):

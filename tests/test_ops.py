@@ -1,10 +1,12 @@
 """The update rules as tensor functions: their equations on hand-computed cases, and the chunkwise forms
-against the step loop, in values and gradients, with episode starts inside chunks."""
+against the step loop, in values and gradients, with episode starts inside chunks; the same for the short causal
+convolution."""
 
 import pytest
 import torch
 
 from fwp_rl.ops.chunk import unit_lower_inverse
+from fwp_rl.ops.conv import causal_conv, causal_conv_recurrent, causal_conv_step
 from fwp_rl.ops.delta import (delta_rule_chunkwise, delta_rule_error_step, delta_rule_recurrent, delta_rule_step,
                               with_errors)
 from fwp_rl.ops.feature_maps import dpfp, feature_dim, feature_map
@@ -119,6 +121,14 @@ def test_dpfp_feature_map():
         feature_map(k, "relu")
 
 
+def test_silu_l2_feature_map():
+    k = torch.randn(4, 5, dtype=F64, generator=torch.Generator().manual_seed(0))
+    phi = feature_map(k, "silu_l2")
+    silu = k * torch.sigmoid(k)
+    assert torch.allclose(phi, silu / silu.norm(dim=-1, keepdim=True), atol=1e-6, rtol=0)
+    assert feature_dim("silu_l2", 5) == 5
+
+
 # ---------------------------------------------------------------- chunkwise == step loop
 def _inputs(T, B, H, dk, dv, seed, starts_p=0.2):
     g = torch.Generator().manual_seed(seed)
@@ -192,3 +202,55 @@ def test_unit_lower_inverse_equals_matrix_inverse(size):
     eye = torch.eye(size, dtype=torch.float64).expand(5, size, size)
     expected = torch.linalg.solve_triangular(eye + strict, eye, upper=False, unitriangular=True)
     torch.testing.assert_close(unit_lower_inverse(strict), expected, rtol=1e-9, atol=1e-9)
+
+
+# ---------------------------------------------------------------- the short causal convolution
+def test_causal_conv_is_a_depthwise_conv1d_padded_with_zeros():
+    """From a zero buffer without starts, the convolution is nn.Conv1d's (groups = channels, weight [C, 1, K]) on the
+    sequence padded with K - 1 zeros on the left; its buffer ends as the last K - 1 inputs."""
+    g = torch.Generator().manual_seed(0)
+    T, B, C, K = 6, 2, 3, 4
+    u, weight = torch.randn(T, B, C, dtype=F64, generator=g), torch.randn(C, K, dtype=F64, generator=g)
+    y, buffer = causal_conv(u, weight, torch.zeros(B, K - 1, C, dtype=F64))
+    expected = torch.nn.functional.conv1d(torch.nn.functional.pad(u.permute(1, 2, 0), (K - 1, 0)),
+                                          weight.unsqueeze(1), groups=C)  # [B, C, T]
+    assert torch.allclose(y, expected.permute(2, 0, 1), atol=1e-12, rtol=0)
+    assert torch.equal(buffer, u[-(K - 1):].transpose(0, 1))
+
+
+def test_causal_conv_step_by_hand():
+    weight = torch.tensor([[1.0, 10.0, 100.0]], dtype=F64)  # one channel, K = 3: weight[-1] weighs the current input
+    buffer = torch.tensor([[[2.0], [3.0]]], dtype=F64)  # [B=1, K-1=2, C=1], oldest first
+    y, buffer = causal_conv_step(torch.tensor([[4.0]], dtype=F64), weight, buffer)
+    assert y.item() == 2 + 30 + 400 and buffer.flatten().tolist() == [3.0, 4.0]
+
+
+def test_causal_conv_after_a_start_sees_only_its_episode():
+    g = torch.Generator().manual_seed(1)
+    T, B, C, K = 7, 1, 2, 3
+    u, weight = torch.randn(T, B, C, dtype=F64, generator=g), torch.randn(C, K, dtype=F64, generator=g)
+    starts = torch.zeros(T, B, dtype=torch.bool)
+    starts[3] = True
+    y, _ = causal_conv(u, weight, torch.randn(B, K - 1, C, dtype=F64, generator=g), starts)
+    fresh, _ = causal_conv(u[3:], weight, torch.zeros(B, K - 1, C, dtype=F64))
+    assert torch.allclose(y[3:], fresh, atol=1e-14, rtol=0)
+
+
+@pytest.mark.parametrize("K", [2, 4, 9])
+@pytest.mark.parametrize("starts_p", [0.0, 0.3, 0.7])
+def test_causal_conv_equals_loop(K, starts_p):
+    """Values, final buffer and gradients; starts at t = 0, twice in a row and at the last step, and a sequence
+    (T = 5 with K = 9) shorter than the buffer."""
+    g = torch.Generator().manual_seed(K)
+    for T in (13, 5):
+        u = torch.randn(T, 3, 4, dtype=F64, generator=g)
+        weight = torch.randn(4, K, dtype=F64, generator=g)
+        buffer = torch.randn(3, K - 1, 4, dtype=F64, generator=g)
+        starts = torch.rand(T, 3, generator=g) < starts_p
+        if starts_p:
+            starts[0, 0] = starts[T - 1, 1] = True
+            starts[2:4, 2] = True
+        _assert_same(lambda: causal_conv(u, weight, buffer, starts),
+                     lambda: causal_conv_recurrent(u, weight, buffer, starts), [u, weight, buffer])
+    _assert_same(lambda: causal_conv(u, weight, buffer), lambda: causal_conv_recurrent(u, weight, buffer),
+                 [u, weight, buffer])

@@ -1,5 +1,6 @@
 """Torsos and the recurrent policy: shapes, act/evaluate consistency, flat parameters, the population call,
-the Stable-Baselines3 predict, and the errors for bad spaces and inputs."""
+the Stable-Baselines3 predict, and the errors for bad spaces and inputs; the same for the heads that read the torso's
+features beside the core (``core_output``) and a delta core with the 2024 layer options."""
 
 from __future__ import annotations
 
@@ -32,11 +33,23 @@ CORE_OPTIONS = {
 }
 
 
-def make_policy(core="delta", action_space=DISCRETE, torso="mlp", observation_space=VECTOR, **kwargs):
+# the delta core with the options of the DeltaNet layer of 2024
+DELTA_2024 = dict(CORE_OPTIONS["delta"], conv_size=3, feature_map="silu_l2", sum_norm=False, output_norm=True,
+                  beta_bias=-1.0)
+# (core, its options, core_output): the policies beside the default ones
+HEADS = [pytest.param("delta", DELTA_2024, "core", id="delta_2024"),
+         pytest.param("delta", CORE_OPTIONS["delta"], "core_and_features", id="delta-core_and_features"),
+         pytest.param("delta", DELTA_2024, "core_and_features", id="delta_2024-core_and_features"),
+         pytest.param("lstm", CORE_OPTIONS["lstm"], "core_and_features", id="lstm-core_and_features")]
+
+
+def make_policy(core="delta", action_space=DISCRETE, torso="mlp", observation_space=VECTOR, core_options=None,
+                **kwargs):
     torch.manual_seed(0)
     torso_options = dict(hidden_sizes=[8]) if torso == "mlp" else None
     return RecurrentPolicy(observation_space, action_space, torso=torso, torso_options=torso_options, core=core,
-                           core_options=CORE_OPTIONS[core], **kwargs).double()
+                           core_options=CORE_OPTIONS[core] if core_options is None else core_options,
+                           **kwargs).double()
 
 
 def random_starts(generator, *shape):
@@ -108,8 +121,38 @@ def test_policy_rejects_action_space(space):
 @pytest.mark.parametrize("action_space", [DISCRETE, BOX], ids=["discrete", "box"])
 @pytest.mark.parametrize("core", ["delta", "linear", "lstm"])
 def test_evaluate_equals_act_step_by_step(core, action_space):
+    assert_evaluate_equals_act(make_policy(core, action_space), action_space)
+
+
+@pytest.mark.parametrize("action_space", [DISCRETE, BOX], ids=["discrete", "box"])
+@pytest.mark.parametrize("core, core_options, core_output", HEADS)
+def test_evaluate_equals_act_step_by_step_with_other_heads_and_layers(core, core_options, core_output, action_space):
+    policy = make_policy(core, action_space, core_options=core_options, core_output=core_output)
+    extra = policy.torso.output_size if core_output == "core_and_features" else 0
+    assert policy.actor.in_features == policy.critic.in_features == policy.core.output_size + extra
+    assert_evaluate_equals_act(policy, action_space)
+
+
+def test_core_and_features_heads_read_the_torso_features_after_the_core():
+    """The heads' input is [core output, torso features]: the features reach the actor without the core."""
+    policy = make_policy("lstm", core_output="core_and_features")
+    obs = torch.randn(3, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    state, starts = policy.initial_state(3), torch.zeros(3, dtype=torch.bool)
+    (logits,), values, _ = policy(obs, state, starts)
+    h, _ = policy.core.step(policy.torso(obs), state, starts)
+    features = policy.torso(obs)
+    torch.testing.assert_close(logits, policy.actor(torch.cat([h, features], -1)))
+    torch.testing.assert_close(values, policy.critic(torch.cat([h, features], -1)).squeeze(-1))
+
+
+def test_unknown_core_output_is_named():
+    with pytest.raises(ValueError, match=r"^core_output='skip' is not allowed; choose one of: 'core', "
+                                         r"'core_and_features'$"):
+        make_policy(core_output="skip")
+
+
+def assert_evaluate_equals_act(policy, action_space):
     """Log-probs and values of a sequence with episode starts inside it equal those of act, step by step."""
-    policy = make_policy(core, action_space)
     g = torch.Generator().manual_seed(1)
     T, B = 7, 3
     obs = torch.randn(T, B, 5, generator=g, dtype=torch.float64)
@@ -253,7 +296,20 @@ def test_flat_parameters_are_those_the_deterministic_action_depends_on(action_sp
 @pytest.mark.parametrize("torso", ["mlp", "identity"])
 @pytest.mark.parametrize("core", ["delta", "linear", "lstm", "gru", "direct", "rdn"])
 def test_population_act_equals_separate_forwards(core, torso, action_space):
-    policy = make_policy(core, action_space, torso=torso)
+    assert_population_act_equals_separate_forwards(make_policy(core, action_space, torso=torso))
+
+
+@pytest.mark.parametrize("action_space", [DISCRETE, BOX], ids=["discrete", "box"])
+@pytest.mark.parametrize("core, core_options, core_output", HEADS)
+def test_population_act_equals_separate_forwards_with_other_heads_and_layers(core, core_options, core_output,
+                                                                             action_space):
+    assert_population_act_equals_separate_forwards(
+        make_policy(core, action_space, core_options=core_options, core_output=core_output))
+
+
+def assert_population_act_equals_separate_forwards(policy):
+    """P flat parameter vectors stepped as one population, starts inside, equal each set into the policy and
+    stepped on its own (actions and states)."""
     g = torch.Generator().manual_seed(4)
     P, E, steps = 3, 4, 5
     n = policy.num_flat_parameters

@@ -57,8 +57,8 @@ class RDNCore(FastWeightLayer):
 
     def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         S, y_prev = state
-        q, k, v, b = self.proj(x).split(self._split_sizes, dim=-1)
-        q, k, v = (t.unflatten(-1, (self.num_heads, self.head_dim)) for t in (q, k, v))
+        qkv, b = self.proj(x).split(self._split_sizes, dim=-1)
+        q, k, v = (t.unflatten(-1, (self.num_heads, self.head_dim)) for t in qkv.chunk(3, dim=-1))
         y, S = rdn_step(q, k, v, b, self.rec_weight, y_prev, S, self._phi, self.beta_max)
         return self._output(y), (S, y)
 

@@ -2,7 +2,8 @@
 
 All maps act on the last dimension. ``feature_dim(name, d, nu)`` gives the size of phi(k) for keys of
 size d. Sum normalization divides phi(k) by its sum (the DeltaNet reference code calls it crucial for
-stable training); it needs a non-negative map.
+stable training); it needs a non-negative map. ``silu_l2`` is the map of the DeltaNet layer of Yang et al. (2024)
+and of Gated DeltaNet: SiLU, then L2 normalization.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-FEATURE_MAPS = ("dpfp", "elu", "softmax", "l2", "identity")
+FEATURE_MAPS = ("dpfp", "elu", "softmax", "l2", "silu_l2", "identity")
 # Maps whose outputs are non-negative, so that dividing by their sum is a normalization.
 NON_NEGATIVE = ("dpfp", "elu", "softmax")
 
@@ -49,6 +50,8 @@ def feature_map(k: Tensor, name: str, nu: int = 1, sum_norm: bool = False, eps: 
         phi = torch.softmax(k, dim=-1)
     elif name == "l2":
         phi = F.normalize(k, p=2.0, dim=-1, eps=eps)
+    elif name == "silu_l2":
+        phi = F.normalize(F.silu(k), p=2.0, dim=-1, eps=eps)
     elif name == "identity":
         phi = k
     else:

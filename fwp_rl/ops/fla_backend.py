@@ -20,6 +20,10 @@ gate ``g`` as a natural-log decay, ``scale`` (default 1/sqrt(K); we pass 1.0), p
 B = 1, and ``use_qk_l2norm_in_kernel`` (we pass False: our q and k are already feature-mapped).
 fla's state [K, V] is our S (keys index rows), so its o_t = S_t^T q_t * scale is ours at scale 1.
 
+The delta cores' layer options need nothing of the kernels: the short convolution, the feature maps and the rates
+make q, k, v and beta before the rule, the normalized, gated readout reads its output after it; so ``usable`` decides
+by the heads' dtype and sizes alone, whatever the options.
+
 Episode resets become sequence boundaries: the B rows are laid end to end as one sequence of B*T
 steps, cut at every row start and at every episode start; each piece runs from its own initial state
 (S0 of its row, or zero after a reset), so the resets are exact.
