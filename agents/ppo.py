@@ -244,28 +244,32 @@ def ppo_update(policy: RecurrentPolicy, optimizer: torch.optim.Optimizer, rollou
                 mean, variance = _mean_and_variance(adv, entries, ranks)
                 adv = (adv - mean) / (variance.sqrt() + 1e-8)
             optimizer.zero_grad(set_to_none=True)
-            # this rank's parts of the minibatch's means: policy loss, value loss, entropy, approx_kl, clipfrac
-            parts = adv.new_zeros(5)
+            # this rank's parts of the minibatch's loss and means: loss, policy loss, value loss, entropy, approx_kl,
+            # clipfrac (its sequences' sums over the minibatch's size at all ranks)
+            parts = adv.new_zeros(6)
             if held:
-                log_probs, entropy, values = policy.evaluate(mb["obs"], mb["actions"],
-                                                             tuple(s[idx] for s in states), mb["starts"])
+                state0 = tuple(s[idx] for s in states)
+                log_probs, entropy, values = policy.evaluate(mb["obs"], mb["actions"], state0, mb["starts"])
                 log_ratio = log_probs - mb["log_probs"]
                 ratio = log_ratio.exp()
-                policy_part = torch.max(-adv * ratio, -adv * ratio.clamp(1 - hp.clip_coef, 1 + hp.clip_coef)).sum()
+                surrogate = torch.max(-adv * ratio, -adv * ratio.clamp(1 - hp.clip_coef, 1 + hp.clip_coef))
                 if hp.clip_vloss:
                     clipped = mb["values"] + (values - mb["values"]).clamp(-hp.clip_coef, hp.clip_coef)
-                    value_part = 0.5 * torch.max((values - mb["returns"]) ** 2, (clipped - mb["returns"]) ** 2).sum()
+                    errors = torch.max((values - mb["returns"]) ** 2, (clipped - mb["returns"]) ** 2)
                 else:
-                    value_part = 0.5 * ((values - mb["returns"]) ** 2).sum()
-                entropy_part = entropy.sum()
-                ((policy_part - hp.ent_coef * entropy_part + hp.vf_coef * value_part) / entries).backward()
+                    errors = (values - mb["returns"]) ** 2
+                policy_loss = surrogate.sum() / entries
+                value_loss = 0.5 * errors.sum() / entries
+                entropy_mean = entropy.sum() / entries
+                loss = policy_loss - hp.ent_coef * entropy_mean + hp.vf_coef * value_loss
+                loss.backward()
                 with torch.no_grad():
-                    parts = torch.stack([policy_part, value_part, entropy_part, ((ratio - 1) - log_ratio).sum(),
-                                         ((ratio - 1).abs() > hp.clip_coef).to(ratio.dtype).sum()]) / entries
-            policy_loss, value_loss, entropy_mean, approx_kl, clipfrac = ranks.sum(parts)
+                    approx_kl = ((ratio - 1) - log_ratio).sum() / entries
+                    clipfrac = ((ratio - 1).abs() > hp.clip_coef).to(ratio.dtype).sum() / entries
+                    parts = torch.stack([loss, policy_loss, value_loss, entropy_mean, approx_kl, clipfrac])
+            loss, policy_loss, value_loss, entropy_mean, approx_kl, clipfrac = ranks.sum(parts)
             stats["approx_kl"].append(approx_kl)
             stats["clipfrac"].append(clipfrac)
-            loss = policy_loss - hp.ent_coef * entropy_mean + hp.vf_coef * value_loss
             ranks.sum_gradients(policy.parameters())
             grad_norm = nn.utils.clip_grad_norm_(policy.parameters(), hp.max_grad_norm)
             # The one host synchronisation of a minibatch: a step with a nan in it would spoil every parameter.
