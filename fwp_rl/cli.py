@@ -219,8 +219,7 @@ def _train(args) -> int:
     if args.nproc is not None:
         distributed.check_nproc(config, args.nproc)
     if args.nproc is not None and args.nproc > 1:
-        trained, stopped_by_sigterm = distributed.train_in_processes(config, resume, args.nproc)
-        return _status(trained.finished, stopped_by_sigterm)
+        return _status(distributed.train_in_processes(config, resume, args.nproc).finished, terminated())
     if seeds is None:
         return _status(learner(config.learner).train(config, resume=resume).finished, terminated())
     runs = train_seeds(config, seeds, args.parallel or 1)

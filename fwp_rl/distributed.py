@@ -21,14 +21,14 @@ run's seed, its rank and the update it starts at.
 A process joins its group from torchrun's environment variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
 MASTER_PORT) with the gloo backend for tensors on the CPU and NCCL for tensors on a GPU; training on CUDA, each
 process takes the GPU of its local rank. ``--nproc N`` (``train_in_processes``) is a small torchrun of its own: it
-hosts the group's store, spawns N processes in sessions of their own, hands each signal it gets (Ctrl-C, SIGTERM) on
-to them once, and waits.
+hosts the group's store, spawns N processes in sessions of their own, takes Ctrl-C and SIGTERM for them, and waits.
 
 A rank that fails (an exception, or killed) stops the run: the other ranks' next collective fails (gloo sees the
 connection close) and they end, or ``--nproc`` kills them ``SHUTDOWN_GRACE`` seconds after the first failure; its
 message names the rank that failed first, and its error. Checkpoints are written atomically by rank 0, so whichever
 rank fails the last checkpoint is whole, and the run resumes from it (``--resume RUN_DIR --nproc N``, with any N that
-divides env.num_envs).
+divides env.num_envs). A rank that hangs instead is found only by torch's timeout of a collective (its default: 30
+minutes on gloo, 10 on NCCL), which also bounds how long the others wait for rank 0's evaluations and checkpoints.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from torch import Tensor, nn
 
 from fwp_rl.config import ConfigError, parse_device
 from fwp_rl.learners import LEARNERS, learner
-from fwp_rl.progress import terminated
+from fwp_rl.progress import StopOnInterrupt, ctrl_c_ignored, stop_with_group
 from fwp_rl.runs import USER_ERRORS, NonFiniteError
 from fwp_rl.workers import available_cpus
 
@@ -261,18 +261,20 @@ def torchrun_environment(rank: int, world: int, port: int) -> dict[str, str]:
                 MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True")
 
 
-def _rank_process(rank: int, world: int, port: int, threads: int, config, resume: str | None, connection) -> None:
-    """The body of one rank that ``--nproc`` started: a session of its own (signals come from ``--nproc``), the
-    environment torchrun would give it (``torchrun_environment``), ``train_as_rank``; then it sends back (_DONE, (what
-    it trained, whether SIGTERM stopped it)), or (_FAILED, the error)."""
+def _rank_process(rank: int, world: int, port: int, threads: int, config, resume: str | None, stop, connection
+                  ) -> None:
+    """The body of one rank that ``--nproc`` started: a session of its own, so that Ctrl-C at the terminal reaches
+    only ``--nproc``, which asks the run to stop by setting the event ``stop`` (``fwp_rl.progress.stop_with_group``);
+    the environment torchrun would give it (``torchrun_environment``); ``train_as_rank``. Then it sends back (_DONE,
+    what it trained) or (_FAILED, the error)."""
     os.setsid()
+    stop_with_group(stop.is_set)
     _die_with_parent()
     os.environ.update(torchrun_environment(rank, world, port))
     torch.set_num_threads(threads)
     try:
-        trained = train_as_rank(lambda: (config, resume), Console())
-        connection.send((_DONE, (trained, terminated())))
-    except (KeyboardInterrupt, Exception) as e:
+        connection.send((_DONE, train_as_rank(lambda: (config, resume), Console())))
+    except Exception as e:
         connection.send((_FAILED, e))
 
 
@@ -283,52 +285,36 @@ def _ended(process) -> RankFailed:
     return RankFailed(f"{process.name} {how} before it finished")
 
 
-@contextlib.contextmanager
-def _signals_handed_on(processes: list) -> Iterator[list[int]]:
-    """Inside the block, each Ctrl-C or SIGTERM this process gets is sent on to every rank still running (a rank
-    takes the first as a request to stop after its update, a second as one to stop at once). Yields the list of
-    the signals handed on."""
-    received: list[int] = []
-
-    def hand_on(signum, frame) -> None:
-        received.append(signum)
-        for process in processes:
-            if process.is_alive():
-                os.kill(process.pid, signum)
-
-    previous = {signum: signal.signal(signum, hand_on) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-def train_in_processes(config, resume: str | None, nproc: int) -> tuple[Trained, bool]:
+def train_in_processes(config, resume: str | None, nproc: int, console: Console | None = None) -> Trained:
     """Train ``config`` (or resume the run in ``resume``) in ``nproc`` processes on this machine (module docstring;
-    check ``check_nproc`` first). Returns what rank 0 trained and whether SIGTERM stopped it. A rank that failed
-    raises its error here, the first one's that is not an OtherRankFailed: the error itself when it says what is
-    wrong with the run, else a RankFailed naming the rank. After a second Ctrl-C, KeyboardInterrupt."""
+    check ``check_nproc`` first) -> what rank 0 trained.
+
+    Ctrl-C or SIGTERM here (``fwp_rl.progress.StopOnInterrupt``) asks every rank to stop after the update under way; a
+    second one kills them at once, as ``--parallel`` kills its workers (the last checkpoint is whole), and raises
+    KeyboardInterrupt. A rank that failed raises its error here, the first one's that is not an OtherRankFailed: the
+    error itself when it says what is wrong with the run, else a RankFailed naming the rank."""
+    console = console or Console()
     context = torch.multiprocessing.get_context("spawn")
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    stop = context.Event()
     threads = max(1, available_cpus() // nproc)
     processes, pending = [], {}  # pending: a rank's end of its pipe -> its rank, until the rank reported or ended
-    results, failures = {}, []  # results: rank -> what it sent when done; failures: errors in the order they came
-    deadline = None  # from the first failure (or a second Ctrl-C) on: when the ranks still running are killed
+    results, failures = {}, []  # results: rank -> what it trained; failures: errors in the order they came
+    deadline = None  # from the first failure on: when the ranks still running are killed
     try:
-        for rank in range(nproc):
-            here, there = context.Pipe(duplex=False)
-            process = context.Process(target=_rank_process, name=f"rank {rank} of {nproc}",
-                                      args=(rank, nproc, store.port, threads, config, resume, there))
-            process.start()
-            there.close()  # once the rank ends, reading here finds the end of the pipe
-            processes.append(process)
-            pending[here] = rank
-        with _signals_handed_on(processes) as signals:
+        # Ctrl-C would reach a rank until it has a session of its own; it asks this process to stop them from here on.
+        with ctrl_c_ignored():
+            for rank in range(nproc):
+                here, there = context.Pipe(duplex=False)
+                process = context.Process(target=_rank_process, name=f"rank {rank} of {nproc}",
+                                          args=(rank, nproc, store.port, threads, config, resume, stop, there))
+                process.start()
+                there.close()  # once the rank ends, reading here finds the end of the pipe
+                processes.append(process)
+                pending[here] = rank
+        with StopOnInterrupt(console, "after this update", stop.set):
             while pending and (deadline is None or time.monotonic() < deadline):
-                if deadline is None and signals.count(signal.SIGINT) > 1:
-                    deadline = time.monotonic() + SHUTDOWN_GRACE
-                for connection in wait(list(pending), timeout=1.0):  # a second to notice a deadline
+                for connection in wait(list(pending), None if deadline is None else deadline - time.monotonic()):
                     rank = pending.pop(connection)
                     try:
                         status, value = connection.recv()
@@ -345,8 +331,6 @@ def train_in_processes(config, resume: str | None, nproc: int) -> tuple[Trained,
             process.join()
     if failures:
         raise next((e for e in failures if not isinstance(e, OtherRankFailed)), failures[0])
-    if pending:  # a second Ctrl-C, and ranks that did not stop within the grace
-        raise KeyboardInterrupt
     return results[0]
 
 
