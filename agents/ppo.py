@@ -14,11 +14,17 @@ One update, top to bottom:
 ``train`` runs this loop in a ``fwp_rl.harness.Run``: progress display, runs/<name>/ with config, metrics and
 checkpoints, Weights & Biases, Ctrl-C that saves, ``--resume``, and with ``run.eval_every`` evaluations of the policy
 in an env of their own (``Trainer.play``) and the best one's checkpoint kept as checkpoints/best.pt.
+
+Several processes can train one run together (``ranks``, ``fwp_rl.distributed``): each steps its share of the envs
+and learns from its own rollout, and every sum over a minibatch or a rollout is also summed over the processes, so
+that each takes the step one process would take on all their rollouts. One process is ``Ranks()``, whose sums over
+the processes are the values themselves.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 import typing
@@ -32,6 +38,7 @@ from torch import Tensor, nn
 
 from fwp_rl.config import ConfigError, PolicyConfig, RunConfig, check_run_name, check_seed, parse_device
 from fwp_rl.cores import State
+from fwp_rl.distributed import Ranks
 from fwp_rl.envs.vector import Episode, VectorEnvConfig, make_vector_env
 from fwp_rl.evaluate import policy_episodes
 from fwp_rl.harness import Run, Trained
@@ -187,49 +194,83 @@ def _split_sequences(x: Tensor, length: int) -> Tensor:
                                                                                    *x.shape[2:])
 
 
+def _own_sequences(sequences: Tensor, envs: int, ranks: Ranks) -> Tensor:
+    """Of ``sequences``, indices into the sequences of all the ranks' rollouts as one process would hold them
+    (``_split_sequences`` of their envs side by side, rank r's ``envs`` envs from env r * envs on), those of this
+    rank's envs, as indices into its own rollout's sequences, in the same order."""
+    stretch, env = sequences // (envs * ranks.world), sequences % (envs * ranks.world)
+    own = env // envs == ranks.rank
+    return stretch[own] * envs + env[own] - ranks.rank * envs
+
+
+def _mean_and_variance(x: Tensor, count: int, ranks: Ranks) -> tuple[Tensor, Tensor]:
+    """The mean and the (unbiased) variance of the ``count`` entries of ``x`` at all ranks together."""
+    mean = ranks.sum(x.sum()) / count
+    return mean, ranks.sum((x - mean).square().sum()) / (count - 1)
+
+
 def ppo_update(policy: RecurrentPolicy, optimizer: torch.optim.Optimizer, rollout: Rollout, hp: PPOHyperparameters,
-               generator: torch.Generator) -> dict[str, float]:
+               generator: torch.Generator, ranks: Ranks = Ranks()) -> dict[str, float]:
     """``update_epochs`` passes of clipped PPO over the rollout's sequences; returns the losses' means (over the
     minibatches that stepped). A minibatch whose loss or gradient norm is not finite raises NonFiniteError, or with
-    ``hp.nonfinite == "skip"`` makes no step and is counted in ``skipped_minibatches``."""
+    ``hp.nonfinite == "skip"`` makes no step and is counted in ``skipped_minibatches``.
+
+    With several ranks each holds the rollout of its envs; the minibatches are those of one process holding all the
+    rollouts (drawn by ``generator``, the same at every rank), each rank computes its sequences' part of every mean
+    and of the loss, and the gradients are summed over the ranks before the step (module docstring)."""
     advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.starts, rollout.next_value,
                                       rollout.next_start, hp.gamma, hp.gae_lambda)
-    T = rollout.obs.shape[0]
+    T, envs = rollout.obs.shape[:2]
     length = hp.sequence_length or T
     seq = {k: _split_sequences(v, length) for k, v in dict(
         obs=rollout.obs, actions=rollout.actions, log_probs=rollout.log_probs, values=rollout.values,
         starts=rollout.starts, advantages=advantages, returns=returns).items()}
     states = tuple(s.reshape(-1, *s.shape[2:]) for s in rollout.sequence_states)  # [(T / L) * N, ...]
-    num_sequences = seq["obs"].shape[1]
+    num_sequences = seq["obs"].shape[1] * ranks.world
     per_batch = num_sequences // hp.num_minibatches
+    entries = per_batch * length  # of a minibatch, at all ranks together
     # Figures stay tensors until the end: reading each on the host would synchronise a GPU every minibatch.
     stats: dict[str, list[Tensor]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")}
     skipped = 0
     for _ in range(hp.update_epochs):
-        order = torch.randperm(num_sequences, generator=generator).to(rollout.obs.device)
+        order = torch.randperm(num_sequences, generator=generator)
         for start in range(0, num_sequences, per_batch):
-            idx = order[start:start + per_batch]
+            idx = _own_sequences(order[start:start + per_batch], envs, ranks)
+            held = len(idx)  # a rank may hold none of a minibatch's sequences: it adds zeros
+            idx = idx.to(rollout.obs.device)
             mb = {k: v[:, idx] for k, v in seq.items()}
-            log_probs, entropy, values = policy.evaluate(mb["obs"], mb["actions"], tuple(s[idx] for s in states),
-                                                         mb["starts"])
-            log_ratio = log_probs - mb["log_probs"]
-            ratio = log_ratio.exp()
-            with torch.no_grad():
-                stats["approx_kl"].append(((ratio - 1) - log_ratio).mean())
-                stats["clipfrac"].append(((ratio - 1).abs() > hp.clip_coef).to(ratio.dtype).mean())
             adv = mb["advantages"]
             if hp.norm_adv:
-                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-            policy_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - hp.clip_coef, 1 + hp.clip_coef)).mean()
-            if hp.clip_vloss:
-                clipped = mb["values"] + (values - mb["values"]).clamp(-hp.clip_coef, hp.clip_coef)
-                value_loss = 0.5 * torch.max((values - mb["returns"]) ** 2, (clipped - mb["returns"]) ** 2).mean()
-            else:
-                value_loss = 0.5 * ((values - mb["returns"]) ** 2).mean()
-            entropy_mean = entropy.mean()
-            loss = policy_loss - hp.ent_coef * entropy_mean + hp.vf_coef * value_loss
+                mean, variance = _mean_and_variance(adv, entries, ranks)
+                adv = (adv - mean) / (variance.sqrt() + 1e-8)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # this rank's parts of the minibatch's loss and means: loss, policy loss, value loss, entropy, approx_kl,
+            # clipfrac (its sequences' sums over the minibatch's size at all ranks)
+            parts = adv.new_zeros(6)
+            if held:
+                state0 = tuple(s[idx] for s in states)
+                log_probs, entropy, values = policy.evaluate(mb["obs"], mb["actions"], state0, mb["starts"])
+                log_ratio = log_probs - mb["log_probs"]
+                ratio = log_ratio.exp()
+                surrogate = torch.max(-adv * ratio, -adv * ratio.clamp(1 - hp.clip_coef, 1 + hp.clip_coef))
+                if hp.clip_vloss:
+                    clipped = mb["values"] + (values - mb["values"]).clamp(-hp.clip_coef, hp.clip_coef)
+                    errors = torch.max((values - mb["returns"]) ** 2, (clipped - mb["returns"]) ** 2)
+                else:
+                    errors = (values - mb["returns"]) ** 2
+                policy_loss = surrogate.sum() / entries
+                value_loss = 0.5 * errors.sum() / entries
+                entropy_mean = entropy.sum() / entries
+                loss = policy_loss - hp.ent_coef * entropy_mean + hp.vf_coef * value_loss
+                loss.backward()
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - log_ratio).sum() / entries
+                    clipfrac = ((ratio - 1).abs() > hp.clip_coef).to(ratio.dtype).sum() / entries
+                    parts = torch.stack([loss, policy_loss, value_loss, entropy_mean, approx_kl, clipfrac])
+            loss, policy_loss, value_loss, entropy_mean, approx_kl, clipfrac = ranks.sum(parts)
+            stats["approx_kl"].append(approx_kl)
+            stats["clipfrac"].append(clipfrac)
+            ranks.sum_gradients(policy.parameters())
             grad_norm = nn.utils.clip_grad_norm_(policy.parameters(), hp.max_grad_norm)
             # The one host synchronisation of a minibatch: a step with a nan in it would spoil every parameter.
             if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
@@ -245,16 +286,17 @@ def ppo_update(policy: RecurrentPolicy, optimizer: torch.optim.Optimizer, rollou
                 if "overflow" not in str(e):
                     raise
                 raise NonFiniteError(f"the optimizer's step overflows: {e}") from None
-            stats["policy_loss"].append(policy_loss.detach())
-            stats["value_loss"].append(value_loss.detach())
-            stats["entropy"].append(entropy_mean.detach())
+            stats["policy_loss"].append(policy_loss)
+            stats["value_loss"].append(value_loss)
+            stats["entropy"].append(entropy_mean)
         epoch_kl = torch.stack(stats["approx_kl"][-hp.num_minibatches:]).mean()
         if hp.target_kl is not None and float(epoch_kl) > hp.target_kl:
             break
     out = {k: float(torch.stack(v).mean()) if v else math.nan for k, v in stats.items()}
     out["skipped_minibatches"] = skipped
-    variance = float(returns.var())
-    unexplained = float((returns - rollout.values).var())
+    count = returns.numel() * ranks.world
+    variance = float(_mean_and_variance(returns, count, ranks)[1])
+    unexplained = float(_mean_and_variance(returns - rollout.values, count, ranks)[1])
     out["explained_variance"] = float("nan") if variance == 0 else 1 - unexplained / variance
     return out
 
@@ -272,28 +314,48 @@ class Trainer:
     ``update()`` does one rollout and one learning phase and returns its figures; ``play`` plays episodes of the
     policy for an evaluation; ``state_dict`` and ``load_state_dict`` are what a checkpoint holds (the env is rebuilt on
     resume: its episodes restart).
+
+    With ``ranks`` (several processes, ``fwp_rl.distributed``) it is one rank's part of the run: env.num_envs / ranks
+    envs, from env ``first_env`` of the run on, seeded as one process seeds them; rank 0's parameters; and torch's
+    generator, which samples the actions, rank 0's as one process seeds it, every other rank's seeded apart
+    (``_seed_actions``).
     """
 
-    def __init__(self, config: PPOConfig):
-        self.config = config
-        self.device = resolve_device(config.ppo.device)
+    def __init__(self, config: PPOConfig, ranks: Ranks = Ranks()):
+        self.config, self.ranks = config, ranks
+        self.device = ranks.place(resolve_device(config.ppo.device))
         torch.manual_seed(config.seed)
-        self.env = make_vector_env(config.env, seed=config.seed)
+        # This rank's share of the envs (all of them for one process); PPO takes env.options.batch_size only null or
+        # num_envs, both synchronous, and so is the share without it.
+        options = {k: v for k, v in config.env.options.items() if k != "batch_size"}
+        envs = dataclasses.replace(config.env, num_envs=config.env.num_envs // ranks.world, options=options)
+        self.first_env = ranks.rank * envs.num_envs
+        self.env = make_vector_env(envs, seed=config.seed + self.first_env)
         try:
             self.policy = make_policy(config, self.env.single_observation_space, self.env.single_action_space,
                                       self.device)
         except ConfigError:
             self.env.close()  # async Gymnasium envs run in subprocesses
             raise
+        ranks.broadcast_module(self.policy)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.ppo.learning_rate, eps=1e-5)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.update_index = 0
         self.global_step = 0
+        self._seed_actions()
         self._reset_env(config.seed)
 
+    def _seed_actions(self) -> None:
+        """At a rank other than 0, seed torch's generator, which samples the actions, by the run's seed, the rank and
+        the update it starts at: apart from rank 0's (one process's) and from every other rank's."""
+        if self.ranks.rank:
+            key = np.random.SeedSequence([self.config.seed, self.ranks.rank, self.update_index])
+            torch.manual_seed(int(key.generate_state(1)[0]))
+
     def _reset_env(self, seed: int) -> None:
+        """Start the envs afresh, env i of the run seeded with ``seed`` + i."""
         n = self.env.num_envs
-        self.obs = self._tensor(self.env.reset(seed=seed))
+        self.obs = self._tensor(self.env.reset(seed=seed + self.first_env))
         self.state = self.policy.initial_state(n)
         self.episode_start = torch.ones(n, dtype=torch.bool, device=self.device)
 
@@ -304,7 +366,7 @@ class Trainer:
         """One rollout; also the (raw return, length) of every episode that ended, and the seconds spent
         in env stepping and in policy inference."""
         hp, policy = self.config.ppo, self.policy
-        T, N = hp.num_steps, self.env.num_envs
+        T = hp.num_steps
         length = hp.sequence_length or T
         obs, actions, log_probs, values, rewards, starts = [], [], [], [], [], []
         sequence_states: list[State] = []
@@ -331,7 +393,7 @@ class Trainer:
             tick = time.perf_counter()
             _, next_value, _ = policy(self.obs, self.state, self.episode_start)
             infer_seconds += time.perf_counter() - tick
-        self.global_step += T * N
+        self.global_step += self.config.steps_per_update
         rollout = Rollout(torch.stack(obs), torch.stack(actions), torch.stack(log_probs), torch.stack(values),
                           torch.stack(rewards), torch.stack(starts),
                           tuple(torch.stack(parts) for parts in zip(*sequence_states)), next_value,
@@ -349,9 +411,10 @@ class Trainer:
         rollout, episodes, timing = self.collect()
         learn_start = time.perf_counter()
         try:
-            figures = ppo_update(self.policy, self.optimizer, rollout, hp, self.generator)
+            figures = ppo_update(self.policy, self.optimizer, rollout, hp, self.generator, self.ranks)
             check_parameters(self.policy)
-            self.policy.update_observation_statistics(rollout.obs)  # after the update: fwp_rl.normalization
+            # after the update: fwp_rl.normalization
+            self.policy.update_observation_statistics(rollout.obs, self.ranks.sum)
         except NonFiniteError as e:
             raise NonFiniteError(f"update {self.update_index + 1} of {self.config.num_updates}: {e}. No checkpoint "
                                  "holds it. Lower ppo.learning_rate, or set ppo.nonfinite=skip to skip such "
@@ -361,10 +424,12 @@ class Trainer:
         figures.update(timing, learn_seconds=end - learn_start, seconds=end - start,
                        steps_per_second=self.config.steps_per_update / (end - start),
                        learning_rate=self.optimizer.param_groups[0]["lr"])
-        if episodes:
-            returns, lengths = zip(*episodes)
-            figures.update(episodic_return=float(np.mean(returns)), episodic_length=float(np.mean(lengths)),
-                           episodes=len(episodes))
+        # the episodes that ended at every rank: their returns and lengths summed, and their number
+        returns, lengths, count = self.ranks.sum(torch.tensor(
+            [sum(r for r, _ in episodes), sum(n for _, n in episodes), len(episodes)], dtype=torch.float64))
+        if count:
+            figures.update(episodic_return=float(returns / count), episodic_length=float(lengths / count),
+                           episodes=int(count))
         return figures
 
     def play(self, seed: int, episodes: int, deterministic: bool, record: bool = False) -> tuple[list[Episode], dict]:
@@ -389,6 +454,7 @@ class Trainer:
         self.update_index, self.global_step = int(payload["update"]), int(payload["global_step"])
         self.generator.set_state(payload["generator"])
         torch.set_rng_state(payload["torch_rng"])
+        self._seed_actions()
         # The env cannot be saved: it restarts from a seed that differs from the first start's.
         self._reset_env(self.config.seed + self.update_index)
 
@@ -416,14 +482,15 @@ class UpdateDisplay:
             f"; mean return of the last episodes {np.mean(self.returns):.4g}" if self.returns else "")
 
 
-def train(config: PPOConfig, resume: str | Path | None = None, console: Console | None = None) -> Trained:
+def train(config: PPOConfig, resume: str | Path | None = None, console: Console | None = None,
+          ranks: Ranks = Ranks()) -> Trained:
     """A whole run (or the rest of one, with ``resume`` = its run directory) in ``fwp_rl.harness.Run``: a metrics
     record per update, an evaluation every ``run.eval_every`` updates and at the end, a checkpoint every
     ``run.checkpoint_every`` updates, at a best evaluation and at the end (or after the update under way when Ctrl-C
-    stops the run)."""
-    run = Run(config, resume, console)
+    stops the run). With ``ranks``, this process's part of a run that several train together (module docstring)."""
+    run = Run(config, resume, console, ranks)
     # Everything the user can get wrong fails here, before anything is written.
-    with contextlib.closing(Trainer(config)) as trainer:
+    with contextlib.closing(Trainer(config, ranks)) as trainer:
         if run.saved is not None:
             trainer.load_state_dict(run.saved)
         display = UpdateDisplay()

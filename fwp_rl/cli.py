@@ -132,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "run per seed, grouped: runs/<name>/seed_<k>/ (see fwp_rl.seeds)")
     train.add_argument("--parallel", type=int, default=None, metavar="N",
                        help="with --seeds: train N seeds at a time in worker processes (default: one after another)")
+    train.add_argument("--nproc", type=int, default=None, metavar="N",
+                       help="train the run in N processes on this machine, data-parallel (PPO; one per CPU core, or "
+                            "per GPU on CUDA; env.num_envs must divide by N; see fwp_rl.distributed). On several "
+                            "machines start `python -m fwp_rl.cli train CONFIG` with torchrun instead (README)")
 
     compare = commands.add_parser("compare", help="learning curves and tables of runs grouped by config, with "
                                                   "bootstrap intervals over seeds (see fwp_rl.compare)")
@@ -187,48 +191,67 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> int:
+    from fwp_rl import distributed
     from fwp_rl.config import ConfigError
-    from fwp_rl.learners import learner, load_config
+    from fwp_rl.learners import learner
+    from fwp_rl.progress import terminated
     from fwp_rl.seeds import parse_seeds, train_seeds
 
     if args.parallel is not None and args.seeds is None:
         raise ConfigError("--parallel N trains N of the --seeds at a time: give --seeds too")
     if args.parallel is not None and args.parallel < 1:
         raise ConfigError(f"--parallel {args.parallel} is not allowed: it must be >= 1")
-    if args.resume is not None:
-        from pathlib import Path
-
-        if args.seeds is not None:
-            raise ConfigError("--seeds starts new runs and --resume continues one: resume each seed's run "
-                              "directory on its own (--resume runs/<name>/seed_<k>)")
-        if args.config is not None:
-            raise ConfigError("--resume continues a run with the config in its directory: give RUN_DIR only "
-                              "(and --set to change values such as ppo.total_steps)")
-        config_path = Path(args.resume) / "config.yaml"
-        if not config_path.is_file():
-            raise ConfigError(f"--resume {args.resume!r} is not a run directory (no config.yaml in it)")
-        config = load_config(str(config_path), args.overrides)
-        return _status(learner(config.learner).train(config, resume=args.resume).finished)
-    if args.config is None:
-        raise ConfigError("train needs a CONFIG file (or --resume RUN_DIR)")
+    if args.nproc is not None and args.seeds is not None:
+        raise ConfigError(f"--nproc {args.nproc} trains one run in several processes and --seeds one run per seed: "
+                          "give one of them")
+    if args.resume is not None and args.seeds is not None:
+        raise ConfigError("--seeds starts new runs and --resume continues one: resume each seed's run "
+                          "directory on its own (--resume runs/<name>/seed_<k>)")
+    if distributed.launched():  # a rank that torchrun started
+        if args.nproc is not None or args.seeds is not None:
+            raise ConfigError("under torchrun, train takes CONFIG or --resume RUN_DIR, and --set: not --nproc or "
+                              "--seeds (torchrun's --nnodes and --nproc-per-node say how many processes)")
+        return _status(distributed.train_as_rank(lambda: _run_config(args)).finished, terminated())
     seeds = None if args.seeds is None else parse_seeds(args.seeds)
     if seeds is not None and any(item.partition("=")[0] == "seed" for item in args.overrides):
         raise ConfigError("--set seed=... and --seeds both set the seed: give one of them")
-    config = load_config(args.config, args.overrides)
+    config, resume = _run_config(args)
+    if args.nproc is not None:
+        distributed.check_nproc(config, args.nproc)
+    if args.nproc is not None and args.nproc > 1:
+        return _status(distributed.train_in_processes(config, resume, args.nproc).finished, terminated())
     if seeds is None:
-        return _status(learner(config.learner).train(config).finished)
+        return _status(learner(config.learner).train(config, resume=resume).finished, terminated())
     runs = train_seeds(config, seeds, args.parallel or 1)
-    return 1 if any(r.lost for r in runs) else _status(all(r.finished for r in runs))
+    return 1 if any(r.lost for r in runs) else _status(all(r.finished for r in runs), terminated())
 
 
-def _status(finished: bool) -> int:
-    """The exit status of a train that saved what it trained: 143 (128 + SIGTERM) when SIGTERM stopped it early, so
-    that a job scheduler sees it terminated; else 0 (Ctrl-C stops are the user's own)."""
+def _run_config(args):
+    """The config of a train command and the run directory it resumes (None: a new run)."""
+    from pathlib import Path
+
+    from fwp_rl.config import ConfigError
+    from fwp_rl.learners import load_config
+
+    if args.resume is None:
+        if args.config is None:
+            raise ConfigError("train needs a CONFIG file (or --resume RUN_DIR)")
+        return load_config(args.config, args.overrides), None
+    if args.config is not None:
+        raise ConfigError("--resume continues a run with the config in its directory: give RUN_DIR only "
+                          "(and --set to change values such as ppo.total_steps)")
+    config_path = Path(args.resume) / "config.yaml"
+    if not config_path.is_file():
+        raise ConfigError(f"--resume {args.resume!r} is not a run directory (no config.yaml in it)")
+    return load_config(str(config_path), args.overrides), args.resume
+
+
+def _status(finished: bool, terminated: bool) -> int:
+    """The exit status of a train that saved what it trained: 143 (128 + SIGTERM) when SIGTERM stopped it early
+    (``terminated``), so that a job scheduler sees it terminated; else 0 (Ctrl-C stops are the user's own)."""
     import signal
 
-    from fwp_rl.progress import terminated
-
-    return 128 + signal.SIGTERM if not finished and terminated() else 0
+    return 128 + signal.SIGTERM if not finished and terminated else 0
 
 
 def _run(args) -> int:
@@ -294,16 +317,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)  # first: --help and argument errors need no torch
-    from fwp_rl.config import ConfigError
-    from fwp_rl.runs import CheckpointError, MetricsError, NonFiniteError, RunDirInUse
+    from fwp_rl.distributed import OtherRankFailed, RankFailed
+    from fwp_rl.runs import USER_ERRORS, NonFiniteError
 
     try:
         return _run(args)
-    except (ConfigError, CheckpointError, MetricsError, RunDirInUse) as e:  # what the user gave is wrong
+    except USER_ERRORS as e:  # what the user gave is wrong
         print(f"fwp-rl: error: {e}", file=sys.stderr)
         return 2
     except NonFiniteError as e:  # training diverged; the last good checkpoint is kept
         print(f"fwp-rl: error: {e}", file=sys.stderr)
+        return 1
+    except (RankFailed, OtherRankFailed) as e:  # one of the processes training a run together failed
+        print(f"fwp-rl: error: {e}; every rank stopped, and the run keeps its last checkpoint (--resume RUN_DIR "
+              "goes on from it)", file=sys.stderr)
         return 1
 
 

@@ -63,6 +63,7 @@ import torch
 from rich.console import Console
 
 from fwp_rl.config import MAX_SEED, ConfigError, dump_yaml, to_dict
+from fwp_rl.distributed import Ranks
 from fwp_rl.envs.vector import Episode
 from fwp_rl.evaluate import episode_figures, video_fps, write_video
 from fwp_rl.files import atomic_copy, remove_temporaries
@@ -99,28 +100,30 @@ def generators_kept() -> Iterator[None]:
 
 
 class Trained(NamedTuple):
-    """What a learner's ``train`` returns: its run directory, and whether it trained to its end rather than being
-    stopped by Ctrl-C or SIGTERM."""
+    """What a learner's ``train`` returns: its run directory (None at a rank other than 0 of several processes,
+    which writes none), and whether it trained to its end rather than being stopped by Ctrl-C or SIGTERM."""
 
-    run_dir: Path
+    run_dir: Path | None
     finished: bool
 
 
 class Run:
-    """One run of ``config`` (module docstring): a new one, or with ``resume`` (its run directory) the rest of one."""
+    """One run of ``config`` (module docstring): a new one, or with ``resume`` (its run directory) the rest of one.
 
-    def __init__(self, config, resume: str | Path | None = None, console: Console | None = None):
-        self.config = config
+    Trained by several processes (``ranks``, ``fwp_rl.distributed``), rank 0 alone reads the checkpoint to resume
+    (and sends it to the others), writes the run directory, metrics, W&B, TensorBoard and checkpoints, evaluates and
+    shows progress; at every rank ``start`` takes Ctrl-C and SIGTERM, and ``stop_requested`` is true at every rank
+    once any rank was asked to stop.
+    """
+
+    def __init__(self, config, resume: str | Path | None = None, console: Console | None = None,
+                 ranks: Ranks = Ranks()):
+        self.config, self.ranks = config, ranks
         self.console = console or Console()
         self.learner = learner(config.learner)
-        # the checkpoint a resumed run goes on from (None: a new run)
-        self.saved = None if resume is None else load_checkpoint(resume, learner=config.learner)
-        if self.saved is not None and "update" not in self.saved:
-            raise CheckpointError(f"{str(resume)!r} has a checkpoint written before {config.learner} runs could "
-                                  "resume: it holds no state to go on from")
         self.run_dir = None if resume is None else Path(resume)
-        if resume is not None:
-            self._check_resume(resume)
+        # the checkpoint a resumed run goes on from (None: a new run)
+        self.saved = None if resume is None else ranks.from_main(lambda: self._resumed(resume))
         self.iterations = 0 if self.saved is None else int(self.saved["update"])  # updates or generations logged
         self._checkpointed_at = self.iterations if self.saved is not None else None  # the iteration latest.pt holds
         # the best evaluation so far: {"update": its update (or generation), "return_mean": its score}, or None
@@ -129,12 +132,16 @@ class Run:
         self.stopped = False
         self._video: Path | None = None  # the video of the evaluation about to be logged (run.eval_video_every)
 
-    def _check_resume(self, resume: str | Path) -> None:
-        """Refuse to resume a run that another process trains, whose config changed more than its learner allows,
-        or whose metrics.jsonl is broken: before anything is built or written."""
+    def _resumed(self, resume: str | Path) -> dict:
+        """The checkpoint to resume from; refuse to resume a run that another process trains, whose config changed
+        more than its learner allows, or whose metrics.jsonl is broken: before anything is built or written."""
+        payload = load_checkpoint(resume, learner=self.config.learner)
+        if "update" not in payload:
+            raise CheckpointError(f"{str(resume)!r} has a checkpoint written before {self.config.learner} runs could "
+                                  "resume: it holds no state to go on from")
         with lock_run_dir(self.run_dir):  # only asked here: it is held from ``start`` on
             pass
-        saved = self.saved.get("config")
+        saved = payload.get("config")
         refused = self.learner.refused_changes(saved if isinstance(saved, dict) else {}, to_dict(self.config))
         if refused:
             more = len(refused) - MAX_CHANGES_SHOWN
@@ -144,12 +151,17 @@ class Run:
         metrics = self.run_dir / "metrics.jsonl"
         if metrics.is_file():
             read_metrics(metrics)
+        return payload
 
     @contextlib.contextmanager
     def start(self, total: int, iteration: str) -> Iterator[Run]:
         """The run, started (module docstring): ``total`` is the step at which the progress line is full,
         ``iteration`` what the learner calls one pass of its loop (say "update")."""
         config, console = self.config, self.console
+        if not self.ranks.main:
+            with StopOnInterrupt(Console(quiet=True), f"after this {iteration}") as self._stop:
+                yield self
+            return
         step = 0 if self.saved is None else int(self.saved["global_step"])
         with contextlib.ExitStack() as held:
             if self.saved is None:
@@ -191,7 +203,7 @@ class Run:
         the run's last, also records its first episode as videos/<iteration>_<update>.mp4, logged to W&B with the
         update's record as eval/video."""
         run, iteration = self.config.run, self.iterations + 1
-        if not run.eval_every or not (final or iteration % run.eval_every == 0):
+        if not self.ranks.main or not run.eval_every or not (final or iteration % run.eval_every == 0):
             return {}
         record = bool(run.eval_video_every) and (final or iteration % (run.eval_every * run.eval_video_every) == 0)
         with generators_kept():
@@ -209,6 +221,8 @@ class Run:
     def log(self, step: int, **figures) -> None:
         """The record of one update (or generation) at ``step``: into metrics.jsonl and W&B, and the progress line
         moved to ``step``; the video of its evaluation, if it recorded one, to W&B."""
+        if not self.ranks.main:
+            return
         self._metrics.log(step, videos={"eval/video": self._video} if self._video else None, **figures)
         self._video = None
         self.iterations += 1
@@ -216,6 +230,8 @@ class Run:
 
     def show(self, status: str) -> None:
         """Show ``status`` on the progress line."""
+        if not self.ranks.main:
+            return
         self._progress.update(self._task, status=status)
 
     def checkpoint(self, payload: Callable[[], dict], final: bool = False) -> None:
@@ -224,6 +240,8 @@ class Run:
         and when ``final``: at the end of the run, or where Ctrl-C or SIGTERM stopped it. The checkpoint it replaces
         is kept as checkpoints/previous.pt; a payload with nan or inf in it is not written
         (``fwp_rl.runs.NonFiniteError``)."""
+        if not self.ranks.main:
+            return
         best = self.best is not None and self.best["update"] == self.iterations
         if final or best or self.iterations % self.config.run.checkpoint_every == 0:
             self._metrics.sync()  # every update the checkpoint covers is in metrics.jsonl on disk
@@ -247,12 +265,15 @@ class Run:
     def stop_requested(self) -> bool:
         """Whether Ctrl-C (or SIGTERM) asked the run to stop. Ask it where the run would go on otherwise, after an
         update (or generation) that was not its last: once the answer is yes, the run stopped early
-        (``result.finished``)."""
-        self.stopped = self.stopped or self._stop.requested
+        (``result.finished``). Trained by several processes, it is whether any was asked, so every rank asks it at
+        the same moments (it sums over them)."""
+        self.stopped = self.stopped or self.ranks.any(self._stop.requested)
         return self.stopped
 
     def summary(self, lines: list[str]) -> None:
         """Print the run directory, then ``lines``, then the best evaluation where there was one."""
+        if not self.ranks.main:
+            return
         self.console.print(f"run directory: {self.run_dir}")
         for line in lines:
             self.console.print(line)

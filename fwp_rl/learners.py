@@ -6,6 +6,8 @@ An entry says everything the rest of the code asks of a learner:
   trains one run (``fwp_rl.harness``) and returns a ``fwp_rl.harness.Trained``;
 - ``config_class``: the schema ``load_config`` checks a file with this learner against;
 - ``resumes``: whether its ``train`` also takes ``resume=RUN_DIR`` and continues that run (``train --resume``);
+- ``data_parallel``: whether its ``train`` also takes ``ranks=`` and trains one run in several processes together
+  (``fwp_rl.distributed``: ``train --nproc``, torchrun);
 - ``resume_may_change``: the config keys (dotted, e.g. ``ppo.total_steps``) whose values a resumed run may take from
   its config (the run's config.yaml plus ``--set``) where they differ from its checkpoint's: the budget, the device
   and the ``RUN_SETTINGS``, none of which changes what is learned. A change of any other key is refused
@@ -37,6 +39,7 @@ from fwp_rl.config import ConfigError, apply_overrides, from_dict, load_yaml, to
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from fwp_rl.distributed import Ranks
     from fwp_rl.harness import Trained
 
 
@@ -89,6 +92,7 @@ class Learner:
     core: str | None = None
     task: Callable[[dict], str] = _env_id
     resume_may_change: tuple[str, ...] = RUN_SETTINGS
+    data_parallel: bool = False
 
     def core_of(self, config: dict) -> str:
         """The core of a run of this learner, from its config as plain data: ``core``, else policy.core."""
@@ -98,15 +102,18 @@ class Learner:
     def config(self) -> type:
         return getattr(importlib.import_module(self.module), self.config_class)
 
-    def train(self, config, resume: str | Path | None = None, console: Console | None = None) -> Trained:
-        """Train ``config`` (a config of this learner) in a new run directory, or continue the run in ``resume``."""
+    def train(self, config, resume: str | Path | None = None, console: Console | None = None,
+              ranks: Ranks | None = None) -> Trained:
+        """Train ``config`` (a config of this learner) in a new run directory, or continue the run in ``resume``; with
+        ``ranks`` (a ``data_parallel`` learner), as one of several processes that train it together."""
         train = importlib.import_module(self.module).train
+        together = {} if ranks is None else {"ranks": ranks}
         if resume is None:
-            return train(config, console=console)
+            return train(config, console=console, **together)
         if not self.resumes:
             raise ConfigError(f"--resume works for {' and '.join(map(repr, RESUMABLE))} runs; {str(resume)!r} is a "
                               f"{self.name!r} run")
-        return train(config, resume=resume, console=console)
+        return train(config, resume=resume, console=console, **together)
 
     def refused_changes(self, saved: dict, config: dict) -> list[str]:
         """The changes from ``saved`` (a checkpoint's config, plain data) to ``config`` that a resume may not make,
@@ -136,7 +143,7 @@ LEARNERS: dict[str, Learner] = {entry.name: entry for entry in (
                                "search.compile", *RUN_SETTINGS)),
     Learner("ppo", "fwp_rl.agents.ppo", "PPOConfig", resumes=True, evaluation="evaluate_ppo",
             step_unit="agent steps", default_metric="episodic_return",
-            resume_may_change=("ppo.total_steps", "ppo.device", *RUN_SETTINGS)),
+            resume_may_change=("ppo.total_steps", "ppo.device", *RUN_SETTINGS), data_parallel=True),
     # SB3's policy is its own LSTM: its runs are the "sb3_lstm" core, beside our cores' PPO runs.
     Learner("sb3_recurrent_ppo", "fwp_rl.agents.sb3", "SB3Config", resumes=True, evaluation="evaluate_sb3",
             step_unit="agent steps", default_metric="episodic_return", core="sb3_lstm",

@@ -10,10 +10,13 @@ The statistics start at mean 0, variance 1 and a count of 1e-4 (SB3's ``RunningM
 the map is the identity up to the clip. ``update`` merges a batch of observations into them (Chan et al.'s parallel
 formula, in float64). The PPO learner calls it with each rollout's observations after that rollout's learning
 phase, so the statistics a rollout acted with are the ones its update trains with (the log-probabilities match),
-and they change only between updates.
+and they change only between updates. Trained by several processes (``fwp_rl.distributed``), each merges the
+statistics of all their rollouts' observations, summed over the processes, so all keep the same statistics.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -46,11 +49,14 @@ class ObservationNormalizer(nn.Module):
         return scaled.clamp(-CLIP, CLIP)
 
     @torch.no_grad()
-    def update(self, obs: Tensor) -> None:
-        """Merge obs [..., *shape] into the statistics (every leading entry one observation)."""
+    def update(self, obs: Tensor, sum_over_ranks: Callable[[Tensor], Tensor] | None = None) -> None:
+        """Merge obs [..., *shape] into the statistics (every leading entry one observation). ``sum_over_ranks``
+        (``fwp_rl.distributed.Ranks.sum``) makes the batch the observations of every process, each giving its own."""
+        summed = sum_over_ranks or (lambda t: t)
         batch = obs.reshape(-1, *self.shape).to(self.mean.device, torch.float64)
-        n = batch.shape[0]
-        batch_mean, batch_var = batch.mean(0), batch.var(0, unbiased=False)
+        n = summed(batch.new_tensor(batch.shape[0]))
+        batch_mean = summed(batch.sum(0)) / n
+        batch_var = summed((batch - batch_mean).square().sum(0)) / n
         delta = batch_mean - self.mean
         total = self.count + n
         m2 = self.var * self.count + batch_var * n + delta.square() * self.count * n / total

@@ -121,11 +121,13 @@ class RecurrentPolicy(nn.Module):
         x = self.torso(x)
         return x.reshape(*obs.shape[:lead], x.shape[-1])
 
-    def update_observation_statistics(self, obs: Tensor) -> None:
+    def update_observation_statistics(self, obs: Tensor, sum_over_ranks: Callable[[Tensor], Tensor] | None = None
+                                      ) -> None:
         """Merge observations [..., *obs shape] into the normalizer's statistics (``normalize_observations``;
-        without it, nothing happens)."""
+        without it, nothing happens); with ``sum_over_ranks``, those of every rank
+        (``ObservationNormalizer.update``)."""
         if self.observation_normalizer is not None:
-            self.observation_normalizer.update(obs)
+            self.observation_normalizer.update(obs, sum_over_ranks)
 
     def _head_input(self, h: Tensor, features: Tensor) -> Tensor:
         """What the heads read (``core_output``), from the core's outputs h [..., H] and the torso's features

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from fwp_rl.config import ConfigError
 from fwp_rl.files import atomic_copy, atomic_write_bytes
 
 CHECKPOINT_FORMAT = 1
@@ -54,6 +55,10 @@ class MetricsError(ValueError):
 
 class RunDirInUse(RuntimeError):
     """A run directory that another process is training (``lock_run_dir``): reported as one line."""
+
+
+USER_ERRORS = (ConfigError, CheckpointError, MetricsError, RunDirInUse)
+"""What the user gave is wrong: ``fwp-rl`` reports these as one line, with exit status 2."""
 
 
 @contextlib.contextmanager

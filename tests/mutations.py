@@ -45,6 +45,8 @@ class Mutation:
 OPS = ("tests/test_ops.py",)
 CORES = ("tests/test_cores.py", "tests/test_cores_recurrent_fwp.py", "tests/test_cores_rnn_direct.py")
 PPO = ("tests/test_ppo.py", "tests/test_learning.py")
+DISTRIBUTED = ("tests/test_distributed.py::"
+               "test_two_ranks_take_the_step_of_one_process_on_the_same_envs_and_minibatches",)
 DOUBLE_POLE = ("tests/test_double_pole.py",)
 SEARCH = ("tests/test_neuroevolution.py",)
 
@@ -118,7 +120,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              'torch.max((values - mb["returns"]) ** 2, (clipped - mb["returns"]) ** 2)',
              '((values - mb["returns"]) ** 2)', PPO),
     Mutation("ppo-no-adv-scale", "agents/ppo.py",
-             "adv = (adv - adv.mean()) / (adv.std() + 1e-8)", "adv = adv - adv.mean()", PPO),
+             "adv = (adv - mean) / (variance.sqrt() + 1e-8)", "adv = adv - mean", PPO),
     Mutation("ppo-entropy-sign", "agents/ppo.py",
              "loss = policy_loss - hp.ent_coef * entropy_mean", "loss = policy_loss + hp.ent_coef * entropy_mean",
              PPO),
@@ -127,9 +129,17 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("ppo-target-kl-ignored", "agents/ppo.py",
              "float(epoch_kl) > hp.target_kl", "float(epoch_kl) > 1e9 * hp.target_kl", PPO),
     Mutation("ppo-sequences-ignore-resets", "agents/ppo.py",
-             'tuple(s[idx] for s in states),\n                                                         mb["starts"])',
-             'tuple(s[idx] for s in states),\n                                                         '
-             'torch.zeros_like(mb["starts"]))', PPO),
+             'policy.evaluate(mb["obs"], mb["actions"], state0, mb["starts"])',
+             'policy.evaluate(mb["obs"], mb["actions"], state0, torch.zeros_like(mb["starts"]))', PPO),
+    # --- data-parallel PPO
+    Mutation("ddp-gradients-not-summed", "agents/ppo.py", "            ranks.sum_gradients(policy.parameters())",
+             "            pass", DISTRIBUTED),
+    Mutation("ddp-advantages-normalized-per-rank", "agents/ppo.py",
+             "mean, variance = _mean_and_variance(adv, entries, ranks)",
+             "mean, variance = _mean_and_variance(adv, adv.numel(), Ranks())", DISTRIBUTED),
+    Mutation("ddp-statistics-of-one-rank", "agents/ppo.py",
+             "self.policy.update_observation_statistics(rollout.obs, self.ranks.sum)",
+             "self.policy.update_observation_statistics(rollout.obs)", DISTRIBUTED),
     # --- the double pole physics and success test
     Mutation("physics-gravity-sign", "envs/double_pole/physics.py",
              "torch.add(c.hinge * theta_dot, sin, alpha=GRAVITY)", "torch.add(c.hinge * theta_dot, sin, alpha=-GRAVITY)",
