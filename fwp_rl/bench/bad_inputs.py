@@ -264,6 +264,10 @@ BAD_INPUTS: list[Case] = [
     Case((*_train("ppo"), "--seeds", "0-20000"), "--seeds"),
     Case((*_train("ppo"), "--seeds", "0,1", "--parallel", "0"), "--parallel"),
     Case((*_train("ppo"), "--parallel", "2"), "--parallel"),
+    Case((*_train("ppo"), "--nproc", "0"), "--nproc 0 is not allowed"),
+    Case((*_train("ppo"), "--nproc", "4096"), "--nproc 4096 is not allowed"),
+    Case((*_train("ppo"), "--nproc", "2", "--seeds", "0,1"), "--nproc 2 trains one run in several processes"),
+    Case((*_train("ne"), "--nproc", "2"), "--nproc 2 is not allowed for a 'neuroevolution' run"),
     # run directories
     Case(("train", "--resume", "{dir}/nowhere"), "is not a run directory"),
     Case(("train", "--resume", "{dir}/ppo.yaml"), "is not a run directory"),
