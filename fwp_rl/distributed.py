@@ -22,6 +22,10 @@ A process joins its group from torchrun's environment variables (RANK, WORLD_SIZ
 MASTER_PORT) with the gloo backend for tensors on the CPU and NCCL for tensors on a GPU; training on CUDA, each
 process takes the GPU of its local rank. ``--nproc N`` (``train_in_processes``) is a small torchrun of its own: it
 hosts the group's store, spawns N processes in sessions of their own, takes Ctrl-C and SIGTERM for them, and waits.
+It is written here rather than taken from torch.distributed.launcher (torchrun's elastic agent) so that what stops
+a rank reaches the user as the error itself (a one-line ConfigError, a RankFailed naming the rank) and a first Ctrl-C
+stops every rank after its update, as ``--parallel`` does; the agent reports a ChildFailedError with its own
+multi-line summary of each rank.
 
 A rank that fails (an exception, or killed) stops the run: the other ranks' next collective fails (gloo sees the
 connection close) and they end, or ``--nproc`` kills them ``SHUTDOWN_GRACE`` seconds after the first failure; its
