@@ -70,6 +70,14 @@ def first_episode_video():
     return check
 
 
+def wait_while_running(child, ready, what: str, seconds: float = 120) -> None:
+    """Wait until ``ready()``, failing with ``what`` if the subprocess ``child`` ends first or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        assert child.poll() is None and time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
 def _plain(value):
     """A logged value as metrics.jsonl holds it: tensors and numpy scalars as numbers, NaN and infinities as null."""
     if isinstance(value, (torch.Tensor, np.generic)):

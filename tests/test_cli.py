@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,8 @@ import yaml
 from fwp_rl import harness
 from fwp_rl.cli import main
 from fwp_rl.runs import load_checkpoint, read_metrics
+
+from conftest import wait_while_running
 
 RECALL_LSTM = str(Path(__file__).resolve().parents[1] / "configs" / "memory" / "recall_lstm.yaml")
 
@@ -78,10 +79,8 @@ def test_sigterm_saves_the_run_a_second_process_cannot_train_it_meanwhile_and_re
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run_dir = tmp_path / "recall_lstm"
     try:
-        deadline = time.monotonic() + 120
-        while not (run_dir / "checkpoints" / "latest.pt").is_file():
-            assert child.poll() is None and time.monotonic() < deadline, "the run did not save a first checkpoint"
-            time.sleep(0.1)
+        wait_while_running(child, (run_dir / "checkpoints" / "latest.pt").is_file,
+                           "the run did not save a first checkpoint")
         assert main(["train", "--resume", str(run_dir)]) == 2
         assert one_line_error(capsys) == (f"fwp-rl: error: {str(run_dir)!r} is in use: another process (pid "
                                           f"{child.pid}) is training it; wait for it to end or stop it first\n")

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,8 @@ from fwp_rl.cli import main
 from fwp_rl.config import dump_yaml, from_dict
 from fwp_rl.runs import load_checkpoint, read_metrics
 from fwp_rl.workers import available_cpus
+
+from conftest import wait_while_running
 
 TESTS = Path(__file__).resolve().parent
 DOUBLE_POLE = str(TESTS.parent / "configs" / "double_pole" / "nonmarkov_delta_error_cmaes.yaml")
@@ -141,10 +142,7 @@ def test_sigterm_stops_every_rank_after_the_update_under_way_with_a_checkpoint(t
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = tmp_path / "recall" / "metrics.jsonl"
     try:
-        deadline = time.monotonic() + 120
-        while not (metrics.is_file() and metrics.read_text()):
-            assert child.poll() is None and time.monotonic() < deadline, "the run logged no update"
-            time.sleep(0.1)
+        wait_while_running(child, lambda: metrics.is_file() and metrics.read_text(), "the run logged no update")
         child.send_signal(signal.SIGTERM)
         printed, _ = child.communicate(timeout=120)
     finally:
