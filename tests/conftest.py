@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -70,12 +75,34 @@ def first_episode_video():
     return check
 
 
+@contextlib.contextmanager
+def fwp_rl_process(*argv: str) -> Iterator[subprocess.Popen]:
+    """`fwp-rl ARGV` in a process of its own, its output (stdout and stderr) in one text pipe; killed at the end of
+    the block if it still runs."""
+    code = "import sys\nfrom fwp_rl.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    child = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        yield child
+    finally:
+        child.kill()  # nothing, when it ended
+        child.wait()
+
+
 def wait_while_running(child, ready, what: str, seconds: float = 120) -> None:
     """Wait until ``ready()``, failing with ``what`` if the subprocess ``child`` ends first or ``seconds`` pass."""
     deadline = time.monotonic() + seconds
     while not ready():
         assert child.poll() is None and time.monotonic() < deadline, what
         time.sleep(0.1)
+
+
+def terminated(child) -> str:
+    """Send SIGTERM to the subprocess ``child`` -> all it printed, once it ended with exit status 143."""
+    child.send_signal(signal.SIGTERM)
+    printed, _ = child.communicate(timeout=120)
+    assert child.returncode == 143, printed
+    return printed
 
 
 def _plain(value):

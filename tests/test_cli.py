@@ -15,7 +15,7 @@ from fwp_rl import harness
 from fwp_rl.cli import main
 from fwp_rl.runs import load_checkpoint, read_metrics
 
-from conftest import wait_while_running
+from conftest import fwp_rl_process, terminated, wait_while_running
 
 RECALL_LSTM = str(Path(__file__).resolve().parents[1] / "configs" / "memory" / "recall_lstm.yaml")
 
@@ -74,22 +74,14 @@ def test_sigterm_saves_the_run_a_second_process_cannot_train_it_meanwhile_and_re
     """`fwp-rl train` in its own process: while it trains, `train --resume` of its run directory stops with one line;
     SIGTERM stops it after the update under way with a checkpoint of everything in metrics.jsonl, exit status 143;
     then --resume finishes it."""
-    code = "import sys\nfrom fwp_rl.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    child = subprocess.Popen([sys.executable, "-c", code, "train", RECALL_LSTM, *tiny(tmp_path, 96 * 10_000)],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run_dir = tmp_path / "recall_lstm"
-    try:
+    with fwp_rl_process("train", RECALL_LSTM, *tiny(tmp_path, 96 * 10_000)) as child:
         wait_while_running(child, (run_dir / "checkpoints" / "latest.pt").is_file,
                            "the run did not save a first checkpoint")
         assert main(["train", "--resume", str(run_dir)]) == 2
         assert one_line_error(capsys) == (f"fwp-rl: error: {str(run_dir)!r} is in use: another process (pid "
                                           f"{child.pid}) is training it; wait for it to end or stop it first\n")
-        child.send_signal(signal.SIGTERM)
-        printed, _ = child.communicate(timeout=120)
-    finally:
-        child.kill()  # nothing, when it ended
-        child.wait()
-    assert child.returncode == 143, printed
+        printed = terminated(child)
     assert "SIGTERM: stopping after this update" in printed and "Traceback" not in printed
     records = read_metrics(run_dir / "metrics.jsonl")
     update = load_checkpoint(run_dir)["update"]

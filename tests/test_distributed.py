@@ -5,7 +5,6 @@ fails stops the run, named, and the last checkpoint goes on; each bad input is o
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from fwp_rl.config import dump_yaml, from_dict
 from fwp_rl.runs import load_checkpoint, read_metrics
 from fwp_rl.workers import available_cpus
 
-from conftest import wait_while_running
+from conftest import fwp_rl_process, terminated, wait_while_running
 
 TESTS = Path(__file__).resolve().parent
 DOUBLE_POLE = str(TESTS.parent / "configs" / "double_pole" / "nonmarkov_delta_error_cmaes.yaml")
@@ -137,18 +136,10 @@ def test_sigterm_stops_every_rank_after_the_update_under_way_with_a_checkpoint(t
     """SIGTERM to `fwp-rl train --nproc 2` reaches both ranks once: they stop after the same update, rank 0 saves it,
     and the exit status is 143."""
     config = write_config(tmp_path, total_steps=96 * 10_000)
-    code = "import sys\nfrom fwp_rl.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    child = subprocess.Popen([sys.executable, "-c", code, "train", str(config), "--nproc", "2"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = tmp_path / "recall" / "metrics.jsonl"
-    try:
+    with fwp_rl_process("train", str(config), "--nproc", "2") as child:
         wait_while_running(child, lambda: metrics.is_file() and metrics.read_text(), "the run logged no update")
-        child.send_signal(signal.SIGTERM)
-        printed, _ = child.communicate(timeout=120)
-    finally:
-        child.kill()  # nothing, when it ended
-        child.wait()
-    assert child.returncode == 143, printed
+        printed = terminated(child)
     assert printed.count("SIGTERM: stopping after this update") == 1 and "Traceback" not in printed, printed
     records = read_metrics(metrics)
     assert load_checkpoint(tmp_path / "recall")["update"] == records[-1]["update"] == len(records) < 10_000
