@@ -493,7 +493,7 @@ def test_train_writes_a_run_and_evaluate_replays_it(tmp_path, capsys):
 
 def test_the_progress_line_says_it_compiles_then_shows_evaluations_per_second(tmp_path, monkeypatch):
     """With search.compile the line says it compiles before the first generation (the compile is replaced by the
-    eager step here, for speed); each generation's line then has its evaluations per second."""
+    eager step here, for speed); each generation's line then has the run's evaluations per second so far."""
     from fwp_rl import harness
 
     shown = []
