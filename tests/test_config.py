@@ -3,10 +3,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import gymnasium as gym
 import pytest
 import torch
 
 from fwp_rl.agents import neuroevolution as ne
+from fwp_rl.agents import ppo
 from fwp_rl.config import ConfigError, apply_overrides, from_dict, load_yaml, parse_device
 from fwp_rl.learners import load_config
 
@@ -82,6 +84,28 @@ def test_every_shipped_config_loads_and_is_named_after_its_file(path):
     assert config.name == path.stem  # its run directory is runs/<file name>
     if config.learner == "neuroevolution":
         assert ne.make_policy(config).num_flat_parameters > 0  # its core options fit the core
+
+
+SUITE_TASKS = {"symbols": ["RepeatPrevious", "CountCards", "RepeatSequence", "Recall"],
+               "control": ["CartPoleNoVel", "PendulumNoVel"]}
+
+
+@pytest.mark.parametrize("kind", sorted(SUITE_TASKS))
+def test_the_memory_suite_configs_have_the_lstm_policys_parameter_count_on_every_task(kind):
+    def parameters(core: str, task: str, difficulty: str) -> int:
+        config = load_config(f"configs/memory/suite_{kind}_{core}.yaml", [])
+        env = gym.make(f"fwp_rl/{task}-v0", difficulty=difficulty)
+        return ppo.make_policy(config, env.observation_space, env.action_space, torch.device("cpu")
+                               ).num_flat_parameters
+
+    cores = {p.stem.removeprefix(f"suite_{kind}_") for p in SHIPPED_CONFIGS if p.stem.startswith(f"suite_{kind}_")}
+    assert cores == {"memoryless", "lstm", "gru", "rdn", "delta", "gated_delta"}
+    for task in SUITE_TASKS[kind]:
+        for difficulty in ("easy", "medium"):
+            lstm = parameters("lstm", task, difficulty)
+            for core in cores:
+                ratio = parameters(core, task, difficulty) / lstm
+                assert abs(ratio - 1) <= (0.09 if core == "memoryless" else 0.04), (core, task, difficulty, ratio)
 
 
 def test_configs_are_shipped():
