@@ -1,7 +1,7 @@
 """The LSTM, GRU and Elman baselines and the direct fast weight programmer: each step against its
 equations written out here, the direct FWP's forward over a sequence with episode starts against its equations
 (values and gradients, float64), both sequence forms of the RNNs with episode starts (packed, one library call;
-spans between resets) against the step loop (values, final state and gradients, float64), rollout steps of a
+fused, the sequence ops of fwp_rl.ops.rnn) against the step loop (values, final state and gradients, float64), rollout steps of a
 population under vmap, and bad options named in the error."""
 
 import math
@@ -206,7 +206,7 @@ def test_population_steps_under_vmap(name):
 
 
 # ---------------------------------------------------------------- sequence forms against the step loop
-FORMS = ["packed", "spans"]
+FORMS = ["packed", "fused"]
 
 
 def count_library_calls(c):
@@ -216,7 +216,7 @@ def count_library_calls(c):
 
 
 def run_form(c, form, x, state, starts):
-    return (c._run_packed if form == "packed" else c._run_spans)(x, state, starts)
+    return (c._run_packed if form == "packed" else c._run_fused)(x, state, starts)
 
 
 def assert_equals_step_loop(c, form, x, state0, starts):
@@ -293,18 +293,20 @@ def test_rnn_packed_form_is_one_library_call(name):
 
 
 @pytest.mark.parametrize("name", RNNS)
-def test_rnn_forward_on_the_cpu_cuts_spans_between_resets(name):
+def test_rnn_forward_on_the_cpu_runs_resets_in_the_fused_form_and_none_in_the_library_layer(name):
     c = core(name, hidden_size=H)
     starts = torch.zeros(T, B, dtype=torch.bool)
-    starts[0, 1] = starts[4, 0] = starts[4, 2] = starts[9, :] = starts[11, 3] = True
     x, state0 = randn(T, B, D, seed=2), random_state(c)
     calls = count_library_calls(c)
+    c(x, state0, starts)
+    assert len(calls) == 1  # no start after t = 0: the library layer
+    starts[0, 1] = starts[4, 0] = starts[4, 2] = starts[9, :] = starts[11, 3] = True
     y, s = c(x, state0, starts)
-    assert len(calls) == 4  # spans [0, 4), [4, 9), [9, 11), [11, 12)
-    y_loop, s_loop = c.forward_loop(x, state0, starts)
-    torch.testing.assert_close(y, y_loop, atol=1e-12, rtol=0)
-    for a, b in zip(s, s_loop, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    assert len(calls) == 1  # starts inside: the fused form
+    y_fused, s_fused = c._run_fused(x, state0, starts)
+    torch.testing.assert_close(y, y_fused, atol=0, rtol=0)
+    for a, b in zip(s, s_fused, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("name", RNNS)

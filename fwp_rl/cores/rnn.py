@@ -8,11 +8,9 @@ episode starts inside it is run in one of two forms, both equal to the step loop
 - on a GPU, packed: each row's episode segments are separate sequences of one packed batch, the row's
   carried state the initial state of its first segment and the reset state that of the others; the whole
   [T, B] input is one library call (cuDNN runs packed sequences natively);
-- on a CPU, cut into spans at the time indices where any row starts an episode, the rows that start
-  reset, one library call per span. The CPU's packed path is no fused kernel: ATen runs it step by step
-  under autograd, and the backward of each step's slice of the packed input writes a zero tensor the size
-  of the whole input: at T = 128, batch 64, width 256 and 1% resets the packed lstm took 8 to 15 times
-  nn.LSTM's time without resets, the spans 0.6 to 2.4 times (2 shared CPU cores, often busy).
+- on a CPU, ``fwp_rl.ops.rnn``: the cell stepped over the whole batch with the resets, and a hand-written
+  backward over the whole sequence, on the layer's own parameters. The CPU's library layer (oneDNN) cannot reset
+  a row inside a sequence, and its packed path is no fused kernel: ATen runs it step by step under autograd.
 
 Without episode starts after the first step, either form is one library call.
 
@@ -30,6 +28,7 @@ from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 from fwp_rl.checks import check_input, check_size, check_starts
 from fwp_rl.cores.base import MemoryCore, State, zeros_state
+from fwp_rl.ops.rnn import elman_sequence, gru_sequence, lstm_sequence
 
 
 class TorchRNNCore(MemoryCore):
@@ -67,17 +66,12 @@ class TorchRNNCore(MemoryCore):
         check_starts(episode_starts, "episode_starts", x.shape[:2])
         if not episode_starts[1:].any():
             return self._run(x, self.reset(state, episode_starts[0]))
-        return (self._run_packed if x.is_cuda else self._run_spans)(x, state, episode_starts)
+        return (self._run_packed if x.is_cuda else self._run_fused)(x, state, episode_starts)
 
-    def _run_spans(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
-        """One library call per span between the time indices where any row starts an episode."""
-        edges = sorted({0, *episode_starts.any(dim=1).nonzero().flatten().tolist()}) + [x.shape[0]]
-        spans = x.split([b - a for a, b in zip(edges, edges[1:])])  # one backward node, not one per span
-        ys = []
-        for a, x_span in zip(edges, spans):
-            y, state = self._run(x_span, self.reset(state, episode_starts[a]))
-            ys.append(y)
-        return torch.cat(ys), state
+    def _run_fused(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
+        """The sequence op of ``fwp_rl.ops.rnn`` on the layer's parameters: no library call."""
+        r = self.rnn
+        return self._sequence(x, *state, episode_starts, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0)
 
     def _run_packed(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
         """One library call: each row's episode segments are separate sequences of one packed batch."""
@@ -103,6 +97,8 @@ class LSTMCore(TorchRNNCore):
 
     num_states = 2
 
+    _sequence = staticmethod(lstm_sequence)
+
     def __init__(self, input_size: int, hidden_size: int = 128):
         super().__init__(input_size, hidden_size, nn.LSTM)
 
@@ -118,6 +114,8 @@ class LSTMCore(TorchRNNCore):
 class GRUCore(TorchRNNCore):
     """GRU (Cho et al. 2014), in PyTorch's form (the reset gate scales W_hn h + b_hn). State (h [B, H],)."""
 
+    _sequence = staticmethod(gru_sequence)
+
     def __init__(self, input_size: int, hidden_size: int = 128):
         super().__init__(input_size, hidden_size, nn.GRU)
 
@@ -132,6 +130,8 @@ class GRUCore(TorchRNNCore):
 
 class ElmanCore(TorchRNNCore):
     """Elman RNN, h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh). State (h [B, H],)."""
+
+    _sequence = staticmethod(elman_sequence)
 
     def __init__(self, input_size: int, hidden_size: int = 128):
         super().__init__(input_size, hidden_size, nn.RNN, nonlinearity="tanh")
