@@ -36,9 +36,9 @@ def sequence(seed=2, starts_p=0.2):
     return x, starts
 
 
-# The cores whose forward is the step loop itself: for them "forward equals the step loop" would compare the loop
-# with itself, so tests/test_cores_recurrent_fwp.py and tests/test_cores_rnn_direct.py check their forward against
-# their equations written out per step instead.
+# The cores whose forward is the step loop itself (checkpointed: test_checkpointed_step_loop_equals_the_loop...): for
+# them "forward equals the step loop" would compare the loop with itself, so tests/test_cores_recurrent_fwp.py and
+# tests/test_cores_rnn_direct.py check their forward against their equations written out per step instead.
 STEP_LOOP_CORES = ("rdn", "delta_rnn", "delta_lstm", "srwm", "direct")
 CONFIGS = [(name, {}) for name in CORES if name not in STEP_LOOP_CORES] + [
     (name, {"num_layers": 2, "feedforward": 2}) for name in ("lstm", "linear", "delta", "gated_delta", "rdn")
@@ -51,6 +51,34 @@ IDS = [name + ("-stack" if "num_layers" in extra else "-constant_beta" if "beta_
 @pytest.mark.parametrize("name,extra", CONFIGS, ids=IDS)
 def test_forward_equals_step_loop_values_and_gradients(name, extra):
     assert_forward_equals_step_loop(small_core(name, **extra), *sequence())
+
+
+@pytest.mark.parametrize("name", STEP_LOOP_CORES)
+def test_checkpointed_step_loop_equals_the_loop_bit_for_bit_and_keeps_less_for_backward(name):
+    core = small_core(name)  # in a stack (rdn-stack above) each layer's forward is this one
+    steps = 21  # pieces [0, 8), [8, 16), [16, 21)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(steps, B, D, dtype=F64, generator=g).requires_grad_(True)
+    starts = torch.rand(steps, B, generator=g) < 0.2
+    starts[0, 0] = starts[8, 1] = starts[16, 2] = starts[steps - 1, 0] = True  # at t = 0, piece starts, the end
+    starts[7, 2] = True  # the step before a piece starts
+    state0 = tuple(s.requires_grad_(True) for s in random_state(core))
+    leaves = [x, *state0, *core.parameters()]
+
+    def run(forward):
+        y, state = forward(x, state0, starts)
+        loss = (y * torch.linspace(-1, 1, y.numel(), dtype=F64).view_as(y)).sum() + sum(s.sum() for s in state)
+        return [y, *state], torch.autograd.grad(loss, leaves, allow_unused=True)
+
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        saved = []
+        out, grads = run(core.forward)
+        checkpointed, saved = sum(saved), []
+        out_loop, grads_loop = run(core.forward_loop)
+        loop = sum(saved)
+    for a, b in zip(out + list(grads), out_loop + list(grads_loop), strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)
+    assert checkpointed < loop / 2
 
 
 def assert_forward_equals_step_loop(core, x, starts):

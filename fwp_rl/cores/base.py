@@ -8,7 +8,8 @@ step. Every core, whether it is an LSTM or a fast weight programmer, is used the
   rows whose ``episode_start`` is set have their state reset to the initial state before ``x`` is read;
 - ``forward(x [T, B, D], state, episode_starts [T, B] bool)`` -> (y [T, B, H], state): a whole
   training sequence with resets inside it. Cores whose rule allows it override this with a
-  chunkwise-parallel form that equals ``forward_loop`` (the plain step loop) to float tolerance.
+  chunkwise-parallel form that equals ``forward_loop`` (the plain step loop: the reference) to float
+  tolerance; the others run the step loop checkpointed (``forward_checkpointed``).
 
 Subclasses implement ``initial_state`` and ``_step`` (one step on an already reset state); the reset
 logic and the validation of shapes live here once.
@@ -20,10 +21,14 @@ from typing import Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from fwp_rl.checks import check_input, check_size, check_starts
 
 State = Tuple[Tensor, ...]
+
+# Steps per checkpointed piece of a step loop (``MemoryCore.forward_checkpointed``); chosen in docs/benchmarks/cores.md.
+CHECKPOINT_STEPS = 8
 
 
 class MemoryCore(nn.Module):
@@ -55,7 +60,26 @@ class MemoryCore(nn.Module):
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
         """A sequence. x [T, B, input_size], episode_starts [T, B] bool -> (y [T, B, output_size], state)."""
-        return self.forward_loop(x, state, episode_starts)
+        return self.forward_checkpointed(x, state, episode_starts)
+
+    def forward_checkpointed(self, x: Tensor, state: State, episode_starts: Tensor | None = None,
+                             steps: int = CHECKPOINT_STEPS) -> tuple[Tensor, State]:
+        """The step loop, run under autograd ``steps`` steps at a time with activation checkpointing: backward keeps
+        only the state at the start of each piece and runs each piece's forward again, so a step loop that keeps
+        every step's fast weights for backward needs the memory of ``steps`` steps, not of T, for one more forward
+        in time. Without gradients it is the plain loop. Values and gradients equal ``forward_loop``'s: the
+        recomputed forward is the same operations on the same inputs."""
+        check_input(x, "x", 3, self.input_size)
+        if episode_starts is not None:
+            check_starts(episode_starts, "episode_starts", x.shape[:2])
+        if not torch.is_grad_enabled() or x.shape[0] <= steps:
+            return self.forward_loop(x, state, episode_starts)
+        ys = []
+        for a in range(0, x.shape[0], steps):
+            starts = None if episode_starts is None else episode_starts[a:a + steps]
+            y, state = checkpoint(self.forward_loop, x[a:a + steps], state, starts, use_reentrant=False)
+            ys.append(y)
+        return torch.cat(ys), state
 
     def forward_loop(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
         """The plain step loop: the reference every parallel form is tested against."""
