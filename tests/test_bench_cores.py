@@ -1,6 +1,6 @@
-"""fwp-rl bench cores on tiny sizes: every row is timed, the title names the rate of episode starts, and a run
-whose memory estimate exceeds what is available is skipped with the estimate in its row instead of running out of
-memory; sizes it cannot run (and a bad --updates of bench ppo) stop with one line naming them."""
+"""fwp-rl bench cores on tiny sizes: every row is timed and its peak memory measured, the title names the rate of
+episode starts, a run out of GPU memory is skipped and the bench goes on; sizes it cannot run (and a bad --updates of
+bench ppo) stop with one line naming them."""
 
 import pytest
 import torch
@@ -13,16 +13,17 @@ SIZES = dict(seq_lens=(8,), batch=2, width=8, heads=2, repeats=1, cores=["delta"
 
 
 def test_bench_cores_times_every_core_and_the_chunkwise_loop():
-    rows = bench_cores(**SIZES, memory=2**40)
+    rows = bench_cores(**SIZES)
     assert [r["core"] for r in rows] == ["nn.LSTM", "delta", "srwm"]
-    assert all(r["ms"] > 0 and r["vs_lstm"] > 0 and r["skipped"] is None for r in rows)
+    assert all(r["ms"] > 0 and r["vs_lstm"] > 0 and r["skipped"] is None and r["peak_mib"] >= 0 for r in rows)
     assert rows[1]["vs_loop"] > 0 and rows[2]["vs_loop"] is None
     assert [r["form"] for r in rows] == [None, None, None]  # the fla route is named on CUDA only
 
 
 def test_the_title_names_the_form_of_each_delta_core_on_cuda(monkeypatch, capsys):
     def bench_cores(*args):
-        return [dict(core=core, T=8, ms=1.0, vs_lstm=1.0, vs_loop=None, skipped=None, loop_skipped=None, form=form)
+        return [dict(core=core, T=8, ms=1.0, vs_lstm=1.0, vs_loop=None, skipped=None, loop_skipped=None, form=form,
+                     peak_mib=1.0)
                 for core, form in [("nn.LSTM", None), ("delta", "the fla kernels (fla-core 0.6.0; ...)"),
                                    ("gated_delta", "the PyTorch chunkwise form (FWP_RL_FLA=0)"), ("srwm", None)]]
 
@@ -35,35 +36,36 @@ def test_the_title_names_the_form_of_each_delta_core_on_cuda(monkeypatch, capsys
             "chunkwise form (FWP_RL_FLA=0)") in title
 
 
-def test_bench_cores_skips_what_does_not_fit(capsys):
-    rows = bench_cores(**SIZES, memory=1)
-    assert all(r["ms"] is None and r["vs_lstm"] is None and r["skipped"].startswith("needs about ") for r in rows)
-    print_core_table(rows, "tiny")
-    assert capsys.readouterr().out.count("skipped: needs about") == 3
+def test_peak_memory_is_what_a_run_added_to_the_peak():
+    def allocate(size):
+        return lambda: torch.ones(size // 4, dtype=torch.float32).sum()  # written, so resident
+
+    small, large = (cores.peak_memory(allocate(n), torch.device("cpu")) for n in (2**20, 256 * 2**20))
+    assert 250 * 2**20 <= large < 300 * 2**20 and small < 16 * 2**20
 
 
 def test_a_run_out_of_gpu_memory_is_skipped_and_the_bench_goes_on(monkeypatch):
     timed = []
 
-    def median_time(fn, repeats, device):  # the srwm run is let through by its estimate, then fails to allocate
+    def median_time(fn, repeats, device):  # the srwm run fails to allocate
         timed.append(fn)
         if len(timed) == 4:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         return 0.01
 
     monkeypatch.setattr(cores, "median_time", median_time)
-    rows = bench_cores(**SIZES, memory=2**40)
+    rows = bench_cores(**SIZES)
     assert len(timed) == 4  # nn.LSTM, delta, delta's loop, srwm
     assert [r["skipped"] for r in rows[:2]] == [None, None] and rows[1]["vs_loop"] == 1.0
-    assert rows[2]["ms"] is None and rows[2]["skipped"].startswith("out of GPU memory (estimated ")
+    assert rows[2]["ms"] is None and rows[2]["skipped"] == "out of GPU memory" and rows[2]["peak_mib"] is None
 
 
 def test_core_table_shows_a_skipped_step_loop(capsys):
     row = dict(core="delta", T=512, ms=250.0, vs_lstm=0.5, vs_loop=None, skipped=None,
-               loop_skipped="needs about 30.0 GiB")
+               loop_skipped="out of GPU memory", peak_mib=1234.4)
     print_core_table([row], "one row")
     out = capsys.readouterr().out
-    assert "250.0" in out and "loop skipped" in out
+    assert "250.0" in out and "1,234" in out and "loop skipped" in out
 
 
 @pytest.mark.parametrize("arguments, message", [
