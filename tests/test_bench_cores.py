@@ -43,6 +43,12 @@ def test_peak_memory_is_what_a_run_added_to_the_peak():
     small, large = (cores.peak_memory(allocate(n), torch.device("cpu")) for n in (2**20, 256 * 2**20))
     assert 250 * 2**20 <= large < 300 * 2**20 and small < 16 * 2**20
 
+    def many_small():  # 64 MiB in 4 KiB tensors: the C allocator's heap, which keeps them resident when freed
+        return [torch.ones(1024) for _ in range(16 * 1024)]
+
+    many_small()
+    assert cores.peak_memory(many_small, torch.device("cpu")) >= 48 * 2**20  # not hidden in the freed heap
+
 
 def test_a_run_out_of_gpu_memory_is_skipped_and_the_bench_goes_on(monkeypatch):
     timed = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
 import torch
@@ -35,8 +36,9 @@ class CoresOptions:
 
 def peak_memory(fn, device: torch.device) -> int | None:
     """Bytes fn() raised the peak memory of this process by: on a GPU the allocator's peak, on a CPU the peak
-    resident set (VmHWM, reset through /proc/self/clear_refs; Linux), each above what was in use before. None
-    where it cannot be read."""
+    resident set (VmHWM, reset through /proc/self/clear_refs; Linux), each above what was in use before, the C
+    allocator's free memory first given back to the system (glibc's malloc_trim) so that a run cannot hide in what
+    an earlier one left resident. None where it cannot be read."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
@@ -44,6 +46,10 @@ def peak_memory(fn, device: torch.device) -> int | None:
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: what earlier runs left resident may hide part of the peak
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # the peak resident set back to the current one
