@@ -28,6 +28,11 @@ def _keep(starts: Tensor, dtype: torch.dtype) -> tuple[Tensor, list[bool]]:
     return (~starts).to(dtype).unsqueeze(-1), starts.any(dim=1).tolist()
 
 
+def _input_products(x: Tensor, w_ih: Tensor, b: Tensor) -> Tensor:
+    """W_ih x_t + b for every step at once, [T, B, G H]: one matrix product over all T x B."""
+    return torch.addmm(b, x.flatten(0, 1), w_ih.t()).view(*x.shape[:2], -1)
+
+
 def _previous_outputs(x: Tensor, y: Tensor, h0: Tensor, starts: Tensor) -> Tensor:
     """[x_t, h_{t-1}] [T, B, I + H], h_{t-1} as step t reads it (zero where an episode starts): the right-hand side
     of the weight gradients, one matrix product for both weights."""
@@ -53,7 +58,7 @@ class _LSTM(torch.autograd.Function):
         T, B, _ = x.shape
         H = h0.shape[-1]
         keep, resets = _keep(starts, x.dtype)
-        gates = torch.addmm(b, x.flatten(0, 1), w_ih.t()).view(T, B, 4 * H)  # pre-activations, then activations
+        gates = _input_products(x, w_ih, b)  # pre-activations, then activations
         cs, tanh_cs, y = (x.new_empty(T, B, H) for _ in range(3))
         w_hh_t = w_hh.t()
         h, c = h0, c0
@@ -108,7 +113,7 @@ class _GRU(torch.autograd.Function):
         T, B, _ = x.shape
         H = h0.shape[-1]
         keep, resets = _keep(starts, x.dtype)
-        gx = torch.addmm(b_ih, x.flatten(0, 1), w_ih.t()).view(T, B, 3 * H)
+        gx = _input_products(x, w_ih, b_ih)
         rzn = x.new_empty(T, B, 3 * H)  # the activations r, z, n
         hns = x.new_empty(T, B, H)  # W_hn h + b_hn, which r scales
         y = x.new_empty(T, B, H)
@@ -164,12 +169,11 @@ class _GRU(torch.autograd.Function):
 class _Elman(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, starts, w_ih, w_hh, b):
-        T, B, _ = x.shape
         keep, resets = _keep(starts, x.dtype)
-        y = torch.addmm(b, x.flatten(0, 1), w_ih.t()).view(T, B, -1)  # pre-activations, then h
+        y = _input_products(x, w_ih, b)  # pre-activations, then h
         w_hh_t = w_hh.t()
         h = h0
-        for t in range(T):
+        for t in range(x.shape[0]):
             if resets[t]:
                 h = h * keep[t]
             h = y[t].addmm_(h, w_hh_t).tanh_()
