@@ -21,7 +21,6 @@ from typing import Tuple
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from fwp_rl.checks import check_input, check_size, check_starts
 
@@ -64,22 +63,19 @@ class MemoryCore(nn.Module):
 
     def forward_checkpointed(self, x: Tensor, state: State, episode_starts: Tensor | None = None,
                              steps: int = CHECKPOINT_STEPS) -> tuple[Tensor, State]:
-        """The step loop, run under autograd ``steps`` steps at a time with activation checkpointing: backward keeps
-        only the state at the start of each piece and runs each piece's forward again, so a step loop that keeps
-        every step's fast weights for backward needs the memory of ``steps`` steps, not of T, for one more forward
-        in time. Without gradients it is the plain loop. Values and gradients equal ``forward_loop``'s: the
-        recomputed forward is the same operations on the same inputs."""
+        """The step loop with activation checkpointing, ``steps`` steps a piece: forward keeps only the state where
+        each piece starts; backward runs the pieces' forwards again one at a time, last first, each followed by its
+        own backward, so a step loop that keeps every step's fast weights for backward needs the memory of ``steps``
+        steps, not of T, for one more forward in time. Without gradients it is the plain loop. Values equal
+        ``forward_loop``'s bit for bit, gradients to float rounding (the pieces' gradients are summed)."""
         check_input(x, "x", 3, self.input_size)
         if episode_starts is not None:
             check_starts(episode_starts, "episode_starts", x.shape[:2])
+        params = [p for p in self.parameters() if p.requires_grad]
         if not torch.is_grad_enabled() or x.shape[0] <= steps:
             return self.forward_loop(x, state, episode_starts)
-        ys = []
-        for a in range(0, x.shape[0], steps):
-            starts = None if episode_starts is None else episode_starts[a:a + steps]
-            y, state = checkpoint(self.forward_loop, x[a:a + steps], state, starts, use_reentrant=False)
-            ys.append(y)
-        return torch.cat(ys), state
+        y, *state = _CheckpointedLoop.apply(self, steps, episode_starts, len(state), x, *state, *params)
+        return y, tuple(state)
 
     def forward_loop(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
         """The plain step loop: the reference every parallel form is tested against."""
@@ -103,6 +99,56 @@ class MemoryCore(nn.Module):
 
     def extra_repr(self) -> str:
         return f"input_size={self.input_size}, output_size={self.output_size}"
+
+
+class _CheckpointedLoop(torch.autograd.Function):
+    """``MemoryCore.forward_checkpointed``: (core, steps, starts, number of state tensors, x, *state, *parameters) ->
+    (y, *final state). Written out rather than torch.utils.checkpoint per piece: with that, autograd's engine may run
+    the recomputation of many pieces before their backward (it orders nodes by creation, and every piece's outputs
+    get their gradient at once), and the memory is that of the whole sequence again (measured on delta_rnn); here the
+    pieces' backward runs strictly one after the other."""
+
+    @staticmethod
+    def forward(ctx, core, steps, starts, num_states, x, *state_and_params):
+        state = state_and_params[:num_states]
+        pieces, boundaries, ys = range(0, x.shape[0], steps), [], []
+        with torch.no_grad():
+            for a in pieces:
+                boundaries.append(state)
+                y, state = core.forward_loop(x[a:a + steps], state, None if starts is None else starts[a:a + steps])
+                ys.append(y)
+        ctx.core, ctx.steps, ctx.starts, ctx.num_states = core, steps, starts, num_states
+        ctx.pieces, ctx.boundaries = list(pieces), boundaries
+        ctx.params = state_and_params[num_states:]
+        ctx.save_for_backward(x)
+        return (torch.cat(ys), *state)
+
+    @staticmethod
+    def backward(ctx, dy, *d_state):
+        (x,) = ctx.saved_tensors
+        core, steps, starts = ctx.core, ctx.steps, ctx.starts
+        dx = torch.zeros_like(x)
+        d_params = [torch.zeros_like(p) for p in ctx.params]
+        d_state = list(d_state)
+        for a, state in zip(reversed(ctx.pieces), reversed(ctx.boundaries)):
+            with torch.enable_grad():
+                xs = x[a:a + steps].detach().requires_grad_(True)
+                state = tuple(s.detach().requires_grad_(s.is_floating_point()) for s in state)
+                y, out = core.forward_loop(xs, state, None if starts is None else starts[a:a + steps])
+                outputs, grads = [y], [dy[a:a + steps]]
+                for o, g in zip(out, d_state):
+                    if g is not None and o.requires_grad:
+                        outputs.append(o)
+                        grads.append(g)
+                inputs = [xs, *(s for s in state if s.requires_grad), *ctx.params]
+                found = torch.autograd.grad(outputs, inputs, grads, allow_unused=True)
+            dx[a:a + steps] = found[0]
+            found_state = iter(found[1:1 + sum(s.requires_grad for s in state)])
+            d_state = [next(found_state) if s.requires_grad else None for s in state]
+            for d, g in zip(d_params, found[len(found) - len(ctx.params):]):
+                if g is not None:
+                    d += g
+        return (None, None, None, None, dx, *d_state, *d_params)
 
 
 def head_size(hidden_size: int, num_heads: int, head_dim: int | None) -> int:
