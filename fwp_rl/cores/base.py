@@ -71,9 +71,9 @@ class MemoryCore(nn.Module):
         check_input(x, "x", 3, self.input_size)
         if episode_starts is not None:
             check_starts(episode_starts, "episode_starts", x.shape[:2])
-        params = [p for p in self.parameters() if p.requires_grad]
         if not torch.is_grad_enabled() or x.shape[0] <= steps:
             return self.forward_loop(x, state, episode_starts)
+        params = [p for p in self.parameters() if p.requires_grad]
         y, *state = _CheckpointedLoop.apply(self, steps, episode_starts, len(state), x, *state, *params)
         return y, tuple(state)
 
