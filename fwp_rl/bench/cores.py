@@ -54,10 +54,10 @@ def peak_memory(fn, device: torch.device) -> int | None:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # the peak resident set back to the current one
         before = _status_bytes("VmRSS")
-        fn()
-        return _status_bytes("VmHWM") - before
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError):  # not Linux
         return None
+    fn()
+    return _status_bytes("VmHWM") - before
 
 
 def _status_bytes(field: str) -> int:
