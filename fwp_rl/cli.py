@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated PPO config files (default: Pong with lstm, delta and rdn)")
     ppo.add_argument("--updates", type=int, default=3, help="timed updates per config; the median is shown")
     ppo.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    ppo.add_argument("--num-envs", type=int, default=None, help="envs per config (default: each config's env.num_envs)")
     ppo.add_argument("--json", default=None, help="also write the rows to this JSON file")
 
     double_pole = benches.add_parser(
@@ -289,7 +290,8 @@ def _run(args) -> int:
     if args.command == "bench" and args.bench == "ppo":
         from fwp_rl.bench.ppo import PpoOptions, run_ppo_bench
 
-        run_ppo_bench(PpoOptions(configs=args.configs, updates=args.updates, device=args.device, json=args.json))
+        run_ppo_bench(PpoOptions(configs=args.configs, updates=args.updates, device=args.device, json=args.json,
+                                 num_envs=args.num_envs))
     if args.command == "bench" and args.bench == "double-pole":
         from fwp_rl.bench.double_pole import DoublePoleOptions, run_double_pole_bench
 

@@ -82,6 +82,7 @@ def test_core_table_shows_a_skipped_step_loop(capsys):
     (["cores", "--width", "10", "--heads", "4"], "--width 10 is not allowed with --heads 4: the heads split the "
                                                  "width, so it must be a multiple of 4"),
     (["ppo", "--updates", "0"], "--updates 0 is not allowed: it must be >= 1"),
+    (["ppo", "--num-envs", "0"], "--num-envs 0 is not allowed: it must be >= 1"),
 ])
 def test_bad_bench_input_is_one_line_naming_it_and_what_is_allowed(capsys, arguments, message):
     assert main(["bench", *arguments]) == 2

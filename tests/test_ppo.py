@@ -432,15 +432,21 @@ def test_resume_from_a_truncated_checkpoint_fails_cleanly_and_writes_nothing(tmp
 
 
 def test_bench_ppo_reports_speed_and_where_the_time_goes(tmp_path, capsys):
+    from rich.console import Console
+
     from fwp_rl.bench.ppo import bench_ppo, print_ppo_table
 
     path = tmp_path / "recall_lstm.yaml"
     path.write_text("learner: ppo\nenv: {id: fwp_rl/Recall-v0, num_envs: 4}\npolicy: {torso: mlp, core: lstm}\n"
                     "ppo: {num_steps: 24, num_minibatches: 2}\n")
     (row,) = bench_ppo([path], updates=2, device="cpu")
-    assert row["core"] == "lstm" and row["steps_per_update"] == 96
+    assert row["core"] == "lstm" and row["steps_per_update"] == 96 and row["num_envs"] == 4
     assert row["steps_per_second"] == pytest.approx(96 / row["seconds"])
+    assert row["env_steps_per_second"] == pytest.approx(96 / row["env_seconds"])
+    assert row["env_steps_per_second"] > row["steps_per_second"]  # the envs alone: faster than training
     parts = row["env_seconds"] + row["inference_seconds"] + row["learn_seconds"]
     assert 0 < parts <= row["seconds"] * 1.01
-    print_ppo_table([row], "t")
+    print_ppo_table([row], "t", Console(width=160))
     assert "recall_lstm" in capsys.readouterr().out
+    (row,) = bench_ppo([path], updates=1, device="cpu", num_envs=8)  # --num-envs
+    assert row["num_envs"] == 8 and row["steps_per_update"] == 8 * 24
