@@ -117,7 +117,7 @@ class _CheckpointedLoop(torch.autograd.Function):
                 boundaries.append(state)
                 y, state = core.forward_loop(x[a:a + steps], state, None if starts is None else starts[a:a + steps])
                 ys.append(y)
-        ctx.core, ctx.steps, ctx.starts, ctx.num_states = core, steps, starts, num_states
+        ctx.core, ctx.steps, ctx.starts = core, steps, starts
         ctx.pieces, ctx.boundaries = list(pieces), boundaries
         ctx.params = state_and_params[num_states:]
         ctx.save_for_backward(x)

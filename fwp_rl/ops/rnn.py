@@ -71,7 +71,6 @@ class _LSTM(torch.autograd.Function):
             c = torch.addcmul(a[:, H:2 * H] * c, a[:, :H], a[:, 3 * H:], out=cs[t])
             h = torch.mul(a[:, 2 * H:3 * H], torch.tanh(c, out=tanh_cs[t]), out=y[t])
         ctx.save_for_backward(x, h0, c0, starts, w_ih, w_hh, gates, cs, tanh_cs, y)
-        ctx.resets = resets
         return y, h.clone(), c.clone()  # not views of y and of a saved buffer
 
     @staticmethod
@@ -129,7 +128,6 @@ class _GRU(torch.autograd.Function):
             n = torch.addcmul(gx[t, :, 2 * H:], a[:, :H], hns[t], out=a[:, 2 * H:]).tanh_()
             h = torch.addcmul(n, a[:, H:2 * H], h - n, out=y[t])
         ctx.save_for_backward(x, h0, starts, w_ih, w_hh, rzn, hns, y)
-        ctx.resets = resets
         return y, h.clone()  # not a view of y
 
     @staticmethod
@@ -178,7 +176,6 @@ class _Elman(torch.autograd.Function):
                 h = h * keep[t]
             h = y[t].addmm_(h, w_hh_t).tanh_()
         ctx.save_for_backward(x, h0, starts, w_ih, w_hh, y)
-        ctx.resets = resets
         return y, h.clone()  # not a view of y
 
     @staticmethod
