@@ -55,16 +55,21 @@ def one_by_one_fitness(policy, flat, env):
     return double_pole.damping_fitness(sim.steps, window.total())[0], sim.steps[0]
 
 
-@pytest.mark.parametrize("core", sorted(CONTROLLERS))
-def test_population_fitness_equals_one_by_one(core):
-    policy = ne.make_policy(make_config(core))
-    g = torch.Generator().manual_seed(3)
-    flat = policy.get_flat_parameters() + 0.5 * torch.randn(5, policy.num_flat_parameters, generator=g)
+def assert_population_fitness_equals_one_by_one(policy, flat):
+    """The batched population's fitness and steps of each vector of flat [P, n] equal its own rollout's."""
     fitness, steps = double_pole.population_fitness(policy, flat, NONMARKOV)
     for p in range(len(flat)):
         expected_fitness, expected_steps = one_by_one_fitness(policy, flat[p], NONMARKOV)
         assert int(steps[p]) == int(expected_steps)
         torch.testing.assert_close(fitness[p], expected_fitness, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("core", sorted(CONTROLLERS))
+def test_population_fitness_equals_one_by_one(core):
+    policy = ne.make_policy(make_config(core))
+    g = torch.Generator().manual_seed(3)
+    flat = policy.get_flat_parameters() + 0.5 * torch.randn(5, policy.num_flat_parameters, generator=g)
+    assert_population_fitness_equals_one_by_one(policy, flat)
 
 
 def test_population_fitness_equals_one_by_one_with_the_2024_layer_and_the_features_beside_the_core():
@@ -78,11 +83,7 @@ def test_population_fitness_equals_one_by_one_with_the_2024_layer_and_the_featur
     assert policy.actor.in_features == policy.core.output_size + policy.torso.output_size
     g = torch.Generator().manual_seed(3)
     flat = policy.get_flat_parameters() + 0.5 * torch.randn(3, policy.num_flat_parameters, generator=g)
-    fitness, steps = double_pole.population_fitness(policy, flat, NONMARKOV)
-    for p in range(len(flat)):
-        expected_fitness, expected_steps = one_by_one_fitness(policy, flat[p], NONMARKOV)
-        assert int(steps[p]) == int(expected_steps)
-        torch.testing.assert_close(fitness[p], expected_fitness, rtol=1e-12, atol=0)
+    assert_population_fitness_equals_one_by_one(policy, flat)
 
 
 def test_memory_controller_drives_a_population_as_stepping_it_by_hand():
