@@ -378,13 +378,16 @@ class DoublePoleProblem(_PolicyProblem):
 
 class GymProblem(_PolicyProblem):
     """Mean undiscounted return over ``episodes`` episodes per candidate in Gymnasium env ``env_id``, all
-    candidates in one vector env of P x E copies (next-step autoreset: a copy's first episode counts)."""
+    candidates in one vector env of P x E copies (next-step autoreset: a copy's first episode counts). ``env_steps``
+    counts the steps of the counted episodes that this object's envs took (a figure for benches; no checkpoint holds
+    it)."""
 
     def __init__(self, policy: RecurrentPolicy, env_id: str, options: dict, episodes: int, search: SearchConfig,
                  seed: int):
         self.env_id, self.options, self.episodes = env_id, options, episodes
         self._envs: gym.vector.VectorEnv | None = None
         self._episode_seed = seed
+        self.env_steps = 0
         super().__init__(policy, search, seed)
 
     def seed(self, seed: int) -> None:
@@ -425,6 +428,7 @@ class GymProblem(_PolicyProblem):
                 actions = controller(torch.as_tensor(obs, device=self.policy.device)).cpu().numpy()
                 obs, reward, terminated, truncated, _ = envs.step(actions)
                 returns += np.where(running, reward, 0.0)
+                self.env_steps += int(running.sum())
                 running &= ~(terminated | truncated)
         batch.set_evals(torch.as_tensor(returns.reshape(P, E).mean(1), dtype=batch.values.dtype))
 
@@ -466,7 +470,7 @@ class GenerationReport:
     seconds: float
     champion_steps: int | None = None  # double pole: steps the champion balanced in its fitness episode
     test: double_pole.SolutionTest | None = None  # double pole: the success test, when the champion was tested
-    restarts: int = 0  # searches started again so far (SearchConfig.restarts)
+    restarts: int = 0  # searches started again so far (SearchConfig.restarts, and after a collapse: Evolution.step)
 
 
 @dataclass
@@ -571,6 +575,7 @@ class Evolution:
         self.searcher = make_searcher(self.problem, self.search)
         self.generation, self.kept, self.kept_fitness, self.solved, self.test = 0, None, -math.inf, False, None
         self.restarts, self.started_at, self.longest, self.progress_at = 0, 0, 0, 0
+        self.collapsed = False  # the search failed numerically in the last generation: the next one restarts it
         self._clock = time.perf_counter()  # the run's seconds count from here
 
     @property
@@ -595,7 +600,7 @@ class Evolution:
         stalled = search.restart_after is not None and self.evaluations - self.progress_at >= search.restart_after
         unbalanced = (search.restart_unbalanced_after is not None and self.longest < self.task.milestone
                       and self.evaluations - self.started_at >= search.restart_unbalanced_after)
-        return stalled or unbalanced
+        return self.collapsed or stalled or unbalanced
 
     def step(self) -> GenerationReport:
         """One generation (of a fresh search when the last one's is over) -> its report."""
@@ -603,9 +608,18 @@ class Evolution:
             self.searcher = make_searcher(self.problem, self.search)
             self.restarts, self.started_at, self.longest, self.progress_at = (self.restarts + 1, self.evaluations, 0,
                                                                               self.evaluations)
-        self.searcher.step()
+            self.collapsed = False
+        try:
+            self.searcher.step()
+            champion = self.searcher.status["pop_best"]
+        except torch.linalg.LinAlgError:
+            # The search collapsed: a covariance that rounding (float32) left not positive definite, whose factor
+            # (CMA-ES's Cholesky) fails after the generation was evaluated. Its champion counts, and the next
+            # generation starts a fresh search, whatever the restart settings: the collapsed one cannot go on.
+            self.collapsed = True
+            population = self.searcher.population
+            champion = population[population.argbest()]
         self.generation += 1
-        champion = self.searcher.status["pop_best"]
         champion_params = champion.values.as_subclass(Tensor).clone()  # a plain tensor, not EvoTorch's read-only one
         best = float(champion.evals[0])
         if best > self.kept_fitness:
@@ -648,7 +662,7 @@ class Evolution:
         self.policy.set_flat_parameters(self.kept)
         search_state = {"searcher": searcher_state(self.searcher), "problem": self.problem.state_dict(),
                         "restarts": self.restarts, "started_at": self.started_at, "longest": self.longest,
-                        "progress_at": self.progress_at, "seconds": self.seconds}
+                        "progress_at": self.progress_at, "collapsed": self.collapsed, "seconds": self.seconds}
         return {"update": self.generation, "global_step": self.evaluations, "policy": self.policy.state_dict(),
                 "flat_params": self.kept.detach().cpu(), "generation": self.generation,
                 "evaluations": self.evaluations, "solved": self.solved, "fitness": self.kept_fitness,
@@ -665,6 +679,7 @@ class Evolution:
         self.test = None if payload["test"] is None else double_pole.SolutionTest(**payload["test"])
         self.restarts, self.started_at = state["restarts"], state["started_at"]
         self.longest, self.progress_at = state["longest"], state["progress_at"]
+        self.collapsed = state.get("collapsed", False)  # checkpoints written before collapses were caught lack it
         self._clock = time.perf_counter() - state["seconds"]
 
 
@@ -717,7 +732,7 @@ def train(config: NeuroevolutionConfig, resume: str | Path | None = None, consol
             # over the whole run: a generation's own rate drops to nothing where a champion's long test runs in it
             rate = r.evaluations / max(r.seconds, 1e-9)
             status = f"gen {r.generation}  {rate:,.0f} evals/s  best {r.best:.4g}  best ever {r.best_ever:.4g}"
-            if config.search.restarts:
+            if config.search.restarts or r.restarts:  # a collapsed search restarts whatever the settings
                 values["restarts"] = r.restarts
                 status += f"  restarts {r.restarts}"
             if r.champion_steps is not None:
@@ -732,7 +747,7 @@ def train(config: NeuroevolutionConfig, resume: str | Path | None = None, consol
         result = evolution.finish()
         # Only here, after a whole generation: an exception inside one leaves the last checkpoint as it was.
         run.checkpoint(evolution.state_dict, final=True)
-    restarted = "" if not config.search.restarts else \
+    restarted = "" if not (config.search.restarts or result.restarts) else \
         f", {result.restarts} restart{'' if result.restarts == 1 else 's'}"
     lines = [f"evaluations: {result.evaluations:,} in {result.generations} generations{restarted}, "
              f"{result.seconds:.1f} s; best fitness {result.fitness:.6g}"]

@@ -427,6 +427,35 @@ def test_restart_unbalanced_after_starts_a_fresh_search_when_no_champion_balance
     assert restarting[3].best != plain[3].best
 
 
+def test_a_search_that_collapses_numerically_restarts_and_its_generation_counts(monkeypatch):
+    """CMA-ES's Cholesky factor fails when rounding leaves its covariance not positive definite, after the
+    generation was evaluated: the run goes on (no traceback), the generation's champion and evaluations count, and
+    the next generation starts a fresh search even with no restart settings; a run resumed in between does the same."""
+    from evotorch.algorithms import CMAES
+
+    original, steps = CMAES._step, []
+
+    def collapsing(self):
+        original(self)
+        steps.append(self)
+        if len(steps) == 3:
+            raise torch.linalg.LinAlgError("linalg.cholesky: the input is not positive-definite")
+
+    monkeypatch.setattr(CMAES, "_step", collapsing)
+    evolution = ne.Evolution(make_config("elman", popsize=6, max_generations=6))
+    reports = [evolution.step() for _ in range(3)]
+    collapsed = evolution.searcher.population
+    assert reports[2].best == float(collapsed.evals[:, 0].max()) and reports[2].evaluations == 18
+    resumed = ne.Evolution(make_config("elman", popsize=6, max_generations=6))
+    resumed.load_state_dict(evolution.state_dict())
+    went_on, resumed_on = ([run.step() for _ in range(3)] for run in (evolution, resumed))
+    for after in (went_on, resumed_on):
+        assert [(r.restarts, r.evaluations) for r in after] == [(1, 24), (1, 30), (1, 36)]
+    assert [r.best for r in went_on] == [r.best for r in resumed_on]
+    steps.clear()
+    result = ne.evolve(make_config("elman", popsize=6, max_generations=6))  # the same collapse, in a whole run
+    assert (result.generations, result.evaluations, result.restarts) == (6, 36, 1)
+
 def test_cartpole_target_stops_the_search():
     config = make_config("elman", env_id="CartPole-v1", options={}, popsize=20, max_generations=40, target=300.0)
     result = ne.evolve(config)
