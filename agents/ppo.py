@@ -146,7 +146,8 @@ def make_policy(config: PPOConfig, observation_space, action_space, device: torc
     try:
         policy = RecurrentPolicy(observation_space, action_space, torso=p.torso, torso_options=p.torso_options,
                                  core=p.core, core_options=p.core_options, action_squash=p.action_squash,
-                                 normalize_observations=p.normalize_observations, core_output=p.core_output)
+                                 normalize_observations=p.normalize_observations, core_output=p.core_output,
+                                 torso_autocast=p.torso_autocast)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"policy: {e}") from None
     return policy.to(device=device, dtype=getattr(torch, p.dtype))
@@ -338,7 +339,7 @@ class Trainer:
             self.env.close()  # async Gymnasium envs run in subprocesses
             raise
         ranks.broadcast_module(self.policy)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.ppo.learning_rate, eps=1e-5)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.ppo.learning_rate, eps=1e-5, fused=True)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.update_index = 0
         self.global_step = 0

@@ -209,7 +209,8 @@ class PolicyConfig:
     """The policy both learners train (``fwp_rl.policy.RecurrentPolicy``). normalize_observations: normalize
     observations by running statistics that the PPO learner keeps up to date (``fwp_rl.normalization``); neuroevolution
     refuses it. core_output: what the actor and critic heads read, the core's output (``core``) or that and the torso's
-    features beside it (``core_and_features``, a skip connection around the core)."""
+    features beside it (``core_and_features``, a skip connection around the core). torso_autocast: ``bfloat16`` runs the
+    torso under bfloat16 autocast (``fwp_rl.policy.TORSO_AUTOCASTS``)."""
 
     torso: str = "mlp"
     torso_options: dict = dataclasses.field(default_factory=dict)
@@ -219,6 +220,7 @@ class PolicyConfig:
     normalize_observations: bool = False
     dtype: typing.Literal["float32", "float64"] = "float32"
     core_output: typing.Literal["core", "core_and_features"] = "core"
+    torso_autocast: typing.Literal["none", "bfloat16"] = "none"
 
 
 @dataclasses.dataclass

@@ -19,6 +19,7 @@ with gain 1, both with zero bias, as in Stable-Baselines3.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -42,6 +43,9 @@ ACTION_SPACES = "Discrete (start 0) or a floating-point Box with at least one di
 # What the actor and critic heads read: the core's output, or the torso's features beside it (a skip connection
 # around the core).
 CORE_OUTPUTS = ("core", "core_and_features")
+# How the torso computes: in the policy's dtype, or under bfloat16 autocast (its matrix products and convolutions in
+# bfloat16, its weights kept in the policy's dtype, its features handed on in it).
+TORSO_AUTOCASTS = ("none", "bfloat16")
 
 
 class RecurrentPolicy(nn.Module):
@@ -56,18 +60,20 @@ class RecurrentPolicy(nn.Module):
     ``ObservationNormalizer`` (running mean and variance, ``fwp_rl.normalization``) before the torso; its
     statistics learn only through ``update_observation_statistics``. It needs a floating-point Box observation.
     core_output: what the heads read, ``core`` (the core's output) or ``core_and_features`` (the core's output and
-    the torso's features, concatenated: a skip connection around the memory).
+    the torso's features, concatenated: a skip connection around the memory). torso_autocast: ``bfloat16`` runs the
+    torso under bfloat16 autocast (TORSO_AUTOCASTS), faster on CPUs with bfloat16 instructions and on GPUs.
     """
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, torso: str = "mlp",
                  torso_options: dict | None = None, core: str = "delta", core_options: dict | None = None,
                  log_std_init: float = 0.0, action_squash: bool = False, normalize_observations: bool = False,
-                 core_output: str = "core"):
+                 core_output: str = "core", torso_autocast: str = "none"):
         super().__init__()
         if not isinstance(observation_space, spaces.Space):
             raise TypeError(f"observation_space must be a gymnasium space, got {type(observation_space).__name__}")
         check_choice("core_output", core_output, CORE_OUTPUTS)
-        self.core_output = core_output
+        check_choice("torso_autocast", torso_autocast, TORSO_AUTOCASTS)
+        self.core_output, self.torso_autocast = core_output, torso_autocast
         self.observation_space, self.action_space = observation_space, action_space
         self.action_squash = bool(action_squash)
         self._population_graphs: dict[tuple, Callable] = {}  # see PolicyPopulation
@@ -118,8 +124,10 @@ class RecurrentPolicy(nn.Module):
         x = obs.reshape(-1, *self.torso.observation_shape).to(self.dtype)
         if self.observation_normalizer is not None:
             x = self.observation_normalizer(x)
-        x = self.torso(x)
-        return x.reshape(*obs.shape[:lead], x.shape[-1])
+        with (torch.autocast(x.device.type, dtype=torch.bfloat16) if self.torso_autocast == "bfloat16"
+              else contextlib.nullcontext()):
+            x = self.torso(x)
+        return x.to(self.dtype).reshape(*obs.shape[:lead], x.shape[-1])
 
     def update_observation_statistics(self, obs: Tensor, sum_over_ranks: Callable[[Tensor], Tensor] | None = None
                                       ) -> None:

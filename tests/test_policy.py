@@ -235,6 +235,28 @@ def test_image_policy_act_and_evaluate():
         policy.act(obs[0].double(), state, starts[0])
 
 
+
+@pytest.mark.parametrize("torso", ["nature_cnn", "impala"])
+def test_bfloat16_torso_autocast_computes_the_torso_in_bfloat16_and_hands_on_the_policys_dtype(torso):
+    space = spaces.Box(0, 255, (2, 40, 40), np.uint8)
+    plain = make_policy("lstm", DISCRETE, torso=torso, observation_space=space).float()
+    fast = make_policy("lstm", DISCRETE, torso=torso, observation_space=space, torso_autocast="bfloat16").float()
+    fast.load_state_dict(plain.state_dict())
+    obs = torch.randint(0, 256, (4, 3, 2, 40, 40), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    starts = torch.zeros(4, 3, dtype=torch.bool)
+    features = [p._features(obs, 2) for p in (plain, fast)]
+    assert [f.dtype for f in features] == [torch.float32, torch.float32]
+    assert not torch.equal(*features)  # computed in bfloat16: not the float32 values ...
+    torch.testing.assert_close(features[1], features[0], rtol=0.05, atol=0.02)  # ... but within its precision
+    actions = torch.zeros(4, 3, dtype=torch.long)
+    log_probs, values, _ = fast.evaluate(obs, actions, fast.initial_state(3), starts)
+    (log_probs.sum() + values.sum()).backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+               for p in fast.torso.parameters())
+    with pytest.raises(ValueError, match=r"^torso_autocast='float16' is not allowed; choose one of: 'none', "
+                                         r"'bfloat16'$"):
+        make_policy(torso_autocast="float16")
+
 def test_bad_inputs_name_the_argument():
     policy = make_policy("delta", BOX)
     state = policy.initial_state(2)
