@@ -69,7 +69,7 @@ class FaultReport:
     duplicated: int = 0  # records logged more than once at the end
     finished: bool = False  # the last resume ended with exit code 0 where the uninterrupted run ended (with a best.pt)
     different: int = 0  # exact learners: records (or the solution) that differ from the uninterrupted run's
-    leftovers: int = 0  # temporary files left in checkpoints/ at the end
+    leftovers: list[str] = dataclasses.field(default_factory=list)  # temporary files left in checkpoints/ at the end
     seconds: float = 0.0
 
     @property
@@ -119,9 +119,9 @@ def _wait_for_progress(process: subprocess.Popen, run_dir: Path, after_step: int
     return False
 
 
-def _temporaries(run_dir: Path) -> int:
-    """The temporary files of unfinished writes in the run's checkpoints/ (``fwp_rl.files``)."""
-    return sum(temporary_target(p.name) is not None for p in (run_dir / "checkpoints").iterdir())
+def _temporaries(run_dir: Path) -> list[str]:
+    """The names of the temporary files of unfinished writes in the run's checkpoints/ (``fwp_rl.files``)."""
+    return sorted(p.name for p in (run_dir / "checkpoints").iterdir() if temporary_target(p.name) is not None)
 
 
 def _comparable(record: dict) -> dict:
@@ -154,7 +154,7 @@ def kill_and_resume(learner: str, folder: Path, kills: int, seed: int, max_delay
         process.send_signal(signal.SIGKILL)
         process.wait()
         report.kills += 1
-        report.cut_writes += _temporaries(run_dir) > 0
+        report.cut_writes += bool(_temporaries(run_dir))
         try:
             saved = load_checkpoint(run_dir)
             for kept in ("previous.pt", "best.pt"):
@@ -263,7 +263,7 @@ def run_faults_bench(options: FaultsOptions) -> int:
         for r in rows:
             table.add_row(r.learner, str(r.kills), str(r.cut_writes), str(r.unreadable), str(r.uncovered), str(r.lost),
                           str(r.duplicated), "yes" if r.finished else "NO",
-                          str(r.different) if r.learner == "neuroevolution" else "-", str(r.leftovers),
+                          str(r.different) if r.learner == "neuroevolution" else "-", str(len(r.leftovers)),
                           f"{r.seconds:.0f}")
         console.print(table)
         console.print("cut writes: kills that cut a checkpoint write short; unreadable: kills after which latest.pt, "
