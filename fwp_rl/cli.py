@@ -105,6 +105,33 @@ def build_parser() -> argparse.ArgumentParser:
                                   "given the file of an interrupted bench with the same options, keep its runs and "
                                   "make the others")
 
+    gym = benches.add_parser(
+        "gym", help="neuroevolution on Gymnasium tasks: evaluations to reach each config's target over seeds, "
+                    "held-out returns, and env steps/s beside EvoTorch's VecGymNE",
+        description="For each config (configs/gym/: a neuroevolution config of a Gymnasium id with search.target), "
+                    "runs seeds 0..N-1 (each stops at its target or at search.max_evaluations) and prints how many "
+                    "reached the target, the evaluations they needed (mean, median) and each run's kept controller's "
+                    "mean return over held-out episodes; then times one population evaluation of every config's "
+                    "controller and of EvoTorch's VecGymNE (an LSTM of the same size) on the same task, and prints "
+                    "env steps per second and the ratio (see fwp_rl.bench.gym_evolution).")
+    gym.add_argument("--configs", type=lambda t: t.split(","), default=None,
+                     help="comma-separated config files (default: every file in configs/gym/)")
+    gym.add_argument("--seeds", type=int, default=5, metavar="N", help="runs per config, seeds 0..N-1 (default: 5)")
+    gym.add_argument("--max-evaluations", type=int, default=None, metavar="N",
+                     help="override search.max_evaluations of every config")
+    gym.add_argument("--parallel", type=int, default=1, metavar="N",
+                     help="runs at a time, in worker processes of one torch thread each (default: 1, in this "
+                          "process)")
+    gym.add_argument("--held-out-episodes", type=int, default=20, metavar="N",
+                     help="episodes of each run's kept controller on seeds the search never drew (default: 20)")
+    gym.add_argument("--popsize", type=int, default=64,
+                     help="candidates per evaluation in the steps/s comparison (default: 64)")
+    gym.add_argument("--repeats", type=int, default=3,
+                     help="timed evaluations per side in the steps/s comparison; the median is shown")
+    gym.add_argument("--only", choices=("success", "throughput"), default=None,
+                     help="run only the success table or only the steps/s comparison")
+    gym.add_argument("--json", default=None, help="also write the runs, rows and speeds to this JSON file")
+
     faults = benches.add_parser(
         "faults", help="what a run promises, tried: bad inputs must give clear errors, and runs killed at random "
                        "moments and resumed must lose nothing",
@@ -299,6 +326,13 @@ def _run(args) -> int:
             configs=args.configs, tasks=args.tasks, seeds=args.seeds, max_evaluations=args.max_evaluations,
             parallel=args.parallel, popsize=args.popsize, larger_popsizes=args.larger_popsizes, devices=args.devices,
             repeats=args.repeats, only=args.only, compile=args.compile, json=args.json))
+    if args.command == "bench" and args.bench == "gym":
+        from fwp_rl.bench.gym_evolution import GymBenchOptions, run_gym_bench
+
+        return run_gym_bench(GymBenchOptions(
+            configs=args.configs, seeds=args.seeds, max_evaluations=args.max_evaluations, parallel=args.parallel,
+            held_out_episodes=args.held_out_episodes, popsize=args.popsize, repeats=args.repeats, only=args.only,
+            json=args.json))
     if args.command == "bench" and args.bench == "faults":
         from fwp_rl.bench.faults import FaultsOptions, run_faults_bench
 

@@ -109,7 +109,7 @@ def test_the_memory_suite_configs_have_the_lstm_policys_parameter_count_on_every
 
 
 def test_configs_are_shipped():
-    assert {p.parent.name for p in SHIPPED_CONFIGS} == {"atari", "double_pole", "memory"}
+    assert {p.parent.name for p in SHIPPED_CONFIGS} == {"atari", "double_pole", "gym", "memory"}
 
 
 @pytest.mark.parametrize("name, auto, here, message", [
