@@ -451,7 +451,7 @@ def make_policy(config: NeuroevolutionConfig) -> RecurrentPolicy:
     try:
         policy = RecurrentPolicy(observation_space, action_space, torso=p.torso, torso_options=p.torso_options,
                                  core=p.core, core_options=p.core_options, action_squash=p.action_squash,
-                                 core_output=p.core_output)
+                                 core_output=p.core_output, torso_autocast=p.torso_autocast)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"policy: {e}") from None
     return policy.to(device=config.search.device, dtype=getattr(torch, p.dtype))
