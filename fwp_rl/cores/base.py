@@ -83,8 +83,11 @@ class MemoryCore(nn.Module):
         if episode_starts is not None:
             check_starts(episode_starts, "episode_starts", x.shape[:2])
         ys = []
+        # The steps where some row starts an episode, read on the host once: a reset touches the whole state (for
+        # the fast-weight cores, every row's matrices, forward and backward), and most steps start nothing.
+        resets = [False] * x.shape[0] if episode_starts is None else episode_starts.any(1).tolist()
         for t in range(x.shape[0]):
-            if episode_starts is not None:
+            if resets[t]:
                 state = self.reset(state, episode_starts[t])
             y, state = self._step(x[t], state)
             ys.append(y)

@@ -17,6 +17,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from fwp_rl.ops.delta import add_outer
+
 
 def srwm_step(x: Tensor, S: Tensor, phi: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
     """One step: x [B, H, d], S [B, H, dk, dy + 2d + 1] -> (y [B, H, dy], S).
@@ -30,5 +32,5 @@ def srwm_step(x: Tensor, S: Tensor, phi: Callable[[Tensor], Tensor]) -> tuple[Te
     k, q = phi(k), phi(q)
     v = torch.einsum("bhk,bhko->bho", q, S)
     v_bar = torch.einsum("bhk,bhko->bho", k, S)
-    S = S + (torch.sigmoid(b) * k).unsqueeze(-1) * (v - v_bar).unsqueeze(-2)
+    S = add_outer(S, torch.sigmoid(b) * k, v - v_bar)
     return y, S
