@@ -378,7 +378,9 @@ class DoublePoleProblem(_PolicyProblem):
 
 class GymProblem(_PolicyProblem):
     """Mean undiscounted return over ``episodes`` episodes per candidate in Gymnasium env ``env_id``, all
-    candidates in one vector env of P x E copies (next-step autoreset: a copy's first episode counts). ``env_steps``
+    candidates in one vector env of P x E copies (next-step autoreset: a copy's first episode counts). Every
+    candidate of an evaluation plays the same E episode seeds (common random numbers: candidates are ranked on the
+    same starts, not on the luck of their own), and each evaluation the next E. ``env_steps``
     counts the steps of the counted episodes that this object's envs took (a figure for benches; no checkpoint holds
     it)."""
 
@@ -419,8 +421,8 @@ class GymProblem(_PolicyProblem):
         P, E = len(batch), self.episodes
         envs = self._vector_env(P * E)
         controller = MemoryController(self.policy.population(batch.values), E)
-        obs, _ = envs.reset(seed=self._episode_seed)
-        self._episode_seed += P * E
+        obs, _ = envs.reset(seed=[self._episode_seed + e for _ in range(P) for e in range(E)])
+        self._episode_seed += E
         returns = np.zeros(P * E)
         running = np.ones(P * E, dtype=bool)
         with torch.no_grad():

@@ -284,7 +284,7 @@ def test_gym_problem_equals_one_by_one_episodes():
         returns = []
         for e in range(2):
             env = gym.make("CartPole-v1")
-            obs, _ = env.reset(seed=config.seed + 2 * p + e)
+            obs, _ = env.reset(seed=config.seed + e)  # every candidate plays the same starts
             state, done, total = None, False, 0.0
             while not done:
                 action, state = policy.predict(obs, state, deterministic=True)
@@ -293,7 +293,7 @@ def test_gym_problem_equals_one_by_one_episodes():
                 done = terminated or truncated
             returns.append(total)
         assert float(batch.evals[p, 0]) == pytest.approx(np.mean(returns))
-    assert problem.evaluations == 3
+    assert problem.evaluations == 3 and problem._episode_seed == config.seed + 2  # the next evaluation's starts
 
 
 @pytest.mark.parametrize("algorithm", ne.ALGORITHMS)

@@ -145,7 +145,7 @@ def test_a_gymnasium_run_goes_on_with_its_episode_seeds():
     for _ in range(2):
         saved.step()
     restored = resumed(config, saved.state_dict())
-    assert restored.problem._episode_seed == saved.problem._episode_seed == config.seed + 2 * 6 * 2
+    assert restored.problem._episode_seed == saved.problem._episode_seed == config.seed + 2 * 2  # 2 generations
     for _ in range(3):
         assert report_figures(saved.step()) == report_figures(restored.step())
         assert torch.equal(saved.searcher.population.evals, restored.searcher.population.evals)
