@@ -128,3 +128,21 @@ def test_default_configs_reach_for_their_targets_with_a_fast_weight_and_an_lstm_
         assert len({(c.search.target, c.env.episodes, c.search.max_evaluations) for c in same_task}) == 1
         weights = [ne.make_policy(c).num_flat_parameters for c in same_task]
         assert max(weights) <= 1.15 * min(weights), (env_id, weights)
+
+
+def test_a_worker_that_dies_stops_the_bench_with_the_finished_runs_shown(tmp_path, monkeypatch, capsys):
+    from fwp_rl.workers import WorkerDied
+
+    finished = bench.GymRun("configs/gym/x.yaml", "CartPole-v1", "lstm, 30 weights", 30.0, 0, 400, True, 16, 42.0, 1.0)
+
+    def dying(paths, *args):
+        args[-1]([finished])  # on_run: one run finished, then a worker died
+        raise WorkerDied(1234, [])
+
+    monkeypatch.setattr(bench, "bench_gym", dying)
+    out = tmp_path / "gym.json"
+    path = write_config(tmp_path, "cartpole", CARTPOLE)
+    assert main(["bench", "gym", "--only", "success", "--configs", path, "--json", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert "the runs that finished" in printed and "worker process 1234 ended" in printed
+    assert json.loads(out.read_text())["runs"][0]["held_out_return"] == 42.0

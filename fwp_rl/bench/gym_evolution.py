@@ -31,7 +31,7 @@ from fwp_rl.config import ConfigError
 from fwp_rl.files import atomic_write_text
 from fwp_rl.harness import EVAL_SEED_OFFSET
 from fwp_rl.learners import load_config
-from fwp_rl.workers import run_in_workers
+from fwp_rl.workers import WorkerDied, run_in_workers
 
 GYM_CONFIG_DIR = Path("configs/gym")
 GYM_KIND = "a neuroevolution config of a Gymnasium id with search.target set (learner: neuroevolution)"
@@ -316,7 +316,8 @@ def print_gym_throughput_table(rows: list[dict], title: str, console: Console | 
 
 def run_gym_bench(options: GymBenchOptions, console: Console | None = None) -> int:
     """``fwp-rl bench gym``: the success table, then the speed comparison (``options.only`` picks one);
-    ``options.json`` keeps the runs, rows and speeds (rewritten after every run)."""
+    ``options.json`` keeps the runs, rows and speeds (rewritten after every run). Returns the exit status: 1 when a
+    worker process died (after the table of the runs that finished)."""
     console = console or Console()
     paths = gym_config_paths(options.configs)
     for path in paths:  # every config checked before minutes of runs
@@ -332,13 +333,21 @@ def run_gym_bench(options: GymBenchOptions, console: Console | None = None) -> i
             figures.update(runs=[asdict(r) for r in runs], rows=summarize_gym(runs))
             save()
 
-        runs = bench_gym(paths, options.seeds, options.max_evaluations, options.parallel, options.held_out_episodes,
-                         console, keep)
-        keep(runs)
+        died = None
+        try:
+            keep(bench_gym(paths, options.seeds, options.max_evaluations, options.parallel, options.held_out_episodes,
+                           console, keep))
+        except WorkerDied as e:  # the runs that finished are kept and shown
+            died = e
         workers = "" if options.parallel == 1 else f"; {options.parallel} worker processes"
-        print_gym_table(figures["rows"], f"fwp-rl bench gym: seeds 0 to {options.seeds - 1} of each config{workers}; "
-                                         f"{machine_description(torch.device('cpu'), threads=1)}",
-                        options.held_out_episodes, console)
+        if figures.get("rows"):
+            print_gym_table(figures["rows"], f"fwp-rl bench gym: seeds 0 to {options.seeds - 1} of each config"
+                                             f"{workers}{'; the runs that finished' if died else ''}; "
+                                             f"{machine_description(torch.device('cpu'), threads=1)}",
+                            options.held_out_episodes, console)
+        if died is not None:
+            console.print(f"[red]stopped: {died}[/red]")
+            return 1
     if options.only != "success":
         rows = bench_gym_throughput(paths, options.popsize, options.repeats)
         print_gym_throughput_table(rows, f"Env steps per second of one population evaluation, median of "
