@@ -380,9 +380,9 @@ class GymProblem(_PolicyProblem):
     """Mean undiscounted return over ``episodes`` episodes per candidate in Gymnasium env ``env_id``, all
     candidates in one vector env of P x E copies (next-step autoreset: a copy's first episode counts). Every
     candidate of an evaluation plays the same E episode seeds (common random numbers: candidates are ranked on the
-    same starts, not on the luck of their own), and each evaluation the next E. ``env_steps``
-    counts the steps of the counted episodes that this object's envs took (a figure for benches; no checkpoint holds
-    it)."""
+    same starts, not on the luck of their own; with num_actors > 0, the candidates of each actor's piece), and each
+    evaluation the next E. ``env_steps`` counts the steps of the counted episodes that this object's envs took (a
+    figure for benches; no checkpoint holds it)."""
 
     def __init__(self, policy: RecurrentPolicy, env_id: str, options: dict, episodes: int, search: SearchConfig,
                  seed: int):
