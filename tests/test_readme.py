@@ -140,7 +140,7 @@ def check(command: Command) -> None:
             return  # `fwp-rl compare` in a sentence names the command: its verbs exist
         assert e.code == 0, f"{command}: fwp-rl refuses it: {error}"
         return  # --help
-    configs = [a for a in argv if a.endswith(".yaml")]
+    configs = [c for a in argv if a.endswith(".yaml") for c in a.split(",")]  # --configs a.yaml,b.yaml too
     configs += [c for c in (getattr(args, "configs", None) or []) if c not in configs]
     for config in configs:
         assert (REPO / config).is_file(), f"{command}: {config} is not in the repository"
