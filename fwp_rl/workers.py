@@ -1,5 +1,5 @@
 """Worker processes that run jobs a few at a time: the one pool of ``fwp-rl train --seeds --parallel``
-(fwp_rl.seeds) and of ``fwp-rl bench double-pole --parallel`` (fwp_rl.bench.double_pole).
+(fwp_rl.seeds) and of ``fwp-rl bench double-pole --parallel`` and ``bench gym --parallel`` (``run_bench_jobs``).
 
 - The workers are spawned, not forked: a forked copy of a process that has started torch's threads can deadlock.
   Each has its share of the CPU threads (``worker_split``), or as many as its caller asks.
@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fwp_rl.progress import StopOnInterrupt, ctrl_c_ignored, group_stop_requested, stop_with_group
 
@@ -132,3 +133,37 @@ def run_in_workers(fn: Callable, jobs: Sequence, parallel: int, report: Callable
             if not ended:
                 process.kill()  # a no-op for one that has ended; SIGTERM would only ask its run to stop
             process.join()
+
+
+def _call(job: tuple[object, Callable, tuple]) -> object:
+    return job[1](*job[2])
+
+
+def run_bench_jobs(fn: Callable, jobs: dict[int, tuple], parallel: int, report: Callable[[int, object], None],
+                   console: Console, title: str, total: int, setup: Callable[[], None] | None = None) -> None:
+    """``fn(*jobs[i])`` for every job of a bench, each with one torch thread so that its sums do not depend on
+    ``parallel``: one after the other in this process when ``parallel`` is 1 (its thread count restored after), else
+    ``parallel`` at a time in worker processes (``run_in_workers``; ``fn`` and ``setup`` are functions of a module).
+    ``report(i, result)`` as each finishes, under a progress bar ``title`` over ``total`` jobs, of which those not in
+    ``jobs`` were done before. WorkerDied and Ctrl-C's KeyboardInterrupt reach the caller."""
+    import torch
+
+    columns = [TextColumn(f"[bold]{title}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task(title, total=total, completed=total - len(jobs))
+
+        def done(i: int, result: object) -> None:
+            progress.advance(bar)
+            report(i, result)
+
+        if parallel == 1:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                for i, args in jobs.items():
+                    done(i, fn(*args))
+            finally:
+                torch.set_num_threads(threads)
+        elif jobs:
+            run_in_workers(_call, [(i, fn, args) for i, args in jobs.items()], parallel,
+                           lambda job, result: done(job[0], result), console, threads=1, setup=setup)

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from torch import Tensor, nn
 
@@ -24,7 +23,7 @@ from fwp_rl.bench.timing import check_positive, machine_description, sync
 from fwp_rl.config import ConfigError, parse_device, to_dict
 from fwp_rl.files import atomic_write_text
 from fwp_rl.learners import load_config
-from fwp_rl.workers import WorkerDied, run_in_workers
+from fwp_rl.workers import WorkerDied, run_bench_jobs
 
 
 @dataclass(frozen=True)
@@ -180,10 +179,6 @@ def _run_double_pole_seed(path: str, config) -> DoublePoleRun:
                          None if test is None else test.balanced, seconds, result.flat_params)
 
 
-def _run_job(job: tuple[int, tuple]) -> DoublePoleRun:
-    return _run_double_pole_seed(*job[1])
-
-
 def bench_double_pole(config_paths: list[str], tasks=("markov", "nonmarkov"), seeds: int = 50,
                       max_evaluations: int | None = None, parallel: int = 1, console: Console | None = None,
                       compile: bool = False, finished: list[DoublePoleRun] = (),
@@ -219,33 +214,19 @@ def bench_double_pole(config_paths: list[str], tasks=("markov", "nonmarkov"), se
         runs[slots[run.config, run.seed, run.settings]] = run
     todo = {i: job for i, job in enumerate(jobs) if runs[i] is None}
     _quiet_evotorch()
-    console = console or Console()
-    columns = [TextColumn("[bold]double pole runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=True) as progress:
-        bar = progress.add_task("runs", total=len(jobs), completed=len(jobs) - len(todo))
 
-        def finish(i: int, run: DoublePoleRun) -> None:
-            runs[i] = run
-            progress.advance(bar)
-            if on_run is not None:
-                on_run([r for r in runs if r is not None])
+    def finish(i: int, run: DoublePoleRun) -> None:
+        runs[i] = run
+        if on_run is not None:
+            on_run([r for r in runs if r is not None])
 
-        try:
-            if parallel == 1:
-                threads = torch.get_num_threads()
-                torch.set_num_threads(1)  # as in the workers: a run's sums do not depend on --parallel
-                try:
-                    for i, job in todo.items():
-                        finish(i, _run_double_pole_seed(*job))
-                finally:
-                    torch.set_num_threads(threads)
-            elif todo:  # one thread each, as here
-                run_in_workers(_run_job, list(todo.items()), parallel, lambda job, run: finish(job[0], run), console,
-                               threads=1, setup=_quiet_evotorch)
-        except KeyboardInterrupt:
-            raise DoublePoleBenchInterrupted([r for r in runs if r is not None]) from None
-        except WorkerDied as e:
-            raise DoublePoleBenchInterrupted([r for r in runs if r is not None], f"an error: {e}") from None
+    try:
+        run_bench_jobs(_run_double_pole_seed, todo, parallel, finish, console or Console(), "double pole runs",
+                       len(jobs), setup=_quiet_evotorch)
+    except KeyboardInterrupt:
+        raise DoublePoleBenchInterrupted([r for r in runs if r is not None]) from None
+    except WorkerDied as e:
+        raise DoublePoleBenchInterrupted([r for r in runs if r is not None], f"an error: {e}") from None
     return runs
 
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from torch import nn
 
@@ -31,7 +30,7 @@ from fwp_rl.config import ConfigError
 from fwp_rl.files import atomic_write_text
 from fwp_rl.harness import EVAL_SEED_OFFSET
 from fwp_rl.learners import load_config
-from fwp_rl.workers import WorkerDied, run_in_workers
+from fwp_rl.workers import WorkerDied, run_bench_jobs
 
 GYM_CONFIG_DIR = Path("configs/gym")
 GYM_KIND = "a neuroevolution config of a Gymnasium id with search.target set (learner: neuroevolution)"
@@ -113,10 +112,6 @@ def _run_gym_seed(path: str, config, held_out_episodes: int) -> GymRun:
                   statistics.mean(e.raw_return for e in episodes), seconds)
 
 
-def _run_job(job: tuple[int, tuple]) -> GymRun:
-    return _run_gym_seed(*job[1])
-
-
 def _quiet_evotorch() -> None:
     from fwp_rl.agents.neuroevolution import quiet_evotorch
 
@@ -140,28 +135,14 @@ def bench_gym(config_paths: list[str], seeds: int = 5, max_evaluations: int | No
             for path in config_paths for seed in range(seeds)]
     runs: list[GymRun | None] = [None] * len(jobs)
     _quiet_evotorch()
-    console = console or Console()
-    columns = [TextColumn("[bold]gym runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=True) as progress:
-        bar = progress.add_task("runs", total=len(jobs))
 
-        def finish(i: int, run: GymRun) -> None:
-            runs[i] = run
-            progress.advance(bar)
-            if on_run is not None:
-                on_run([r for r in runs if r is not None])
+    def finish(i: int, run: GymRun) -> None:
+        runs[i] = run
+        if on_run is not None:
+            on_run([r for r in runs if r is not None])
 
-        if parallel == 1:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # as in the workers: a run's sums do not depend on --parallel
-            try:
-                for i, job in enumerate(jobs):
-                    finish(i, _run_gym_seed(*job))
-            finally:
-                torch.set_num_threads(threads)
-        else:
-            run_in_workers(_run_job, list(enumerate(jobs)), parallel, lambda job, run: finish(job[0], run), console,
-                           threads=1, setup=_quiet_evotorch)
+    run_bench_jobs(_run_gym_seed, dict(enumerate(jobs)), parallel, finish, console or Console(), "gym runs", len(jobs),
+                   setup=_quiet_evotorch)
     return runs
 
 
