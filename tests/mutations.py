@@ -89,7 +89,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("delta-lstm-no-forget", "fwp_rl/ops/recurrent_fwp.py",
              "c = i * a_u + (1.0 - i) * c_prev", "c = i * a_u + c_prev", CORES),
     Mutation("srwm-update-sign", "fwp_rl/ops/srwm.py",
-             "(v - v_bar).unsqueeze(-2)", "(v_bar - v).unsqueeze(-2)", CORES),
+             "torch.sigmoid(b) * k, v - v_bar)", "torch.sigmoid(b) * k, v_bar - v)", CORES),
     Mutation("direct-additive-sets", "fwp_rl/ops/direct.py", "W = W + delta", "W = delta", CORES),
     Mutation("core-reset-keeps-state", "fwp_rl/cores/base.py",
              "torch.where(episode_start.view(-1, *([1] * (s.dim() - 1))), i.to(s.dtype), s)",
