@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
 
-from fwp_rl.bench.timing import check_positive, machine_description, sync
+from fwp_rl.bench.timing import check_positive, machine_description, sync, timed_evaluation
 from fwp_rl.config import ConfigError, parse_device, to_dict
 from fwp_rl.files import atomic_write_text
 from fwp_rl.learners import load_config
@@ -416,15 +416,8 @@ def _vecgymne_evaluation(popsize: int):
     problem = VecGymNE(THROUGHPUT_ENV_ID, net, device="cpu")
     values = parameters_to_vector(net.parameters()).detach().repeat(popsize, 1)
 
-    def evaluate() -> tuple[int, float]:
-        batch = problem.generate_batch(popsize)
-        batch.set_values(values)
-        before = problem.interaction_count  # VecGymNE's own count of the steps its environments took
-        start = time.perf_counter()
-        problem.evaluate(batch)
-        return problem.interaction_count - before, time.perf_counter() - start
-
-    return evaluate, values.shape[1]
+    # VecGymNE's own count of the steps its environments took
+    return timed_evaluation(problem, values, lambda: problem.interaction_count), values.shape[1]
 
 
 def _check_throughput_options(popsize: int, repeats: int, larger_popsizes, devices: list[str] | None) -> None:

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from fwp_rl.bench.timing import check_positive, machine_description
+from fwp_rl.bench.timing import check_positive, machine_description, timed_evaluation
 from fwp_rl.config import ConfigError
 from fwp_rl.files import atomic_write_text
 from fwp_rl.harness import EVAL_SEED_OFFSET
@@ -189,6 +189,11 @@ def print_gym_table(rows: list[dict], title: str, held_out_episodes: int, consol
 
 
 # ---------------------------------------------------------------------------------------------- speed
+def _random_candidates(popsize: int, weights: int) -> torch.Tensor:
+    """The candidates both sides of the speed comparison evaluate: uniform in [-1, 1], the same draw every time."""
+    return torch.rand(popsize, weights, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+
 def _our_evaluation(config, popsize: int) -> tuple[Callable[[], tuple[int, float]], int]:
     """() -> (env steps, seconds) of one ``GymProblem`` evaluation of ``popsize`` random candidates of ``config``'s
     policy, one episode each; and the number of weights."""
@@ -196,16 +201,8 @@ def _our_evaluation(config, popsize: int) -> tuple[Callable[[], tuple[int, float
 
     policy = make_policy(config)
     problem = GymProblem(policy, config.env.id, config.env.options, 1, config.search, config.seed)
-    values = torch.rand(popsize, policy.num_flat_parameters, generator=torch.Generator().manual_seed(0)) * 2 - 1
-
-    def evaluate() -> tuple[int, float]:
-        batch = problem.generate_batch(popsize)
-        batch.set_values(values)
-        before, start = problem.env_steps, time.perf_counter()
-        problem.evaluate(batch)
-        return problem.env_steps - before, time.perf_counter() - start
-
-    return evaluate, policy.num_flat_parameters
+    values = _random_candidates(popsize, policy.num_flat_parameters)
+    return timed_evaluation(problem, values, lambda: problem.env_steps), policy.num_flat_parameters
 
 
 def _vecgymne_evaluation(env_id: str, options: dict, hidden_size: int, popsize: int
@@ -225,16 +222,7 @@ def _vecgymne_evaluation(env_id: str, options: dict, hidden_size: int, popsize: 
     net = MultiLayered(LSTM(obs, hidden_size), nn.Linear(hidden_size, act))
     problem = VecGymNE(env_id, net, env_config=options, device="cpu")
     weights = sum(p.numel() for p in net.parameters())
-    values = torch.rand(popsize, weights, generator=torch.Generator().manual_seed(0)) * 2 - 1
-
-    def evaluate() -> tuple[int, float]:
-        batch = problem.generate_batch(popsize)
-        batch.set_values(values)
-        before, start = problem.interaction_count, time.perf_counter()
-        problem.evaluate(batch)
-        return problem.interaction_count - before, time.perf_counter() - start
-
-    return evaluate, weights
+    return timed_evaluation(problem, _random_candidates(popsize, weights), lambda: problem.interaction_count), weights
 
 
 def bench_gym_throughput(config_paths: list[str], popsize: int = 64, repeats: int = 3) -> list[dict]:

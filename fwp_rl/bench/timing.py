@@ -1,5 +1,5 @@
-"""What the benchmarks share: timing on any device, the machine a figure was measured on, the check of a count
-option, and the JSON file of a table."""
+"""What the benchmarks share: timing on any device, the timed evaluation of a population on the CPU, the machine a
+figure was measured on, the check of a count option, and the JSON file of a table."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -30,6 +31,20 @@ def median_time(fn, repeats: int, device: torch.device) -> float:
         sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def timed_evaluation(problem, values: torch.Tensor, steps: Callable[[], int]) -> Callable[[], tuple[int, float]]:
+    """() -> (env steps, seconds) of one evaluation by the EvoTorch ``problem`` of the candidates ``values``
+    [popsize, weights] on the CPU; ``steps()`` is the problem's own running count of the steps its envs took."""
+
+    def evaluate() -> tuple[int, float]:
+        batch = problem.generate_batch(values.shape[0])
+        batch.set_values(values)
+        before, start = steps(), time.perf_counter()
+        problem.evaluate(batch)
+        return steps() - before, time.perf_counter() - start
+
+    return evaluate
 
 
 def machine_description(device: torch.device, threads: int | None = None) -> str:
