@@ -72,6 +72,7 @@ from fwp_rl.progress import StopOnInterrupt, run_progress
 from fwp_rl.runs import (CheckpointError, MetricsLog, load_checkpoint, lock_run_dir, read_metrics, save_checkpoint,
                          start_run_wandb, unique_run_dir)
 
+CHECKPOINT_NAMES = ("latest.pt", "previous.pt", "best.pt")  # the checkpoints a run keeps in checkpoints/
 MAX_CHANGES_SHOWN = 8  # of a refused resume's config changes; the rest are counted
 
 EVAL_SEED_OFFSET = MAX_SEED + 1
@@ -122,7 +123,7 @@ class Run:
         self.console = console or Console()
         self.learner = learner(config.learner)
         self.run_dir = None if resume is None else Path(resume)
-        # the checkpoint a resumed run goes on from (None: a new run)
+        # the checkpoint a resumed run goes on from (None: a new run, or a resumed one killed before its first checkpoint)
         self.saved = None if resume is None else ranks.from_main(lambda: self._resumed(resume))
         self.iterations = 0 if self.saved is None else int(self.saved["update"])  # updates or generations logged
         self._checkpointed_at = self.iterations if self.saved is not None else None  # the iteration latest.pt holds
@@ -132,15 +133,21 @@ class Run:
         self.stopped = False
         self._video: Path | None = None  # the video of the evaluation about to be logged (run.eval_video_every)
 
-    def _resumed(self, resume: str | Path) -> dict:
-        """The checkpoint to resume from; refuse to resume a run that another process trains, whose config changed
-        more than its learner allows, or whose metrics.jsonl is broken: before anything is built or written."""
+    def _resumed(self, resume: str | Path) -> dict | None:
+        """The checkpoint to resume from, None where the run was stopped before its first checkpoint was written (no
+        checkpoint in checkpoints/: it starts over); refuse to resume a run that another process trains, whose config changed more than its learner
+        allows, or whose metrics.jsonl is broken: before anything is built or written."""
+        with lock_run_dir(self.run_dir):  # only asked here: it is held from ``start`` on
+            pass
+        metrics = self.run_dir / "metrics.jsonl"
+        if metrics.is_file():
+            read_metrics(metrics)
+        if not any((self.run_dir / "checkpoints" / name).exists() for name in CHECKPOINT_NAMES):
+            return None
         payload = load_checkpoint(resume, learner=self.config.learner)
         if "update" not in payload:
             raise CheckpointError(f"{str(resume)!r} has a checkpoint written before {self.config.learner} runs could "
                                   "resume: it holds no state to go on from")
-        with lock_run_dir(self.run_dir):  # only asked here: it is held from ``start`` on
-            pass
         saved = payload.get("config")
         refused = self.learner.refused_changes(saved if isinstance(saved, dict) else {}, to_dict(self.config))
         if refused:
@@ -148,9 +155,6 @@ class Run:
             shown = ", ".join(refused[:MAX_CHANGES_SHOWN]) + (f" and {more} more" if more > 0 else "")
             raise ConfigError(f"--resume {resume}: the config differs from the checkpoint's: {shown}; only "
                               f"{', '.join(self.learner.resume_may_change)} may change on resume")
-        metrics = self.run_dir / "metrics.jsonl"
-        if metrics.is_file():
-            read_metrics(metrics)
         return payload
 
     @contextlib.contextmanager
@@ -163,12 +167,15 @@ class Run:
                 yield self
             return
         step = 0 if self.saved is None else int(self.saved["global_step"])
+        resumed = self.run_dir is not None
         with contextlib.ExitStack() as held:
-            if self.saved is None:
+            if not resumed:
                 self.run_dir = unique_run_dir(config.run.root, config.name)
             held.enter_context(lock_run_dir(self.run_dir))
             if self.saved is not None:
                 console.print(f"resuming {self.run_dir} at {iteration} {self.iterations}, step {step:,}")
+            elif resumed:
+                console.print(f"{self.run_dir} was stopped before its first checkpoint: starting it over")
             self._remove_leftovers()  # a new run's directory is new: nothing there
             if self.best is not None and self.best["update"] == self.iterations:
                 self._keep_best()  # a kill may have come between latest.pt and its copy
@@ -179,7 +186,7 @@ class Run:
                                         run_id=None if self.saved is None else self.saved.get("wandb_id"))
             self.wandb_id = None if wandb_run is None else wandb_run.id
             self._metrics = MetricsLog(self.run_dir / "metrics.jsonl", wandb_run,
-                                       keep_until=None if self.saved is None else step,
+                                       keep_until=step if resumed else None,
                                        tensorboard=self.run_dir / "tensorboard" if config.run.tensorboard else None)
             held.callback(self._metrics.close)
             with StopOnInterrupt(console, f"after this {iteration}") as self._stop:

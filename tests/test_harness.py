@@ -2,9 +2,9 @@
 makes the same run directory, logs its default metric at steps of its unit, checkpoints every run.checkpoint_every
 updates (or generations) and at the end, and starts W&B in its group; Ctrl-C stops it after the update under way
 with a checkpoint there; a resumed run goes on in its metrics and its W&B run; a bad config writes nothing. What a
-run guards: a resume that changes more than its learner allows, or whose metrics file is broken, is refused; the run
-directory is locked while a run writes it; a resume removes what a kill left half written; metrics.jsonl is on disk
-before each checkpoint."""
+run guards: a run stopped before its first checkpoint starts over on resume; a resume that changes more than its
+learner allows, or whose metrics file is broken, is refused; the run directory is locked while a run writes it; a
+resume removes what a kill left half written; metrics.jsonl is on disk before each checkpoint."""
 
 import io
 import json
@@ -125,6 +125,21 @@ def test_a_resumed_run_goes_on_in_its_metrics_and_its_w_and_b_run(tmp_path, name
     assert [r["step"] for r in records] == steps and records[-1] != left  # logged again
     assert (wandb_runs[1].init["id"], wandb_runs[1].init["resume"]) == (wandb_runs[0].id, "allow")
     assert f"resuming {run_dir} at {iteration} 2, step {steps[1]}" in console.export_text()
+
+
+@pytest.mark.parametrize("name", RESUMABLE)
+def test_a_run_stopped_before_its_first_checkpoint_starts_over_on_resume(tmp_path, name):
+    two, three = TWO_THEN_THREE[name]
+    run_dir = learner(name).train(tiny_config(tmp_path, name, two, "run.wandb=disabled")).run_dir
+    for path in (run_dir / "checkpoints").iterdir():  # as a kill during the first checkpoint's write leaves it
+        path.unlink()
+    config, console = load_config(str(run_dir / "config.yaml"), [three]), wide_console()
+    assert learner(name).train(config, resume=run_dir, console=console) == (run_dir, True)
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records] == TINY[name][1]  # the records of the first start are dropped
+    assert [r[ITERATION[name]] for r in records] == [1, 2, 3]
+    assert load_checkpoint(run_dir)[ITERATION[name]] == 3
+    assert f"{run_dir} was stopped before its first checkpoint: starting it over" in console.export_text()
 
 
 @pytest.mark.parametrize("name, override", [("neuroevolution", "policy.torso=nature_cnn"),

@@ -276,8 +276,9 @@ BAD_INPUTS: list[Case] = [
          _fake_run()),
     Case(("train", "{dir}/ppo.yaml", "--resume", "{dir}/runs/run"), "--resume continues a run with the config in its "
          "directory", _fake_run()),
-    Case(("train", "--resume", "{dir}/runs/run"), "without checkpoints/latest.pt",
-         lambda folder: (_fake_run()(folder), (folder / "runs" / "run" / "checkpoints" / "latest.pt").unlink())),
+    Case(("train", "--resume", "{dir}/runs/run"), "without checkpoints/latest.pt",  # but with previous.pt
+         lambda folder: (_fake_run()(folder), (folder / "runs" / "run" / "checkpoints" / "latest.pt").rename(
+             folder / "runs" / "run" / "checkpoints" / "previous.pt"))),
     Case(("train", "--resume", "{dir}/runs/run"), "not a readable fwp-rl checkpoint",
          _fake_run(checkpoint=_bytes(b""))),
     Case(("train", "--resume", "{dir}/runs/run"), "not a readable fwp-rl checkpoint",

@@ -3,9 +3,10 @@
 First every case of the table of bad inputs (``fwp_rl.bench.bad_inputs``) must give a clear one-line error. Then
 runs are killed with SIGKILL at random moments and resumed with ``fwp-rl train --resume``, again and again, until
 they finish (``kill_and_resume``); the same config also trains once without interruption beside them. After every
-kill the checkpoint must load and metrics.jsonl must hold every update the checkpoint covers; at the end the run
-must have finished where the uninterrupted one did, with every update in metrics.jsonl once, and, for a learner
-whose resume is exact (the double pole's neuroevolution), the same figures and the same solution.
+kill the checkpoint must load (a run killed before its first checkpoint has none, and starts over) and metrics.jsonl
+must hold every update the checkpoint covers; at the end the run must have finished where the uninterrupted one did,
+with every update in metrics.jsonl once, and, for a learner whose resume is exact (the double pole's
+neuroevolution), the same figures and the same solution.
 
 The runs are child processes (``python -m fwp_rl.cli``), as a user's are: a kill takes the whole interpreter, at
 whatever it was doing, a checkpoint write included. tests/test_faults.py runs the same loop with a few kills.
@@ -33,7 +34,7 @@ from fwp_rl.bench.bad_inputs import BAD_INPUTS, try_case
 from fwp_rl.bench.timing import check_positive
 from fwp_rl.config import ConfigError
 from fwp_rl.files import atomic_write_text, temporary_target
-from fwp_rl.runs import CheckpointError, load_checkpoint, read_metrics
+from fwp_rl.runs import CheckpointError, checkpoint_file, load_checkpoint, read_metrics
 
 RECALL = "env: {id: fwp_rl/Recall-v0, num_envs: 4, options: {k: 3, delay: 4}}\n"
 # The runs killed, each with %d for its budget: a budget per kill (the second number) trains a few seconds on one
@@ -156,7 +157,8 @@ def kill_and_resume(learner: str, folder: Path, kills: int, seed: int, max_delay
         report.kills += 1
         report.cut_writes += bool(_temporaries(run_dir))
         try:
-            saved = load_checkpoint(run_dir)
+            # a kill before the first checkpoint was written leaves none: the resume starts the run over
+            saved = load_checkpoint(run_dir) if checkpoint_file(run_dir).exists() else {"global_step": -1}
             for kept in ("previous.pt", "best.pt"):
                 if (run_dir / "checkpoints" / kept).exists():
                     load_checkpoint(run_dir / "checkpoints" / kept)
