@@ -16,7 +16,8 @@ from fwp_rl.cores import CORES, core_options, make_core
 from fwp_rl.cores.fast_weights import DeltaCore
 from fwp_rl.ops import fla_backend
 
-CHUNKWISE_CORES = ("linear", "delta", "gated_delta")
+# The cores with a sequence form of their own (chunkwise, or rdn's hand-written loop), also timed in their step loop.
+OWN_FORM_CORES = ("linear", "delta", "gated_delta", "rdn")
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ def bench_cores(seq_lens=(32, 128, 512), batch: int = 64, width: int = 256, head
     same width.
 
     The cores see episode starts at ``reset_rate`` per step (as in real rollouts); nn.LSTM, which cannot
-    reset inside a sequence, runs without them. Chunkwise cores are also timed in their step loop, checkpointed as
+    reset inside a sequence, runs without them. The cores with a sequence form of their own are also timed in their step
+loop, checkpointed as
     the step-loop cores run it (``MemoryCore.forward_checkpointed``). Each row's peak memory is measured on one
     more forward+backward (``peak_memory``). A run that runs out of GPU memory is skipped, its row saying so.
     """
@@ -117,7 +119,7 @@ def bench_cores(seq_lens=(32, 128, 512), batch: int = 64, width: int = 256, head
             state = core.initial_state(batch, dev)
             t, peak, skipped = timed(lambda x, starts: core(x, state, starts)[0])
             t_loop, loop_skipped = None, None
-            if name in CHUNKWISE_CORES:
+            if name in OWN_FORM_CORES:
                 t_loop, _, loop_skipped = timed(lambda x, starts: core.forward_checkpointed(x, state, starts)[0])
             form = (fla_backend.route(dev, core.key_dim, core.head_dim, core.uses_gate)
                     if dev.type == "cuda" and isinstance(core, DeltaCore) else None)
@@ -140,7 +142,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def print_core_table(rows: list[dict], title: str, console: Console | None = None) -> None:
     table = Table(title=title)
-    for column in ("core", "T", "fwd+bwd ms", "x nn.LSTM", "peak MiB", "loop / chunkwise"):
+    for column in ("core", "T", "fwd+bwd ms", "x nn.LSTM", "peak MiB", "loop / own form"):
         table.add_column(column, justify="left" if column == "core" else "right")
     for r in rows:
         if r["skipped"]:

@@ -5,7 +5,8 @@
 - ``DeltaLSTMCore``: the fast net is an LSTM whose input and recurrent gate matrices are fast weights.
 
 The equations are the tensor functions of ``fwp_rl.ops.recurrent_fwp``. Because each step reads the
-previous output, these cores run a sequence as the step loop of ``MemoryCore.forward``. They are
+previous output, these cores run a sequence step by step: RDN in one hand-written forward and backward
+(``rdn_sequence``), the others as the step loop of ``MemoryCore.forward``, checkpointed. They are
 multi-head: every head has its own fast weight matrices and its own previous output y_{t-1} [d]; the
 heads' outputs are concatenated and projected to ``hidden_size``.
 
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 from fwp_rl.cores.base import State
 from fwp_rl.cores.fast_weights import FastWeightLayer, check_beta_max
 from fwp_rl.ops.delta import delta_rule_step
-from fwp_rl.ops.recurrent_fwp import delta_lstm_step, delta_rnn_step, rdn_step
+from fwp_rl.ops.recurrent_fwp import delta_lstm_step, delta_rnn_step, rdn_sequence, rdn_step
 
 
 class RDNCore(FastWeightLayer):
@@ -55,12 +56,24 @@ class RDNCore(FastWeightLayer):
         return (torch.zeros(batch_size, H, self.key_dim, d, device=device, dtype=self.dtype),
                 torch.zeros(batch_size, H, d, device=device, dtype=self.dtype))
 
+    def _inputs(self, x: Tensor) -> tuple[Tensor, ...]:
+        """x [..., input_size] -> the slow net's parts from x: q, k, v [..., H, d] and b [..., H]."""
+        qkv, b = self.proj(x).split(self._split_sizes, dim=-1)
+        return (*(t.unflatten(-1, (self.num_heads, self.head_dim)) for t in qkv.chunk(3, dim=-1)), b)
+
     def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         S, y_prev = state
-        qkv, b = self.proj(x).split(self._split_sizes, dim=-1)
-        q, k, v = (t.unflatten(-1, (self.num_heads, self.head_dim)) for t in qkv.chunk(3, dim=-1))
-        y, S = rdn_step(q, k, v, b, self.rec_weight, y_prev, S, self._phi, self.beta_max)
+        y, S = rdn_step(*self._inputs(x), self.rec_weight, y_prev, S, self._phi, self.beta_max)
         return self._output(y), (S, y)
+
+    def forward(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
+        """The sequence in one hand-written forward and backward (``rdn_sequence``): the input and output
+        projections of all steps as one product each, the fast weights updated in place and recovered backwards."""
+        self._check_sequence(x, episode_starts)
+        S, y_prev = state
+        y, S, y_prev = rdn_sequence(*self._inputs(x), self.rec_weight, S, y_prev, episode_starts, self._phi,
+                                    self.beta_max)
+        return self._output(y), (S, y_prev)
 
 
 class _DeltaFastNet(FastWeightLayer):

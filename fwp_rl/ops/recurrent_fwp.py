@@ -83,3 +83,115 @@ def delta_lstm_step(z: Tensor, k: Tensor, v: Tensor, beta: Tensor, R: Tensor, y_
     i, o = torch.sigmoid(a_i), torch.sigmoid(a_o)
     c = i * a_u + (1.0 - i) * c_prev
     return o * c, c, R.unflatten(1, (G, H))
+
+
+def rdn_sequence(q: Tensor, k: Tensor, v: Tensor, b: Tensor, R: Tensor, S0: Tensor, y0: Tensor,
+                 starts: Tensor | None, phi: Callable[[Tensor], Tensor], beta_max: float = 1.0
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """The Recurrent Delta Net over a sequence, with a hand-written backward (``_RDNSequence``): the step loop of
+    ``rdn_step`` in values and gradients. q, k, v [T, B, H, d] and b [T, B, H]: the slow net's outputs from the
+    inputs (before the recurrent part and any activation); R [H, d, 3d + 1]; S0 [B, H, dk, d]; y0 [B, H, d];
+    starts [T, B] bool or None: where set, the row's S and y_prev are reset to zero before step t
+    -> (y [T, B, H, d], S_T, y_T)."""
+    resets = set() if starts is None else set(starts.any(1).nonzero().flatten().tolist())
+    return _RDNSequence.apply(q, k, v, b, R, S0, y0, starts, resets, phi, beta_max)
+
+
+class _RDNSequence(torch.autograd.Function):
+    """``rdn_sequence``. Why by hand: autograd through the step loop keeps every step's fast weights (the step loop
+    checkpointed recomputes them, one more forward) and runs a dozen small operations per step, each a pass over all
+    heads' fast weights. Here forward keeps per step only vectors (the pre-activations, the feature-mapped key and
+    query, the error e_t) and updates S in place; backward gets each S_{t-1} back from S_t by undoing the step's write
+    S_t = S_{t-1} + beta_t phi(k_t) e_t^T (and restores the rows an episode start zeroed from copies kept at the
+    start), and reads and writes the fast weights and their gradient in a few batched products per step.
+
+    Undoing a write in floating point gives S_{t-1} to rounding: in float32 the S_{t-1} that backward sees differ
+    from forward's by about 1e-7 of their size per step undone (float64 in the tests: exact to 1e-12).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, b, R, S0, y0, starts, resets, phi, beta_max):
+        T, B, H, d = q.shape
+        inputs = torch.cat([q, k, v, b.unsqueeze(-1)], -1)  # [T, B, H, 3d + 1]
+        pre, u = torch.empty_like(inputs), q.new_empty(T, B, H, d)  # pre-activations; tanh(y_{t-1})
+        feats, errors, y = None, torch.empty_like(q), torch.empty_like(q)
+        S, y_prev, kept = S0.clone(), y0, {}
+        for t in range(T):
+            if t in resets:  # the rows that start an episode, and what they held (for backward)
+                rows = starts[t].nonzero().flatten()
+                kept[t] = (rows, S.index_select(0, rows))
+                S.index_fill_(0, rows, 0)
+                y_prev = y_prev.index_fill(0, rows, 0)
+            torch.tanh(y_prev, out=u[t])
+            torch.add(inputs[t], torch.bmm(u[t].transpose(0, 1), R).transpose(0, 1), out=pre[t])
+            f = phi(pre[t, ..., :2 * d].unflatten(-1, (2, d)))  # [phi(q); phi(k)]: [B, H, 2, dk]
+            if feats is None:
+                feats = f.new_empty(T, *f.shape)
+            feats[t] = f
+            fq, fk = f.unbind(-2)
+            a = beta_max * torch.sigmoid(pre[t, ..., -1:]) * fk
+            e = torch.sub(pre[t, ..., 2 * d:3 * d], _vec_mat(fk, S), out=errors[t])
+            # S_t^T phi(q) = S_{t-1}^T phi(q) + (a . phi(q)) e
+            torch.addcmul(_vec_mat(fq, S), (a * fq).sum(-1, keepdim=True), e, out=y[t])
+            _add_outer_(S, a, e)
+            y_prev = y[t]
+        ctx.save_for_backward(R, S, y, pre, u, feats, errors)
+        ctx.kept, ctx.phi, ctx.beta_max = kept, phi, beta_max
+        return y, S.clone(), y[-1].clone()
+
+    @staticmethod
+    def backward(ctx, dy, dS_T, dy_T):
+        R, S, y, pre, u, feats, errors = ctx.saved_tensors
+        T, B, H, d = y.shape
+        St = S.transpose(-1, -2).contiguous()  # S^T: backward reads S u, fastest as u^T S^T (``_vec_mat``)
+        dS = torch.zeros_like(S) if dS_T is None else dS_T.clone()
+        dy_next = torch.zeros_like(y[0]) if dy_T is None else dy_T  # the gradient of y_t from the steps after t
+        dpre = torch.empty_like(pre)
+        for t in reversed(range(T)):
+            (fq, fk), e = feats[t].unbind(-2), errors[t]
+            sig = torch.sigmoid(pre[t, ..., -1:])
+            beta = ctx.beta_max * sig
+            a = beta * fk
+            g = dy_next if dy is None else dy[t] + dy_next
+            _add_outer_(dS, fq, g)  # dS_t: y_t = S_t^T phi(q_t)
+            da, de = _mat_vec(dS, e), _vec_mat(a, dS)
+            _add_outer_(St, e, a, alpha=-1.0)  # S_{t-1}
+            dfq = _vec_mat(g, St) + (e * g).sum(-1, keepdim=True) * a  # S_t g
+            dfk = beta * da - _vec_mat(de, St)
+            _add_outer_(dS, fk, de, alpha=-1.0)  # dS_{t-1}: e_t = v_t - S_{t-1}^T phi(k_t)
+            with torch.enable_grad():
+                z = pre[t, ..., :2 * d].detach().requires_grad_(True)
+                (dpre[t, ..., :2 * d],) = torch.autograd.grad(ctx.phi(z.unflatten(-1, (2, d))), z,
+                                                              torch.stack([dfq, dfk], -2))
+            dpre[t, ..., 2 * d:3 * d] = de
+            torch.mul((da * fk).sum(-1, keepdim=True), ctx.beta_max * sig * (1 - sig), out=dpre[t, ..., -1:])
+            dy_next = torch.bmm(dpre[t].transpose(0, 1), R.transpose(1, 2)).transpose(0, 1) * (1 - u[t] * u[t])
+            if t in ctx.kept:
+                rows, S_rows = ctx.kept[t]
+                St.index_copy_(0, rows, S_rows.transpose(-1, -2))
+                dS.index_fill_(0, rows, 0)
+                dy_next = dy_next.index_fill(0, rows, 0)
+        dR = torch.einsum("tbhi,tbho->hio", u, dpre)
+        dq, dk, dv = dpre[..., :3 * d].unflatten(-1, (3, d)).unbind(-2)
+        return dq, dk, dv, dpre[..., -1], dR, dS, dy_next, None, None, None, None
+
+
+def _vec_mat(u: Tensor, S: Tensor) -> Tensor:
+    """u^T S for every leading index: u [..., m], S [..., m, n] -> [..., n]. As a batch of [1, m] x [m, n]
+    products: for [256, 64, 64] float32 fast weights on a 2-core CPU 13 times faster than S^T u as [n, m] x [m, 1]
+    (52 against 678 microseconds)."""
+    m, n = S.shape[-2:]
+    return torch.bmm(u.reshape(-1, 1, m), S.reshape(-1, m, n)).view(*u.shape[:-1], n)
+
+
+def _mat_vec(S: Tensor, u: Tensor) -> Tensor:
+    """S u for every leading index: S [..., m, n], u [..., n] -> [..., m]. As u^T S^T, a batch of [1, n] x [n, m]
+    products (5 times faster than [m, n] x [n, 1] on the same CPU)."""
+    m, n = S.shape[-2:]
+    return torch.bmm(u.reshape(-1, 1, n), S.reshape(-1, m, n).transpose(1, 2)).view(*u.shape[:-1], m)
+
+
+def _add_outer_(S: Tensor, a: Tensor, b: Tensor, alpha: float = 1.0) -> None:
+    """S += alpha a b^T in place for every leading index: S [..., m, n], a [..., m], b [..., n] (one pass over S,
+    twice as fast as an in-place baddbmm there)."""
+    S.addcmul_(a.unsqueeze(-1), b.unsqueeze(-2), value=alpha)
