@@ -27,8 +27,8 @@ from torch import Tensor, nn
 
 from fwp_rl.cores.base import State
 from fwp_rl.cores.fast_weights import FastWeightLayer, check_beta_max
-from fwp_rl.ops.delta import delta_rule_step
-from fwp_rl.ops.recurrent_fwp import delta_lstm_step, delta_rnn_step, rdn_sequence, rdn_step
+from fwp_rl.ops.delta import delta_rule_chunkwise, delta_rule_step
+from fwp_rl.ops.recurrent_fwp import delta_lstm_step, delta_rnn_sequence, delta_rnn_step, rdn_sequence, rdn_step
 
 
 class RDNCore(FastWeightLayer):
@@ -136,6 +136,16 @@ class DeltaRNNCore(_DeltaFastNet):
         z, W = delta_rule_step(q, k, v, beta, W)
         y, R = delta_rnn_step(z, kr, vr, beta_r, R, y_prev)
         return self._output(y), (W, R, y)
+
+    def forward(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
+        """The sequence: W's part chunkwise (its writes do not read the output), R's in one hand-written forward and
+        backward (``delta_rnn_sequence``)."""
+        self._check_sequence(x, episode_starts)
+        W, R, y_prev = state
+        q, k, v, kr, vr, beta, beta_r = (t.squeeze(2) for t in self._project(x))
+        z, W = delta_rule_chunkwise(q, k, v, beta, W, episode_starts)
+        y, R, y_prev = delta_rnn_sequence(z, kr, vr, beta_r, R, y_prev, episode_starts)
+        return self._output(y), (W, R, y_prev)
 
 
 class DeltaLSTMCore(_DeltaFastNet):

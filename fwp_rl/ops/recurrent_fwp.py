@@ -93,8 +93,18 @@ def rdn_sequence(q: Tensor, k: Tensor, v: Tensor, b: Tensor, R: Tensor, S0: Tens
     inputs (before the recurrent part and any activation); R [H, d, 3d + 1]; S0 [B, H, dk, d]; y0 [B, H, d];
     starts [T, B] bool or None: where set, the row's S and y_prev are reset to zero before step t
     -> (y [T, B, H, d], S_T, y_T)."""
-    resets = set() if starts is None else set(starts.any(1).nonzero().flatten().tolist())
-    return _RDNSequence.apply(q, k, v, b, R, S0, y0, starts, resets, phi, beta_max)
+    return _RDNSequence.apply(q, k, v, b, R, S0, y0, starts, _reset_steps(starts), phi, beta_max)
+
+
+def delta_rnn_sequence(z: Tensor, k: Tensor, v: Tensor, beta: Tensor, R0: Tensor, y0: Tensor,
+                       starts: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The recurrent part of the Delta RNN over a sequence, with a hand-written backward (``_DeltaRNNSequence``): the
+    step loop of ``delta_rnn_step`` in values and gradients. z [T, B, H, d] = W_t phi(q_t) of every step (the
+    feed-forward part: its fast weights do not read the output, so a chunkwise form computes it); k [T, B, H, d]
+    (softmax already applied), v [T, B, H, d], beta [T, B, H]: R's writes; R0 [B, H, d, d]; y0 [B, H, d]; starts
+    [T, B] bool or None: where set, the row's R and y_prev are reset to zero before step t -> (y [T, B, H, d], R_T,
+    y_T)."""
+    return _DeltaRNNSequence.apply(z, k, v, beta, R0, y0, starts, _reset_steps(starts))
 
 
 class _RDNSequence(torch.autograd.Function):
@@ -102,8 +112,7 @@ class _RDNSequence(torch.autograd.Function):
     checkpointed recomputes them, one more forward) and runs a dozen small operations per step, each a pass over all
     heads' fast weights. Here forward keeps per step only vectors (the pre-activations, the feature-mapped key and
     query, the error e_t) and updates S in place; backward gets each S_{t-1} back from S_t by undoing the step's write
-    S_t = S_{t-1} + beta_t phi(k_t) e_t^T (and restores the rows an episode start zeroed from copies kept at the
-    start), and reads and writes the fast weights and their gradient in a few batched products per step.
+    (``_write_and_read``, ``_unwrite``) and restores the rows an episode start zeroed from copies kept at the start.
 
     Undoing a write in floating point gives S_{t-1} to rounding: in float32 the S_{t-1} that backward sees differ
     from forward's by about 1e-7 of their size per step undone (float64 in the tests: exact to 1e-12).
@@ -117,11 +126,8 @@ class _RDNSequence(torch.autograd.Function):
         feats, errors, y = None, torch.empty_like(q), torch.empty_like(q)
         S, y_prev, kept = S0.clone(), y0, {}
         for t in range(T):
-            if t in resets:  # the rows that start an episode, and what they held (for backward)
-                rows = starts[t].nonzero().flatten()
-                kept[t] = (rows, S.index_select(0, rows))
-                S.index_fill_(0, rows, 0)
-                y_prev = y_prev.index_fill(0, rows, 0)
+            if t in resets:
+                y_prev, kept[t] = _start_episodes(S, y_prev, starts[t])
             torch.tanh(y_prev, out=u[t])
             torch.add(inputs[t], torch.bmm(u[t].transpose(0, 1), R).transpose(0, 1), out=pre[t])
             f = phi(pre[t, ..., :2 * d].unflatten(-1, (2, d)))  # [phi(q); phi(k)]: [B, H, 2, dk]
@@ -129,11 +135,9 @@ class _RDNSequence(torch.autograd.Function):
                 feats = f.new_empty(T, *f.shape)
             feats[t] = f
             fq, fk = f.unbind(-2)
-            a = beta_max * torch.sigmoid(pre[t, ..., -1:]) * fk
-            e = torch.sub(pre[t, ..., 2 * d:3 * d], _vec_mat(fk, S), out=errors[t])
-            # S_t^T phi(q) = S_{t-1}^T phi(q) + (a . phi(q)) e
-            torch.addcmul(_vec_mat(fq, S), (a * fq).sum(-1, keepdim=True), e, out=y[t])
-            _add_outer_(S, a, e)
+            read = _write_and_read(S, fq, fk, pre[t, ..., 2 * d:3 * d], beta_max * torch.sigmoid(pre[t, ..., -1]),
+                                   errors[t])
+            y[t] = read
             y_prev = y[t]
         ctx.save_for_backward(R, S, y, pre, u, feats, errors)
         ctx.kept, ctx.phi, ctx.beta_max = kept, phi, beta_max
@@ -142,38 +146,116 @@ class _RDNSequence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dS_T, dy_T):
         R, S, y, pre, u, feats, errors = ctx.saved_tensors
-        T, B, H, d = y.shape
-        St = S.transpose(-1, -2).contiguous()  # S^T: backward reads S u, fastest as u^T S^T (``_vec_mat``)
-        dS = torch.zeros_like(S) if dS_T is None else dS_T.clone()
-        dy_next = torch.zeros_like(y[0]) if dy_T is None else dy_T  # the gradient of y_t from the steps after t
+        d = y.shape[-1]
+        St, dS, dy_next = _backward_state(S, dS_T, dy_T, y[0])
         dpre = torch.empty_like(pre)
-        for t in reversed(range(T)):
-            (fq, fk), e = feats[t].unbind(-2), errors[t]
-            sig = torch.sigmoid(pre[t, ..., -1:])
-            beta = ctx.beta_max * sig
-            a = beta * fk
+        for t in reversed(range(y.shape[0])):
+            (fq, fk), sig = feats[t].unbind(-2), torch.sigmoid(pre[t, ..., -1])
             g = dy_next if dy is None else dy[t] + dy_next
-            _add_outer_(dS, fq, g)  # dS_t: y_t = S_t^T phi(q_t)
-            da, de = _mat_vec(dS, e), _vec_mat(a, dS)
-            _add_outer_(St, e, a, alpha=-1.0)  # S_{t-1}
-            dfq = _vec_mat(g, St) + (e * g).sum(-1, keepdim=True) * a  # S_t g
-            dfk = beta * da - _vec_mat(de, St)
-            _add_outer_(dS, fk, de, alpha=-1.0)  # dS_{t-1}: e_t = v_t - S_{t-1}^T phi(k_t)
+            dfq, dfk, dpre[t, ..., 2 * d:3 * d], dbeta = _unwrite(St, dS, fq, fk, ctx.beta_max * sig, errors[t], g)
             with torch.enable_grad():
                 z = pre[t, ..., :2 * d].detach().requires_grad_(True)
                 (dpre[t, ..., :2 * d],) = torch.autograd.grad(ctx.phi(z.unflatten(-1, (2, d))), z,
                                                               torch.stack([dfq, dfk], -2))
-            dpre[t, ..., 2 * d:3 * d] = de
-            torch.mul((da * fk).sum(-1, keepdim=True), ctx.beta_max * sig * (1 - sig), out=dpre[t, ..., -1:])
+            dpre[t, ..., -1] = dbeta * ctx.beta_max * sig * (1 - sig)
             dy_next = torch.bmm(dpre[t].transpose(0, 1), R.transpose(1, 2)).transpose(0, 1) * (1 - u[t] * u[t])
             if t in ctx.kept:
-                rows, S_rows = ctx.kept[t]
-                St.index_copy_(0, rows, S_rows.transpose(-1, -2))
-                dS.index_fill_(0, rows, 0)
-                dy_next = dy_next.index_fill(0, rows, 0)
+                dy_next = _restart_episodes(St, dS, dy_next, ctx.kept[t])
         dR = torch.einsum("tbhi,tbho->hio", u, dpre)
         dq, dk, dv = dpre[..., :3 * d].unflatten(-1, (3, d)).unbind(-2)
         return dq, dk, dv, dpre[..., -1], dR, dS, dy_next, None, None, None, None
+
+
+class _DeltaRNNSequence(torch.autograd.Function):
+    """``delta_rnn_sequence``, by hand as ``_RDNSequence`` is (why: there): R updated in place and recovered
+    backwards by undoing each write; per step only vectors kept (the query softmax(y_{t-1}) and the error)."""
+
+    @staticmethod
+    def forward(ctx, z, k, v, beta, R0, y0, starts, resets):
+        S, y_prev, kept = R0.clone(), y0, {}
+        queries, errors, y = torch.empty_like(z), torch.empty_like(z), torch.empty_like(z)
+        for t in range(z.shape[0]):
+            if t in resets:
+                y_prev, kept[t] = _start_episodes(S, y_prev, starts[t])
+            s = queries[t].copy_(torch.softmax(y_prev, dim=-1))
+            torch.add(z[t], _write_and_read(S, s, k[t], v[t], beta[t], errors[t]), out=y[t])
+            y_prev = y[t]
+        ctx.save_for_backward(S, k, beta, queries, errors)
+        ctx.kept = kept
+        return y, S.clone(), y[-1].clone()
+
+    @staticmethod
+    def backward(ctx, dy, dS_T, dy_T):
+        S, k, beta, queries, errors = ctx.saved_tensors
+        St, dS, dy_next = _backward_state(S, dS_T, dy_T, queries[0])
+        dz, dk, dv, dbeta = (torch.empty_like(t) for t in (queries, k, errors, beta))
+        for t in reversed(range(queries.shape[0])):
+            s = queries[t]
+            g = dz[t].copy_(dy_next if dy is None else dy[t] + dy_next)
+            ds, dk[t], dv[t], dbeta[t] = _unwrite(St, dS, s, k[t], beta[t], errors[t], g)
+            dy_next = s * (ds - (s * ds).sum(-1, keepdim=True))  # through s = softmax(y_{t-1})
+            if t in ctx.kept:
+                dy_next = _restart_episodes(St, dS, dy_next, ctx.kept[t])
+        return dz, dk, dv, dbeta, dS, dy_next, None, None
+
+
+# ---------------------------------------------------------------- the parts of the hand-written sequence forms
+def _reset_steps(starts: Tensor | None) -> set[int]:
+    """The steps where some row starts an episode, read on the host once."""
+    return set() if starts is None else set(starts.any(1).nonzero().flatten().tolist())
+
+
+def _start_episodes(S: Tensor, y_prev: Tensor, rows: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """Zero the fast weights S (in place) and y_prev of the rows that start an episode (``rows`` [B] bool) ->
+    (y_prev, what backward needs to undo it: the rows' indices and their fast weights before)."""
+    index = rows.nonzero().flatten()  # indices, not a mask: a mask sweeps every row
+    kept = (index, S.index_select(0, index))
+    S.index_fill_(0, index, 0)
+    return y_prev.index_fill(0, index, 0), kept
+
+
+def _restart_episodes(St: Tensor, dS: Tensor, dy_prev: Tensor, kept: tuple[Tensor, Tensor]) -> Tensor:
+    """Backward of ``_start_episodes``: the fast weights before the start back into St (S transposed, in place); no
+    gradient into the rows' S or y_prev from before -> dy_prev."""
+    index, S_rows = kept
+    St.index_copy_(0, index, S_rows.transpose(-1, -2))
+    dS.index_fill_(0, index, 0)
+    return dy_prev.index_fill(0, index, 0)
+
+
+def _write_and_read(S: Tensor, q: Tensor, k: Tensor, v: Tensor, beta: Tensor, error: Tensor) -> Tensor:
+    """One delta-rule step in place: S_t = S_{t-1} + beta k e^T with e = v - S_{t-1}^T k, written into ``error``
+    -> S_t^T q, read as S_{t-1}^T q + (beta k . q) e (so both reads are of S_{t-1}, before the write).
+    S [B, H, dk, dv]; q, k [B, H, dk]; v, error [B, H, dv]; beta [B, H]."""
+    a = beta.unsqueeze(-1) * k
+    e = torch.sub(v, _vec_mat(k, S), out=error)
+    read = torch.addcmul(_vec_mat(q, S), (a * q).sum(-1, keepdim=True), e)
+    _add_outer_(S, a, e)
+    return read
+
+
+def _unwrite(St: Tensor, dS: Tensor, q: Tensor, k: Tensor, beta: Tensor, e: Tensor, g: Tensor
+             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Backward of ``_write_and_read`` given g, the gradient of its read, and dS, that of S_t from the steps after:
+    St (S_t transposed) becomes S_{t-1} transposed by undoing the write and dS the gradient of S_{t-1}, both in place
+    -> the gradients of q, k, v and beta. St is kept transposed because backward's reads are S u, fastest as
+    u^T S^T (``_vec_mat``)."""
+    a = beta.unsqueeze(-1) * k
+    _add_outer_(dS, q, g)  # the read: S_t^T q
+    da, de = _mat_vec(dS, e), _vec_mat(a, dS)  # the write: S_t = S_{t-1} + a e^T
+    _add_outer_(St, e, a, alpha=-1.0)  # S_{t-1}
+    dq = _vec_mat(g, St) + (e * g).sum(-1, keepdim=True) * a  # S_t g
+    dk = beta.unsqueeze(-1) * da - _vec_mat(de, St)  # e = v - S_{t-1}^T k
+    _add_outer_(dS, k, de, alpha=-1.0)
+    return dq, dk, de, (da * k).sum(-1)
+
+
+def _backward_state(S: Tensor, dS_T: Tensor | None, dy_T: Tensor | None, like: Tensor) -> tuple[Tensor, ...]:
+    """Where a hand-written backward starts: S_T transposed (a copy, undone step by step), the gradient of S_T and of
+    the last output (zeros where none was given)."""
+    St = S.transpose(-1, -2).contiguous()
+    dS = torch.zeros_like(S) if dS_T is None else dS_T.clone()
+    return St, dS, torch.zeros_like(like) if dy_T is None else dy_T
 
 
 def _vec_mat(u: Tensor, S: Tensor) -> Tensor:
