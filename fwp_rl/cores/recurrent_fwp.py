@@ -5,8 +5,9 @@
 - ``DeltaLSTMCore``: the fast net is an LSTM whose input and recurrent gate matrices are fast weights.
 
 The equations are the tensor functions of ``fwp_rl.ops.recurrent_fwp``. Because each step reads the
-previous output, these cores run a sequence step by step: RDN in one hand-written forward and backward
-(``rdn_sequence``), the others as the step loop of ``MemoryCore.forward``, checkpointed. They are
+previous output, these cores run a sequence step by step, each in one hand-written forward and backward
+(``rdn_sequence``, ``delta_rnn_sequence``, ``delta_lstm_sequence``); the Delta RNN's and Delta LSTM's feed-forward
+fast weights, which do not read the output, run chunkwise. They are
 multi-head: every head has its own fast weight matrices and its own previous output y_{t-1} [d]; the
 heads' outputs are concatenated and projected to ``hidden_size``.
 
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 from fwp_rl.cores.base import State
 from fwp_rl.cores.fast_weights import FastWeightLayer, check_beta_max
 from fwp_rl.ops.delta import delta_rule_chunkwise, delta_rule_step
-from fwp_rl.ops.recurrent_fwp import delta_lstm_step, delta_rnn_sequence, delta_rnn_step, rdn_sequence, rdn_step
+from fwp_rl.ops.recurrent_fwp import delta_lstm_sequence, delta_lstm_step, delta_rnn_sequence, delta_rnn_step, rdn_sequence, rdn_step
 
 
 class RDNCore(FastWeightLayer):
@@ -181,6 +182,18 @@ class DeltaLSTMCore(_DeltaFastNet):
         gates = (self.num_gates, self.num_heads)
         y, c, R = delta_lstm_step(z.unflatten(1, gates), kr, vr, beta_r, R, y_prev, c_prev)
         return self._output(y), (W.unflatten(1, gates), R, y, c)
+
+    def forward(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
+        """The sequence: the W^g chunkwise (their writes do not read the output), the R^g and the cell in one
+        hand-written forward and backward (``delta_lstm_sequence``)."""
+        self._check_sequence(x, episode_starts)
+        W, R, y_prev, c_prev = state
+        q, k, v, kr, vr, beta, beta_r = self._project(x)
+        z, W = delta_rule_chunkwise(q.flatten(2, 3), k.flatten(2, 3), v.flatten(2, 3), beta.flatten(2, 3),
+                                    W.flatten(1, 2), episode_starts)
+        y, R, y_prev, c = delta_lstm_sequence(z.unflatten(2, q.shape[2:4]), kr, vr, beta_r, R, y_prev, c_prev,
+                                              episode_starts)
+        return self._output(y), (W.unflatten(1, q.shape[2:4]), R, y_prev, c)
 
 
 __all__ = ["DeltaLSTMCore", "DeltaRNNCore", "RDNCore"]

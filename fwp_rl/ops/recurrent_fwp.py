@@ -107,6 +107,19 @@ def delta_rnn_sequence(z: Tensor, k: Tensor, v: Tensor, beta: Tensor, R0: Tensor
     return _DeltaRNNSequence.apply(z, k, v, beta, R0, y0, starts, _reset_steps(starts))
 
 
+def delta_lstm_sequence(z: Tensor, k: Tensor, v: Tensor, beta: Tensor, R0: Tensor, y0: Tensor, c0: Tensor,
+                        starts: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The recurrent part of the Delta LSTM over a sequence, with a hand-written backward (``_DeltaLSTMSequence``):
+    the step loop of ``delta_lstm_step`` in values and gradients. Gates stacked in dim 2 in the order i, u, o:
+    z [T, B, 3, H, d] = W^g_t phi(q^g_t) of every step (computed chunkwise: W's writes do not read the output);
+    k [T, B, 3, H, d] (softmax already applied), v [T, B, 3, H, d], beta [T, B, 3, H]: the writes of R^g;
+    R0 [B, 3, H, d, d]; y0, c0 [B, H, d]; starts [T, B] bool or None: where set, the row's R, y_prev and c_prev are
+    reset to zero before step t -> (y [T, B, H, d], R_T, y_T, c_T)."""
+    y, R, c = _DeltaLSTMSequence.apply(*(t.flatten(2, 3) for t in (z, k, v, beta)), R0.flatten(1, 2), y0, c0, starts,
+                                       _reset_steps(starts))
+    return y, R.unflatten(1, R0.shape[1:3]), y[-1], c
+
+
 class _RDNSequence(torch.autograd.Function):
     """``rdn_sequence``. Why by hand: autograd through the step loop keeps every step's fast weights (the step loop
     checkpointed recomputes them, one more forward) and runs a dozen small operations per step, each a pass over all
@@ -193,10 +206,66 @@ class _DeltaRNNSequence(torch.autograd.Function):
             s = queries[t]
             g = dz[t].copy_(dy_next if dy is None else dy[t] + dy_next)
             ds, dk[t], dv[t], dbeta[t] = _unwrite(St, dS, s, k[t], beta[t], errors[t], g)
-            dy_next = s * (ds - (s * ds).sum(-1, keepdim=True))  # through s = softmax(y_{t-1})
+            dy_next = _through_softmax(s, ds)  # s = softmax(y_{t-1})
             if t in ctx.kept:
                 dy_next = _restart_episodes(St, dS, dy_next, ctx.kept[t])
         return dz, dk, dv, dbeta, dS, dy_next, None, None
+
+
+class _DeltaLSTMSequence(torch.autograd.Function):
+    """``delta_lstm_sequence``, by hand as ``_RDNSequence`` is (why: there), on the gates' and heads' R matrices side
+    by side (G H of them, [B, G H, d, d]); per step kept: the query softmax(y_{t-1}), the errors, the gates'
+    pre-activations, c_{t-1} and c_t."""
+
+    @staticmethod
+    def forward(ctx, z, k, v, beta, R0, y0, c0, starts, resets):
+        T, B, GH, d = z.shape
+        H = y0.shape[1]
+        S, y_prev, c_prev, kept = R0.clone(), y0, c0, {}
+        queries, y, cells = (y0.new_empty(T, B, H, d) for _ in range(3))
+        errors, gates, c_prevs = torch.empty_like(z), torch.empty_like(z), torch.empty_like(y)
+        for t in range(T):
+            if t in resets:
+                y_prev, kept[t] = _start_episodes(S, y_prev, starts[t])
+                c_prev = c_prev.index_fill(0, kept[t][0], 0)
+            s = queries[t].copy_(torch.softmax(y_prev, dim=-1))
+            read = _write_and_read(S, s.repeat(1, GH // H, 1), k[t], v[t], beta[t], errors[t])
+            a_i, a_u, a_o = torch.add(z[t], read, out=gates[t]).unflatten(1, (GH // H, H)).unbind(1)
+            i = torch.sigmoid(a_i)
+            c_prevs[t] = c_prev
+            c_prev = torch.add(i * a_u, (1.0 - i) * c_prev, out=cells[t])
+            torch.mul(torch.sigmoid(a_o), c_prev, out=y[t])
+            y_prev = y[t]
+        ctx.save_for_backward(S, k, beta, queries, errors, gates, c_prevs, cells)
+        ctx.kept = kept
+        return y, S.clone(), c_prev.clone()
+
+    @staticmethod
+    def backward(ctx, dy, dS_T, dc_T):
+        S, k, beta, queries, errors, gates, c_prevs, cells = ctx.saved_tensors
+        T, B, GH, d = gates.shape
+        G, H = GH // queries.shape[2], queries.shape[2]
+        St, dS, dy_next = _backward_state(S, dS_T, None, queries[0])
+        dc_next = torch.zeros_like(queries[0]) if dc_T is None else dc_T
+        dgates, dk, dv, dbeta = (torch.empty_like(t) for t in (gates, k, errors, beta))
+        for t in reversed(range(T)):
+            a_i, a_u, a_o = gates[t].unflatten(1, (G, H)).unbind(1)
+            i, o, c_prev = torch.sigmoid(a_i), torch.sigmoid(a_o), c_prevs[t]
+            g = dy_next if dy is None else dy[t] + dy_next  # y_t = o c_t
+            dc = g * o + dc_next
+            da = dgates[t].unflatten(1, (G, H))
+            torch.mul(dc * (a_u - c_prev), i * (1.0 - i), out=da[:, 0])  # c_t = i u + (1 - i) c_{t-1}
+            torch.mul(dc, i, out=da[:, 1])
+            torch.mul(g * cells[t], o * (1.0 - o), out=da[:, 2])
+            s = queries[t]
+            dq, dk[t], dv[t], dbeta[t] = _unwrite(St, dS, s.repeat(1, G, 1), k[t], beta[t], errors[t], dgates[t])
+            ds = dq.unflatten(1, (G, H)).sum(1)
+            dy_next = _through_softmax(s, ds)  # s = softmax(y_{t-1})
+            dc_next = dc * (1.0 - i)
+            if t in ctx.kept:
+                dy_next = _restart_episodes(St, dS, dy_next, ctx.kept[t])
+                dc_next = dc_next.index_fill(0, ctx.kept[t][0], 0)
+        return dgates, dk, dv, dbeta, dS, dy_next, dc_next, None, None
 
 
 # ---------------------------------------------------------------- the parts of the hand-written sequence forms
@@ -248,6 +317,11 @@ def _unwrite(St: Tensor, dS: Tensor, q: Tensor, k: Tensor, beta: Tensor, e: Tens
     dk = beta.unsqueeze(-1) * da - _vec_mat(de, St)  # e = v - S_{t-1}^T k
     _add_outer_(dS, k, de, alpha=-1.0)
     return dq, dk, de, (da * k).sum(-1)
+
+
+def _through_softmax(s: Tensor, ds: Tensor) -> Tensor:
+    """The gradient of x, where s = softmax(x) over the last dimension, from the gradient ds of s."""
+    return s * (ds - (s * ds).sum(-1, keepdim=True))
 
 
 def _backward_state(S: Tensor, dS_T: Tensor | None, dy_T: Tensor | None, like: Tensor) -> tuple[Tensor, ...]:
