@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from fwp_rl.cores.base import State
 from fwp_rl.cores.fast_weights import FastWeightLayer, check_beta_max
 from fwp_rl.ops.delta import delta_rule_chunkwise, delta_rule_step
-from fwp_rl.ops.recurrent_fwp import delta_lstm_sequence, delta_lstm_step, delta_rnn_sequence, delta_rnn_step, rdn_sequence, rdn_step
+from fwp_rl.ops.recurrent_fwp import (delta_lstm_sequence, delta_lstm_step, delta_rnn_sequence, delta_rnn_step,
+                                      rdn_sequence, rdn_step)
 
 
 class RDNCore(FastWeightLayer):

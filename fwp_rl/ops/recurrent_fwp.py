@@ -41,6 +41,8 @@ import torch
 from torch import Tensor
 
 from fwp_rl.ops.delta import delta_rule_step
+from fwp_rl.ops.inplace import (backward_state, reset_steps, restart_episodes, start_episodes, through_softmax, unwrite,
+                                write_and_read)
 
 
 def rdn_step(q: Tensor, k: Tensor, v: Tensor, b: Tensor, R: Tensor, y_prev: Tensor, S: Tensor,
@@ -93,7 +95,7 @@ def rdn_sequence(q: Tensor, k: Tensor, v: Tensor, b: Tensor, R: Tensor, S0: Tens
     inputs (before the recurrent part and any activation); R [H, d, 3d + 1]; S0 [B, H, dk, d]; y0 [B, H, d];
     starts [T, B] bool or None: where set, the row's S and y_prev are reset to zero before step t
     -> (y [T, B, H, d], S_T, y_T)."""
-    return _RDNSequence.apply(q, k, v, b, R, S0, y0, starts, _reset_steps(starts), phi, beta_max)
+    return _RDNSequence.apply(q, k, v, b, R, S0, y0, starts, reset_steps(starts), phi, beta_max)
 
 
 def delta_rnn_sequence(z: Tensor, k: Tensor, v: Tensor, beta: Tensor, R0: Tensor, y0: Tensor,
@@ -104,7 +106,7 @@ def delta_rnn_sequence(z: Tensor, k: Tensor, v: Tensor, beta: Tensor, R0: Tensor
     (softmax already applied), v [T, B, H, d], beta [T, B, H]: R's writes; R0 [B, H, d, d]; y0 [B, H, d]; starts
     [T, B] bool or None: where set, the row's R and y_prev are reset to zero before step t -> (y [T, B, H, d], R_T,
     y_T)."""
-    return _DeltaRNNSequence.apply(z, k, v, beta, R0, y0, starts, _reset_steps(starts))
+    return _DeltaRNNSequence.apply(z, k, v, beta, R0, y0, starts, reset_steps(starts))
 
 
 def delta_lstm_sequence(z: Tensor, k: Tensor, v: Tensor, beta: Tensor, R0: Tensor, y0: Tensor, c0: Tensor,
@@ -116,7 +118,7 @@ def delta_lstm_sequence(z: Tensor, k: Tensor, v: Tensor, beta: Tensor, R0: Tenso
     R0 [B, 3, H, d, d]; y0, c0 [B, H, d]; starts [T, B] bool or None: where set, the row's R, y_prev and c_prev are
     reset to zero before step t -> (y [T, B, H, d], R_T, y_T, c_T)."""
     y, R, c = _DeltaLSTMSequence.apply(*(t.flatten(2, 3) for t in (z, k, v, beta)), R0.flatten(1, 2), y0, c0, starts,
-                                       _reset_steps(starts))
+                                       reset_steps(starts))
     return y, R.unflatten(1, R0.shape[1:3]), y[-1], c
 
 
@@ -125,7 +127,7 @@ class _RDNSequence(torch.autograd.Function):
     checkpointed recomputes them, one more forward) and runs a dozen small operations per step, each a pass over all
     heads' fast weights. Here forward keeps per step only vectors (the pre-activations, the feature-mapped key and
     query, the error e_t) and updates S in place; backward gets each S_{t-1} back from S_t by undoing the step's write
-    (``_write_and_read``, ``_unwrite``) and restores the rows an episode start zeroed from copies kept at the start.
+    (``write_and_read``, ``unwrite``) and restores the rows an episode start zeroed from copies kept at the start.
 
     Undoing a write in floating point gives S_{t-1} to rounding: in float32 the S_{t-1} that backward sees differ
     from forward's by about 1e-7 of their size per step undone (float64 in the tests: exact to 1e-12).
@@ -140,7 +142,8 @@ class _RDNSequence(torch.autograd.Function):
         S, y_prev, kept = S0.clone(), y0, {}
         for t in range(T):
             if t in resets:
-                y_prev, kept[t] = _start_episodes(S, y_prev, starts[t])
+                kept[t] = start_episodes(S, starts[t])
+                y_prev = y_prev.index_fill(0, kept[t][0], 0)
             torch.tanh(y_prev, out=u[t])
             torch.add(inputs[t], torch.bmm(u[t].transpose(0, 1), R).transpose(0, 1), out=pre[t])
             f = phi(pre[t, ..., :2 * d].unflatten(-1, (2, d)))  # [phi(q); phi(k)]: [B, H, 2, dk]
@@ -148,7 +151,7 @@ class _RDNSequence(torch.autograd.Function):
                 feats = f.new_empty(T, *f.shape)
             feats[t] = f
             fq, fk = f.unbind(-2)
-            read = _write_and_read(S, fq, fk, pre[t, ..., 2 * d:3 * d], beta_max * torch.sigmoid(pre[t, ..., -1]),
+            read = write_and_read(S, fq, fk, pre[t, ..., 2 * d:3 * d], beta_max * torch.sigmoid(pre[t, ..., -1]),
                                    errors[t])
             y[t] = read
             y_prev = y[t]
@@ -160,12 +163,13 @@ class _RDNSequence(torch.autograd.Function):
     def backward(ctx, dy, dS_T, dy_T):
         R, S, y, pre, u, feats, errors = ctx.saved_tensors
         d = y.shape[-1]
-        St, dS, dy_next = _backward_state(S, dS_T, dy_T, y[0])
+        St, dS = backward_state(S, dS_T)
+        dy_next = torch.zeros_like(y[0]) if dy_T is None else dy_T  # the gradient of y_t from the steps after t
         dpre = torch.empty_like(pre)
         for t in reversed(range(y.shape[0])):
             (fq, fk), sig = feats[t].unbind(-2), torch.sigmoid(pre[t, ..., -1])
             g = dy_next if dy is None else dy[t] + dy_next
-            dfq, dfk, dpre[t, ..., 2 * d:3 * d], dbeta = _unwrite(St, dS, fq, fk, ctx.beta_max * sig, errors[t], g)
+            dfq, dfk, dpre[t, ..., 2 * d:3 * d], dbeta = unwrite(St, dS, fq, fk, ctx.beta_max * sig, errors[t], g)
             with torch.enable_grad():
                 z = pre[t, ..., :2 * d].detach().requires_grad_(True)
                 (dpre[t, ..., :2 * d],) = torch.autograd.grad(ctx.phi(z.unflatten(-1, (2, d))), z,
@@ -173,7 +177,8 @@ class _RDNSequence(torch.autograd.Function):
             dpre[t, ..., -1] = dbeta * ctx.beta_max * sig * (1 - sig)
             dy_next = torch.bmm(dpre[t].transpose(0, 1), R.transpose(1, 2)).transpose(0, 1) * (1 - u[t] * u[t])
             if t in ctx.kept:
-                dy_next = _restart_episodes(St, dS, dy_next, ctx.kept[t])
+                restart_episodes(St, dS, ctx.kept[t])
+                dy_next = dy_next.index_fill(0, ctx.kept[t][0], 0)
         dR = torch.einsum("tbhi,tbho->hio", u, dpre)
         dq, dk, dv = dpre[..., :3 * d].unflatten(-1, (3, d)).unbind(-2)
         return dq, dk, dv, dpre[..., -1], dR, dS, dy_next, None, None, None, None
@@ -189,9 +194,10 @@ class _DeltaRNNSequence(torch.autograd.Function):
         queries, errors, y = torch.empty_like(z), torch.empty_like(z), torch.empty_like(z)
         for t in range(z.shape[0]):
             if t in resets:
-                y_prev, kept[t] = _start_episodes(S, y_prev, starts[t])
+                kept[t] = start_episodes(S, starts[t])
+                y_prev = y_prev.index_fill(0, kept[t][0], 0)
             s = queries[t].copy_(torch.softmax(y_prev, dim=-1))
-            torch.add(z[t], _write_and_read(S, s, k[t], v[t], beta[t], errors[t]), out=y[t])
+            torch.add(z[t], write_and_read(S, s, k[t], v[t], beta[t], errors[t]), out=y[t])
             y_prev = y[t]
         ctx.save_for_backward(S, k, beta, queries, errors)
         ctx.kept = kept
@@ -200,15 +206,17 @@ class _DeltaRNNSequence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dS_T, dy_T):
         S, k, beta, queries, errors = ctx.saved_tensors
-        St, dS, dy_next = _backward_state(S, dS_T, dy_T, queries[0])
+        St, dS = backward_state(S, dS_T)
+        dy_next = torch.zeros_like(queries[0]) if dy_T is None else dy_T
         dz, dk, dv, dbeta = (torch.empty_like(t) for t in (queries, k, errors, beta))
         for t in reversed(range(queries.shape[0])):
             s = queries[t]
             g = dz[t].copy_(dy_next if dy is None else dy[t] + dy_next)
-            ds, dk[t], dv[t], dbeta[t] = _unwrite(St, dS, s, k[t], beta[t], errors[t], g)
-            dy_next = _through_softmax(s, ds)  # s = softmax(y_{t-1})
+            ds, dk[t], dv[t], dbeta[t] = unwrite(St, dS, s, k[t], beta[t], errors[t], g)
+            dy_next = through_softmax(s, ds)  # s = softmax(y_{t-1})
             if t in ctx.kept:
-                dy_next = _restart_episodes(St, dS, dy_next, ctx.kept[t])
+                restart_episodes(St, dS, ctx.kept[t])
+                dy_next = dy_next.index_fill(0, ctx.kept[t][0], 0)
         return dz, dk, dv, dbeta, dS, dy_next, None, None
 
 
@@ -226,10 +234,10 @@ class _DeltaLSTMSequence(torch.autograd.Function):
         errors, gates, c_prevs = torch.empty_like(z), torch.empty_like(z), torch.empty_like(y)
         for t in range(T):
             if t in resets:
-                y_prev, kept[t] = _start_episodes(S, y_prev, starts[t])
-                c_prev = c_prev.index_fill(0, kept[t][0], 0)
+                kept[t] = start_episodes(S, starts[t])
+                y_prev, c_prev = (u.index_fill(0, kept[t][0], 0) for u in (y_prev, c_prev))
             s = queries[t].copy_(torch.softmax(y_prev, dim=-1))
-            read = _write_and_read(S, s.repeat(1, GH // H, 1), k[t], v[t], beta[t], errors[t])
+            read = write_and_read(S, s.repeat(1, GH // H, 1), k[t], v[t], beta[t], errors[t])
             a_i, a_u, a_o = torch.add(z[t], read, out=gates[t]).unflatten(1, (GH // H, H)).unbind(1)
             i = torch.sigmoid(a_i)
             c_prevs[t] = c_prev
@@ -245,7 +253,8 @@ class _DeltaLSTMSequence(torch.autograd.Function):
         S, k, beta, queries, errors, gates, c_prevs, cells = ctx.saved_tensors
         T, B, GH, d = gates.shape
         G, H = GH // queries.shape[2], queries.shape[2]
-        St, dS, dy_next = _backward_state(S, dS_T, None, queries[0])
+        St, dS = backward_state(S, dS_T)
+        dy_next = torch.zeros_like(queries[0])
         dc_next = torch.zeros_like(queries[0]) if dc_T is None else dc_T
         dgates, dk, dv, dbeta = (torch.empty_like(t) for t in (gates, k, errors, beta))
         for t in reversed(range(T)):
@@ -258,96 +267,11 @@ class _DeltaLSTMSequence(torch.autograd.Function):
             torch.mul(dc, i, out=da[:, 1])
             torch.mul(g * cells[t], o * (1.0 - o), out=da[:, 2])
             s = queries[t]
-            dq, dk[t], dv[t], dbeta[t] = _unwrite(St, dS, s.repeat(1, G, 1), k[t], beta[t], errors[t], dgates[t])
+            dq, dk[t], dv[t], dbeta[t] = unwrite(St, dS, s.repeat(1, G, 1), k[t], beta[t], errors[t], dgates[t])
             ds = dq.unflatten(1, (G, H)).sum(1)
-            dy_next = _through_softmax(s, ds)  # s = softmax(y_{t-1})
+            dy_next = through_softmax(s, ds)  # s = softmax(y_{t-1})
             dc_next = dc * (1.0 - i)
             if t in ctx.kept:
-                dy_next = _restart_episodes(St, dS, dy_next, ctx.kept[t])
-                dc_next = dc_next.index_fill(0, ctx.kept[t][0], 0)
+                restart_episodes(St, dS, ctx.kept[t])
+                dy_next, dc_next = (u.index_fill(0, ctx.kept[t][0], 0) for u in (dy_next, dc_next))
         return dgates, dk, dv, dbeta, dS, dy_next, dc_next, None, None
-
-
-# ---------------------------------------------------------------- the parts of the hand-written sequence forms
-def _reset_steps(starts: Tensor | None) -> set[int]:
-    """The steps where some row starts an episode, read on the host once."""
-    return set() if starts is None else set(starts.any(1).nonzero().flatten().tolist())
-
-
-def _start_episodes(S: Tensor, y_prev: Tensor, rows: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """Zero the fast weights S (in place) and y_prev of the rows that start an episode (``rows`` [B] bool) ->
-    (y_prev, what backward needs to undo it: the rows' indices and their fast weights before)."""
-    index = rows.nonzero().flatten()  # indices, not a mask: a mask sweeps every row
-    kept = (index, S.index_select(0, index))
-    S.index_fill_(0, index, 0)
-    return y_prev.index_fill(0, index, 0), kept
-
-
-def _restart_episodes(St: Tensor, dS: Tensor, dy_prev: Tensor, kept: tuple[Tensor, Tensor]) -> Tensor:
-    """Backward of ``_start_episodes``: the fast weights before the start back into St (S transposed, in place); no
-    gradient into the rows' S or y_prev from before -> dy_prev."""
-    index, S_rows = kept
-    St.index_copy_(0, index, S_rows.transpose(-1, -2))
-    dS.index_fill_(0, index, 0)
-    return dy_prev.index_fill(0, index, 0)
-
-
-def _write_and_read(S: Tensor, q: Tensor, k: Tensor, v: Tensor, beta: Tensor, error: Tensor) -> Tensor:
-    """One delta-rule step in place: S_t = S_{t-1} + beta k e^T with e = v - S_{t-1}^T k, written into ``error``
-    -> S_t^T q, read as S_{t-1}^T q + (beta k . q) e (so both reads are of S_{t-1}, before the write).
-    S [B, H, dk, dv]; q, k [B, H, dk]; v, error [B, H, dv]; beta [B, H]."""
-    a = beta.unsqueeze(-1) * k
-    e = torch.sub(v, _vec_mat(k, S), out=error)
-    read = torch.addcmul(_vec_mat(q, S), (a * q).sum(-1, keepdim=True), e)
-    _add_outer_(S, a, e)
-    return read
-
-
-def _unwrite(St: Tensor, dS: Tensor, q: Tensor, k: Tensor, beta: Tensor, e: Tensor, g: Tensor
-             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Backward of ``_write_and_read`` given g, the gradient of its read, and dS, that of S_t from the steps after:
-    St (S_t transposed) becomes S_{t-1} transposed by undoing the write and dS the gradient of S_{t-1}, both in place
-    -> the gradients of q, k, v and beta. St is kept transposed because backward's reads are S u, fastest as
-    u^T S^T (``_vec_mat``)."""
-    a = beta.unsqueeze(-1) * k
-    _add_outer_(dS, q, g)  # the read: S_t^T q
-    da, de = _mat_vec(dS, e), _vec_mat(a, dS)  # the write: S_t = S_{t-1} + a e^T
-    _add_outer_(St, e, a, alpha=-1.0)  # S_{t-1}
-    dq = _vec_mat(g, St) + (e * g).sum(-1, keepdim=True) * a  # S_t g
-    dk = beta.unsqueeze(-1) * da - _vec_mat(de, St)  # e = v - S_{t-1}^T k
-    _add_outer_(dS, k, de, alpha=-1.0)
-    return dq, dk, de, (da * k).sum(-1)
-
-
-def _through_softmax(s: Tensor, ds: Tensor) -> Tensor:
-    """The gradient of x, where s = softmax(x) over the last dimension, from the gradient ds of s."""
-    return s * (ds - (s * ds).sum(-1, keepdim=True))
-
-
-def _backward_state(S: Tensor, dS_T: Tensor | None, dy_T: Tensor | None, like: Tensor) -> tuple[Tensor, ...]:
-    """Where a hand-written backward starts: S_T transposed (a copy, undone step by step), the gradient of S_T and of
-    the last output (zeros where none was given)."""
-    St = S.transpose(-1, -2).contiguous()
-    dS = torch.zeros_like(S) if dS_T is None else dS_T.clone()
-    return St, dS, torch.zeros_like(like) if dy_T is None else dy_T
-
-
-def _vec_mat(u: Tensor, S: Tensor) -> Tensor:
-    """u^T S for every leading index: u [..., m], S [..., m, n] -> [..., n]. As a batch of [1, m] x [m, n]
-    products: for [256, 64, 64] float32 fast weights on a 2-core CPU 13 times faster than S^T u as [n, m] x [m, 1]
-    (52 against 678 microseconds)."""
-    m, n = S.shape[-2:]
-    return torch.bmm(u.reshape(-1, 1, m), S.reshape(-1, m, n)).view(*u.shape[:-1], n)
-
-
-def _mat_vec(S: Tensor, u: Tensor) -> Tensor:
-    """S u for every leading index: S [..., m, n], u [..., n] -> [..., m]. As u^T S^T, a batch of [1, n] x [n, m]
-    products (5 times faster than [m, n] x [n, 1] on the same CPU)."""
-    m, n = S.shape[-2:]
-    return torch.bmm(u.reshape(-1, 1, n), S.reshape(-1, m, n).transpose(1, 2)).view(*u.shape[:-1], m)
-
-
-def _add_outer_(S: Tensor, a: Tensor, b: Tensor, alpha: float = 1.0) -> None:
-    """S += alpha a b^T in place for every leading index: S [..., m, n], a [..., m], b [..., n] (one pass over S,
-    twice as fast as an in-place baddbmm there)."""
-    S.addcmul_(a.unsqueeze(-1), b.unsqueeze(-2), value=alpha)
