@@ -17,7 +17,7 @@ from fwp_rl.cores.fast_weights import DeltaCore
 from fwp_rl.ops import fla_backend
 
 # The cores with a sequence form of their own (chunkwise, or a hand-written loop), also timed in their step loop.
-OWN_FORM_CORES = ("linear", "delta", "gated_delta", "rdn", "delta_rnn", "delta_lstm")
+OWN_FORM_CORES = ("linear", "delta", "gated_delta", "rdn", "delta_rnn", "delta_lstm", "srwm")
 
 
 @dataclass(frozen=True)

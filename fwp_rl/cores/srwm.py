@@ -24,9 +24,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from fwp_rl.checks import check_input, check_starts
 from fwp_rl.cores.base import State
 from fwp_rl.cores.fast_weights import MultiHeadCore
-from fwp_rl.ops.srwm import srwm_step
+from fwp_rl.ops.srwm import srwm_sequence, srwm_step
 
 
 class SRWMCore(MultiHeadCore):
@@ -52,6 +53,15 @@ class SRWMCore(MultiHeadCore):
     def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         h = self.in_proj(x).unflatten(-1, (self.num_heads, self.head_dim))
         y, S = srwm_step(h, state[0], self._phi)
+        return self.out_proj(y.flatten(-2)), (S,)
+
+    def forward(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
+        """The sequence in one hand-written forward and backward (``srwm_sequence``)."""
+        check_input(x, "x", 3, self.input_size)
+        if episode_starts is not None:
+            check_starts(episode_starts, "episode_starts", x.shape[:2])
+        h = self.in_proj(x).unflatten(-1, (self.num_heads, self.head_dim))
+        y, S = srwm_sequence(h, self.initial_weights, state[0], episode_starts, self._phi)
         return self.out_proj(y.flatten(-2)), (S,)
 
 
