@@ -93,6 +93,8 @@ MUTATIONS: tuple[Mutation, ...] = (
              "dc_next = dc * (1.0 - i)", "dc_next = dc", CORES),
     Mutation("srwm-sequence-restart-gradient-dropped", "fwp_rl/ops/srwm.py",
              "dW0 += restart_episodes(St, dS, ctx.kept[t]).sum(0)", "restart_episodes(St, dS, ctx.kept[t])", CORES),
+    Mutation("direct-sequence-count-off-by-one", "fwp_rl/ops/direct.py",
+             "counts = (t - since + 1).to(x.dtype)", "counts = (t - since).to(x.dtype)", CORES),
     Mutation("delta-rnn-tanh-query", "fwp_rl/ops/recurrent_fwp.py",
              "r, R = delta_rule_step(torch.softmax(y_prev, dim=-1), k, v, beta, R)",
              "r, R = delta_rule_step(torch.tanh(y_prev), k, v, beta, R)", CORES),

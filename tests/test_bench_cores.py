@@ -9,12 +9,12 @@ from fwp_rl.bench import cores
 from fwp_rl.bench.cores import bench_cores, print_core_table
 from fwp_rl.cli import main
 
-SIZES = dict(seq_lens=(8,), batch=2, width=8, heads=2, repeats=1, cores=["delta", "direct"])  # one with a form of its own, one without
+SIZES = dict(seq_lens=(8,), batch=2, width=8, heads=2, repeats=1, cores=["delta", "lstm"])  # one timed in its step loop too, one not
 
 
 def test_bench_cores_times_every_core_and_the_chunkwise_loop():
     rows = bench_cores(**SIZES)
-    assert [r["core"] for r in rows] == ["nn.LSTM", "delta", "direct"]
+    assert [r["core"] for r in rows] == ["nn.LSTM", "delta", "lstm"]
     assert all(r["ms"] > 0 and r["vs_lstm"] > 0 and r["skipped"] is None and r["peak_mib"] >= 0 for r in rows)
     assert rows[1]["vs_loop"] > 0 and rows[2]["vs_loop"] is None
     assert [r["form"] for r in rows] == [None, None, None]  # the fla route is named on CUDA only
@@ -53,7 +53,7 @@ def test_peak_memory_is_what_a_run_added_to_the_peak():
 def test_a_run_out_of_gpu_memory_is_skipped_and_the_bench_goes_on(monkeypatch):
     timed = []
 
-    def median_time(fn, repeats, device):  # the direct run fails to allocate
+    def median_time(fn, repeats, device):  # the lstm run fails to allocate
         timed.append(fn)
         if len(timed) == 4:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
@@ -61,7 +61,7 @@ def test_a_run_out_of_gpu_memory_is_skipped_and_the_bench_goes_on(monkeypatch):
 
     monkeypatch.setattr(cores, "median_time", median_time)
     rows = bench_cores(**SIZES)
-    assert len(timed) == 4  # nn.LSTM, delta, delta's loop, direct
+    assert len(timed) == 4  # nn.LSTM, delta, delta's loop, lstm
     assert [r["skipped"] for r in rows[:2]] == [None, None] and rows[1]["vs_loop"] == 1.0
     assert rows[2]["ms"] is None and rows[2]["skipped"] == "out of GPU memory" and rows[2]["peak_mib"] is None
 

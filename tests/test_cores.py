@@ -36,11 +36,11 @@ def sequence(seed=2, starts_p=0.2):
     return x, starts
 
 
-# The cores whose forward is the step loop itself (checkpointed: test_checkpointed_step_loop_equals_the_loop_...): for
-# them "forward equals the step loop" would compare the loop with itself, so tests/test_cores_recurrent_fwp.py and
-# tests/test_cores_rnn_direct.py check their forward against their equations written out per step instead.
-STEP_LOOP_CORES = ("direct",)
-CONFIGS = [(name, {}) for name in CORES if name not in STEP_LOOP_CORES] + [
+# Every core has a sequence form of its own, each tested here against its step loop; the step loop checkpointed
+# (``MemoryCore.forward_checkpointed``, what a core without one would run, and what `fwp-rl bench cores` times the
+# step-loop cores' own forms against) is tested on those cores.
+CHECKPOINTED = ("rdn", "delta_rnn", "delta_lstm", "srwm", "direct")
+CONFIGS = [(name, {}) for name in CORES] + [
     (name, {"num_layers": 2, "feedforward": 2}) for name in ("lstm", "linear", "delta", "gated_delta", "rdn")
 ] + [(name, {"error_gain": 3.0}) for name in ("delta", "gated_delta")] + [
     (name, {"beta_from_input": False, "error_gain": 3.0}) for name in ("delta", "gated_delta")]
@@ -53,7 +53,7 @@ def test_forward_equals_step_loop_values_and_gradients(name, extra):
     assert_forward_equals_step_loop(small_core(name, **extra), *sequence())
 
 
-@pytest.mark.parametrize("name", STEP_LOOP_CORES)
+@pytest.mark.parametrize("name", CHECKPOINTED)
 def test_checkpointed_step_loop_equals_the_loop_and_keeps_less_for_backward(name):
     core = small_core(name)  # in a stack (rdn-stack above) each layer's forward is this one
     steps = 21  # pieces [0, 8), [8, 16), [16, 21)
@@ -70,7 +70,7 @@ def test_checkpointed_step_loop_equals_the_loop_and_keeps_less_for_backward(name
         loss = (y * torch.linspace(-1, 1, y.numel(), dtype=F64).view_as(y)).sum() + sum(s.sum() for s in state)
         return [y, *state], torch.autograd.grad(loss, leaves, allow_unused=True)
 
-    out, grads = run(core.forward)
+    out, grads = run(core.forward_checkpointed)
     out_loop, grads_loop = run(core.forward_loop)
 
     def saved_by_forward(forward) -> int:
@@ -80,7 +80,7 @@ def test_checkpointed_step_loop_equals_the_loop_and_keeps_less_for_backward(name
             forward(x, state0, starts)
         return sum(saved)
 
-    checkpointed, loop = saved_by_forward(core.forward), saved_by_forward(core.forward_loop)
+    checkpointed, loop = saved_by_forward(core.forward_checkpointed), saved_by_forward(core.forward_loop)
     for a, b in zip(out, out_loop, strict=True):
         assert torch.equal(a, b)  # the same operations on the same inputs
     for a, b, leaf in zip(grads, grads_loop, leaves, strict=True):  # the pieces' gradients summed: float rounding
@@ -119,10 +119,9 @@ def assert_forward_equals_step_loop(core, x, starts):
             assert torch.allclose(gp, gl, atol=1e-9, rtol=0)
 
 
-def test_the_cores_without_a_sequence_form_of_their_own_are_the_step_loop_cores():
-    """A core whose forward is the step loop is checked against its equations elsewhere, not against the loop."""
-    own_forward = {name for name in CORES if core_class(name).forward is not MemoryCore.forward}
-    assert set(CORES) - own_forward == set(STEP_LOOP_CORES)
+def test_every_core_has_a_sequence_form_of_its_own():
+    """So "forward equals the step loop" above compares two forms for every core."""
+    assert [name for name in CORES if core_class(name).forward is MemoryCore.forward] == []
 
 
 @pytest.mark.parametrize("name", list(CORES))
@@ -231,10 +230,11 @@ def test_layer_options_forward_equals_step_loop(name, extra, starts_p):
     assert_forward_equals_step_loop(small_core(name, **extra), *reset_sequence(starts_p))
 
 
-# The hand-written sequence forms of rdn, delta_rnn, delta_lstm and srwm (``fwp_rl.ops.recurrent_fwp``,
-# ``fwp_rl.ops.srwm``: fast weights updated in place and recovered backwards by undoing each write) with each kind of feature map and beta_max above 1, under
-# sparse and dense resets
-HAND_WRITTEN = {"rdn": {}, "rdn-elu-sum_norm-beta1.5": {"feature_map": "elu", "sum_norm": True, "beta_max": 1.5},
+# The sequence forms of the cores without a parallel rule (rdn, delta_rnn, delta_lstm and srwm written by hand:
+# ``fwp_rl.ops.recurrent_fwp``, ``fwp_rl.ops.srwm``, fast weights updated in place and recovered backwards by undoing
+# each write; direct's fast net at all steps at once: ``fwp_rl.ops.direct``) with each kind of feature map, beta_max
+# above 1 and direct's modes, under sparse and dense resets
+OPTION_FORMS = {"rdn": {}, "rdn-elu-sum_norm-beta1.5": {"feature_map": "elu", "sum_norm": True, "beta_max": 1.5},
                 "rdn-dpfp2": {"feature_map": "dpfp", "dpfp_nu": 2},
                 "rdn-silu_l2-beta2": {"feature_map": "silu_l2", "beta_max": 2.0},
                 "delta_rnn": {}, "delta_rnn-dpfp-beta2": {"feature_map": "dpfp", "beta_max": 2.0},
@@ -242,13 +242,15 @@ HAND_WRITTEN = {"rdn": {}, "rdn-elu-sum_norm-beta1.5": {"feature_map": "elu", "s
                 "delta_lstm": {}, "delta_lstm-softmax-beta1.5": {"feature_map": "softmax", "sum_norm": False,
                                                                   "beta_max": 1.5},
                 "srwm": {}, "srwm-dpfp2": {"feature_map": "dpfp", "dpfp_nu": 2},
-                "srwm-elu-sum_norm": {"feature_map": "elu", "sum_norm": True}}
+                "srwm-elu-sum_norm": {"feature_map": "elu", "sum_norm": True},
+                "direct-additive": {"mode": "additive"}, "direct-additive-sigmoid": {"mode": "additive",
+                                                                                   "activation": "sigmoid"}}
 
 
 @pytest.mark.parametrize("starts_p", (0.15, 0.5))
-@pytest.mark.parametrize("key", HAND_WRITTEN)
-def test_hand_written_sequence_forms_equal_step_loop(key, starts_p):
-    assert_forward_equals_step_loop(small_core(key.split("-")[0], **HAND_WRITTEN[key]), *reset_sequence(starts_p))
+@pytest.mark.parametrize("key", OPTION_FORMS)
+def test_sequence_forms_with_their_options_equal_step_loop(key, starts_p):
+    assert_forward_equals_step_loop(small_core(key.split("-")[0], **OPTION_FORMS[key]), *reset_sequence(starts_p))
 
 
 @pytest.mark.parametrize("name", ("rdn", "delta_rnn", "delta_lstm", "srwm"))

@@ -16,8 +16,8 @@ from fwp_rl.cores import CORES, core_options, make_core
 from fwp_rl.cores.fast_weights import DeltaCore
 from fwp_rl.ops import fla_backend
 
-# The cores with a sequence form of their own (chunkwise, or a hand-written loop), also timed in their step loop.
-OWN_FORM_CORES = ("linear", "delta", "gated_delta", "rdn", "delta_rnn", "delta_lstm", "srwm")
+# The fast-weight cores, also timed in their step loop (checkpointed) against their own sequence forms.
+OWN_FORM_CORES = ("linear", "delta", "gated_delta", "rdn", "delta_rnn", "delta_lstm", "srwm", "direct")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ At every step a small Elman (tanh) slow net reads x_t and emits every weight of 
 
 Parameters: slow_size * (input_size + slow_size + 1) + hidden_size * (input_size + 1) * (slow_size + 1),
 69 for 3 inputs, one output and the default slow_size=5, small enough for CMA-ES. The rule itself is
-``fwp_rl.ops.direct.direct_fwp_step``; the slow net cannot be parallelized over time, so sequences run
-the step loop.
+``fwp_rl.ops.direct.direct_fwp_step``. A sequence runs the slow net as an Elman sequence (episode starts inside:
+``fwp_rl.ops.rnn``) and then the fast net at every step at once (``direct_fwp_sequence``).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fwp_rl.checks import check_choice, check_size
+from fwp_rl.checks import check_choice, check_input, check_size, check_starts
 from fwp_rl.cores.base import MemoryCore, State, zeros_state
-from fwp_rl.ops.direct import ACTIVATIONS, MODES, direct_fwp_step
+from fwp_rl.ops.direct import ACTIVATIONS, MODES, direct_fwp_sequence, direct_fwp_step
+from fwp_rl.ops.rnn import elman_sequence
 
 
 class DirectCore(MemoryCore):
@@ -57,6 +58,21 @@ class DirectCore(MemoryCore):
         delta = self.program(h).unflatten(-1, (self.output_size, self.input_size + 1))
         y, W = direct_fwp_step(x, delta, W, self.mode, self.activation)
         return y, (h, W)
+
+    def forward(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
+        """The slow net as an Elman sequence (``elman_sequence``, episode starts inside), then the fast net at every
+        step at once (``direct_fwp_sequence``)."""
+        check_input(x, "x", 3, self.input_size)
+        if episode_starts is None:
+            episode_starts = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+        check_starts(episode_starts, "episode_starts", x.shape[:2])
+        h0, W0 = state
+        weight = self.slow.weight
+        h, (h_T,) = elman_sequence(x, h0, episode_starts, weight[:, :self.input_size], weight[:, self.input_size:],
+                                   self.slow.bias)
+        y, W = direct_fwp_sequence(x, h, self.program.weight, self.program.bias, W0, episode_starts, self.mode,
+                                   self.activation)
+        return y, (h_T, W)
 
 
 __all__ = ["DirectCore"]

@@ -212,10 +212,11 @@ def gru_sequence(x: Tensor, h0: Tensor, starts: Tensor, w_ih: Tensor, w_hh: Tens
     return y, (h,)
 
 
-def elman_sequence(x: Tensor, h0: Tensor, starts: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor
-                   ) -> tuple[Tensor, tuple[Tensor]]:
-    """Elman (tanh) RNN over x [T, B, I] from h0 [B, H] with episode starts [T, B] -> (y [T, B, H], (h,))."""
-    y, h = _Elman.apply(x, h0, starts, w_ih, w_hh, b_ih + b_hh)
+def elman_sequence(x: Tensor, h0: Tensor, starts: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
+                   b_hh: Tensor | None = None) -> tuple[Tensor, tuple[Tensor]]:
+    """Elman (tanh) RNN over x [T, B, I] from h0 [B, H] with episode starts [T, B] -> (y [T, B, H], (h,)); without
+    b_hh, one bias."""
+    y, h = _Elman.apply(x, h0, starts, w_ih, w_hh, b_ih if b_hh is None else b_ih + b_hh)
     return y, (h,)
 
 
