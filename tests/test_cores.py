@@ -9,6 +9,7 @@ import torch
 
 from fwp_rl.cores import CORES, MemoryCore, core_class, core_options, make_core
 from fwp_rl.cores.fast_weights import NORM_EPS
+from fwp_rl.ops import inplace
 
 F64 = torch.float64
 T, B, D = 13, 3, 5
@@ -251,6 +252,15 @@ OPTION_FORMS = {"rdn": {}, "rdn-elu-sum_norm-beta1.5": {"feature_map": "elu", "s
 @pytest.mark.parametrize("key", OPTION_FORMS)
 def test_sequence_forms_with_their_options_equal_step_loop(key, starts_p):
     assert_forward_equals_step_loop(small_core(key.split("-")[0], **OPTION_FORMS[key]), *reset_sequence(starts_p))
+
+
+@pytest.mark.parametrize("name", ("rdn", "delta_rnn", "delta_lstm", "srwm"))
+def test_hand_written_sequence_forms_run_in_blocks_of_rows_as_in_one(name, monkeypatch):
+    """Rows in blocks of two (a block's fast weights within ``ROW_BLOCK_BYTES``, here set that small) give the
+    step loop's values and gradients too, the last block a row short."""
+    row = small_core(name).initial_state(1)[1 if name == "delta_lstm" else 0]  # the matrices: R for delta_lstm
+    monkeypatch.setattr(inplace, "ROW_BLOCK_BYTES", 2 * row.numel() * row.element_size())
+    assert_forward_equals_step_loop(small_core(name), *reset_sequence(0.3))
 
 
 @pytest.mark.parametrize("name", ("rdn", "delta_rnn", "delta_lstm", "srwm"))

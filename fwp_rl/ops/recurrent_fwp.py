@@ -41,8 +41,8 @@ import torch
 from torch import Tensor
 
 from fwp_rl.ops.delta import delta_rule_step
-from fwp_rl.ops.inplace import (backward_state, reset_steps, restart_episodes, start_episodes, through_softmax, unwrite,
-                                write_and_read)
+from fwp_rl.ops.inplace import (backward_state, in_row_blocks, reset_steps, restart_episodes, start_episodes,
+                                through_softmax, unwrite, write_and_read)
 
 
 def rdn_step(q: Tensor, k: Tensor, v: Tensor, b: Tensor, R: Tensor, y_prev: Tensor, S: Tensor,
@@ -95,7 +95,12 @@ def rdn_sequence(q: Tensor, k: Tensor, v: Tensor, b: Tensor, R: Tensor, S0: Tens
     inputs (before the recurrent part and any activation); R [H, d, 3d + 1]; S0 [B, H, dk, d]; y0 [B, H, d];
     starts [T, B] bool or None: where set, the row's S and y_prev are reset to zero before step t
     -> (y [T, B, H, d], S_T, y_T)."""
-    return _RDNSequence.apply(q, k, v, b, R, S0, y0, starts, reset_steps(starts), phi, beta_max)
+    def run(rows: slice) -> tuple[Tensor, ...]:
+        st = None if starts is None else starts[:, rows]
+        return _RDNSequence.apply(q[:, rows], k[:, rows], v[:, rows], b[:, rows], R, S0[rows], y0[rows], st,
+                                  reset_steps(st), phi, beta_max)
+
+    return in_row_blocks(run, S0.shape[0], S0[0].numel() * S0.element_size(), (1, 0, 0))
 
 
 def delta_rnn_sequence(z: Tensor, k: Tensor, v: Tensor, beta: Tensor, R0: Tensor, y0: Tensor,
@@ -106,7 +111,12 @@ def delta_rnn_sequence(z: Tensor, k: Tensor, v: Tensor, beta: Tensor, R0: Tensor
     (softmax already applied), v [T, B, H, d], beta [T, B, H]: R's writes; R0 [B, H, d, d]; y0 [B, H, d]; starts
     [T, B] bool or None: where set, the row's R and y_prev are reset to zero before step t -> (y [T, B, H, d], R_T,
     y_T)."""
-    return _DeltaRNNSequence.apply(z, k, v, beta, R0, y0, starts, reset_steps(starts))
+    def run(rows: slice) -> tuple[Tensor, ...]:
+        st = None if starts is None else starts[:, rows]
+        return _DeltaRNNSequence.apply(z[:, rows], k[:, rows], v[:, rows], beta[:, rows], R0[rows], y0[rows], st,
+                                       reset_steps(st))
+
+    return in_row_blocks(run, R0.shape[0], R0[0].numel() * R0.element_size(), (1, 0, 0))
 
 
 def delta_lstm_sequence(z: Tensor, k: Tensor, v: Tensor, beta: Tensor, R0: Tensor, y0: Tensor, c0: Tensor,
@@ -117,8 +127,15 @@ def delta_lstm_sequence(z: Tensor, k: Tensor, v: Tensor, beta: Tensor, R0: Tenso
     k [T, B, 3, H, d] (softmax already applied), v [T, B, 3, H, d], beta [T, B, 3, H]: the writes of R^g;
     R0 [B, 3, H, d, d]; y0, c0 [B, H, d]; starts [T, B] bool or None: where set, the row's R, y_prev and c_prev are
     reset to zero before step t -> (y [T, B, H, d], R_T, y_T, c_T)."""
-    y, R, c = _DeltaLSTMSequence.apply(*(t.flatten(2, 3) for t in (z, k, v, beta)), R0.flatten(1, 2), y0, c0, starts,
-                                       reset_steps(starts))
+    z, k, v, beta = (t.flatten(2, 3) for t in (z, k, v, beta))
+    R = R0.flatten(1, 2)
+
+    def run(rows: slice) -> tuple[Tensor, ...]:
+        st = None if starts is None else starts[:, rows]
+        return _DeltaLSTMSequence.apply(z[:, rows], k[:, rows], v[:, rows], beta[:, rows], R[rows], y0[rows], c0[rows],
+                                        st, reset_steps(st))
+
+    y, R, c = in_row_blocks(run, R.shape[0], R[0].numel() * R.element_size(), (1, 0, 0))
     return y, R.unflatten(1, R0.shape[1:3]), y[-1], c
 
 

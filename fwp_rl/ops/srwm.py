@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 from fwp_rl.ops.delta import add_outer
-from fwp_rl.ops.inplace import (add_outer_, backward_state, mat_vec, reset_steps, restart_episodes, start_episodes,
-                                vec_mat)
+from fwp_rl.ops.inplace import (add_outer_, backward_state, in_row_blocks, mat_vec, reset_steps, restart_episodes,
+                                start_episodes, vec_mat)
 
 
 def srwm_step(x: Tensor, S: Tensor, phi: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
@@ -44,7 +44,11 @@ def srwm_sequence(x: Tensor, W0: Tensor, S0: Tensor, starts: Tensor | None, phi:
     values and gradients. x [T, B, H, d]; W0 [H, dk, dy + 2d + 1]: the learned initial matrix, to which an episode
     start resets the row's matrices; S0 [B, H, dk, dy + 2d + 1]; starts [T, B] bool or None -> (y [T, B, H, dy],
     S_T)."""
-    return _SRWMSequence.apply(x, W0, S0, starts, reset_steps(starts), phi)
+    def run(rows: slice) -> tuple[Tensor, ...]:
+        st = None if starts is None else starts[:, rows]
+        return _SRWMSequence.apply(x[:, rows], W0, S0[rows], st, reset_steps(st), phi)
+
+    return in_row_blocks(run, S0.shape[0], S0[0].numel() * S0.element_size(), (1, 0))
 
 
 class _SRWMSequence(torch.autograd.Function):
