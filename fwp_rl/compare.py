@@ -11,7 +11,8 @@ and SB3's RecurrentPPO (agent steps; an SB3 run's core is "sb3_lstm") together, 
 
 Groups (``group_by``), each a line of the figure and a row of the table; every run counts as one seed of its group:
 
-- "name" (the default): one group per config. A run's config is its config.yaml less its seed, its name and its
+- "name" (the default): one group per config. A run's config is its config.yaml as its learner reads it today (an
+  option added since the run was written at its default), less its seed, its name and its
   run settings (run.*: where it went, W&B, checkpoints, its seed group); runs whose configs differ in anything else
   (a 2-update test run beside a long one, two configs of one core) are never pooled. A group is labelled with its
   runs' name: the seed group (run.group) of a ``train --seeds`` seed, else the config's name; runs of one config
@@ -20,7 +21,7 @@ Groups (``group_by``), each a line of the figure and a row of the table; every r
 - "core": one group per core (``policy.core``), whatever else differs; a note names the groups that pool runs of
   several configs and the keys they differ in.
 - a dotted config key (``ppo.learning_rate``): one group per value ("ppo.learning_rate=0.001"; "... absent" for
-  runs without the key), pooled and noted as for "core".
+  runs without the key: a config the learner no longer reads, say), pooled and noted as for "core".
 
 The runs table names every run with its group, seed and config name, so that nothing is pooled unseen.
 
@@ -81,7 +82,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from fwp_rl.config import ConfigError, load_yaml
+from fwp_rl.config import ConfigError, from_dict, load_yaml, to_dict
 from fwp_rl.files import atomic_write_text, replacing
 from fwp_rl.learners import _flat, learner
 from fwp_rl.runs import find_run_dirs, read_metrics, start_wandb, unique_run_dir
@@ -386,7 +387,11 @@ def _read_config(path: Path) -> dict:
     for section, key in required:
         if not isinstance(config.get(section), dict) or key not in config[section]:
             raise ConfigError(f"{str(path / 'config.yaml')!r} has no {section}.{key}: not a run's resolved config")
-    return config
+    try:  # as the learner reads it today: an option added since the run was written has its default, so runs
+        # written before and after it pool in one group (their configs do not differ)
+        return to_dict(from_dict(entry.config, config))
+    except (ConfigError, TypeError, ValueError):  # an option removed since, say: the config as written
+        return config
 
 
 def _frames_per_step(path: Path, config: dict) -> int:

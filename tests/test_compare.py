@@ -254,9 +254,23 @@ def test_group_by_core_or_a_key_pools_and_says_so(tmp_path):
     assert [(row.group, row.runs) for row in by_lr.rows] == [("ppo.learning_rate=0.0003", 2),
                                                             ("ppo.learning_rate=0.001", 2)]  # by value
     assert by_lr.reference == "ppo.learning_rate=0.0003"  # the only group of lstm runs alone
-    write_run(tmp_path / "e", "lstm", [9])  # no ppo section
+    write_run(tmp_path / "e", "lstm", [9])  # no ppo section: the default learning rate, as the learner reads it
+    assert [(row.group, row.runs) for row in build_comparison([tmp_path], group_by="ppo.learning_rate").rows] == [
+        ("ppo.learning_rate=0.00025", 1), ("ppo.learning_rate=0.0003", 2), ("ppo.learning_rate=0.001", 2)]
+    write_run(tmp_path / "f", "lstm", [9], extra={"ppo": {"no_such_option": 1}})  # a config it cannot read
     assert [row.group for row in build_comparison([tmp_path], group_by="ppo.learning_rate").rows][-1] == \
         "ppo.learning_rate absent"
+
+
+def test_an_option_added_since_a_run_was_written_does_not_split_its_group(tmp_path):
+    """Seeds written before policy.torso_autocast existed and one written after pool in one group."""
+    for seed in range(3):
+        write_recall(tmp_path / "recall_lstm" / f"seed_{seed}", [seed], seed=seed)
+    config = yaml.safe_load((tmp_path / "recall_lstm" / "seed_2" / "config.yaml").read_text())
+    config["policy"]["torso_autocast"] = "none"  # the default, written out as a newer version writes it
+    (tmp_path / "recall_lstm" / "seed_2" / "config.yaml").write_text(yaml.safe_dump(config))
+    (row,) = build_comparison([tmp_path]).rows
+    assert (row.group, row.runs) == ("recall_lstm", 3)
 
 
 def test_neuroevolution_success_rate_evaluations_to_solve_and_generalization(tmp_path):
