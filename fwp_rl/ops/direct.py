@@ -7,7 +7,8 @@ bias), and the fast net maps the input x_t [B, D] to H outputs with the weights 
     W_t = W_{t-1} + Delta_t    (mode "additive")
     y_t = f(W_t [x_t; 1])
 
-Only elementwise ops and sums, so the function also runs under torch.func.vmap over a population.
+Only elementwise ops and sums, so the step function (the reference) also runs under torch.func.vmap over a
+population; ``direct_fwp_sequence`` computes a whole sequence's fast net at once.
 """
 
 from __future__ import annotations

@@ -31,6 +31,10 @@ These Delta RNN and Delta LSTM are the variants of the paper's main results (its
 other placements of the activation functions). The Delta RNN and Delta LSTM functions take the
 feed-forward part W_t phi(q_t) already computed by ``delta_rule_step``, so that each function is one
 equation block above.
+
+The ``*_step`` functions are the reference (the cores' rollout steps and step loops); the ``*_sequence`` functions
+run a whole training sequence with a hand-written backward (the parts they share: ``fwp_rl.ops.inplace``), tested
+equal to the step loop in values and gradients.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The self-referential weight matrix (SRWM; Irie, Schlag, Csordas, Schmidhuber, ICML 2022), one step.
+"""The self-referential weight matrix (SRWM; Irie, Schlag, Csordas, Schmidhuber, ICML 2022): one step (the
+reference), and a whole sequence with a hand-written backward (``srwm_sequence``).
 
 One matrix per head produces its output, its own query, key and learning rate, and rewrites itself:
 
