@@ -87,7 +87,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              "add_outer_(St, e, a, alpha=-1.0)", "add_outer_(St, e, a, alpha=1.0)", CORES),
     Mutation("sequence-reset-not-undone", "fwp_rl/ops/inplace.py",
              "St.index_copy_(0, index, S_rows.transpose(-1, -2))", "St.index_fill_(0, index, 0)", CORES),
-    Mutation("delta-rnn-sequence-query-gradient", "fwp_rl/ops/inplace.py",
+    Mutation("delta-rnn-sequence-query-gradient", "fwp_rl/ops/feature_maps.py",
              "return s * (ds - (s * ds).sum(-1, keepdim=True))", "return s * ds", CORES),
     Mutation("delta-lstm-sequence-forget-gradient", "fwp_rl/ops/recurrent_fwp.py",
              "dc_next = dc * (1.0 - i)", "dc_next = dc", CORES),

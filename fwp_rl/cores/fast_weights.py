@@ -25,7 +25,7 @@ from fwp_rl.cores.base import MemoryCore, State, head_size
 from fwp_rl.ops import fla_backend
 from fwp_rl.ops.conv import causal_conv, causal_conv_step
 from fwp_rl.ops.delta import delta_rule_chunkwise, delta_rule_error_step, with_errors
-from fwp_rl.ops.feature_maps import check_feature_map, feature_dim, feature_map
+from fwp_rl.ops.feature_maps import check_feature_map, feature_dim, feature_map, feature_map_backward
 from fwp_rl.ops.linear import linear_attention_chunkwise, linear_attention_step
 
 
@@ -46,6 +46,11 @@ class MultiHeadCore(MemoryCore):
 
     def _phi(self, t: Tensor) -> Tensor:
         return feature_map(t, self.feature_map, self.dpfp_nu, self.sum_norm)
+
+    @property
+    def _phi_backward(self):
+        """phi's closed-form backward, or None (``feature_map_backward``)."""
+        return feature_map_backward(self.feature_map, self.sum_norm)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, num_heads={self.num_heads}, head_dim={self.head_dim}, "

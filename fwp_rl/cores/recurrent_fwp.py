@@ -74,7 +74,7 @@ class RDNCore(FastWeightLayer):
         self._check_sequence(x, episode_starts)
         S, y_prev = state
         y, S, y_prev = rdn_sequence(*self._inputs(x), self.rec_weight, S, y_prev, episode_starts, self._phi,
-                                    self.beta_max)
+                                    self.beta_max, self._phi_backward)
         return self._output(y), (S, y_prev)
 
 

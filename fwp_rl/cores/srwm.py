@@ -61,7 +61,7 @@ class SRWMCore(MultiHeadCore):
         if episode_starts is not None:
             check_starts(episode_starts, "episode_starts", x.shape[:2])
         h = self.in_proj(x).unflatten(-1, (self.num_heads, self.head_dim))
-        y, S = srwm_sequence(h, self.initial_weights, state[0], episode_starts, self._phi)
+        y, S = srwm_sequence(h, self.initial_weights, state[0], episode_starts, self._phi, self._phi_backward)
         return self.out_proj(y.flatten(-2)), (S,)
 
 

@@ -86,9 +86,15 @@ def unwrite(St: Tensor, dS: Tensor, q: Tensor, k: Tensor, beta: Tensor, e: Tenso
     return dq, dk, de, (da * k).sum(-1)
 
 
-def through_softmax(s: Tensor, ds: Tensor) -> Tensor:
-    """The gradient of x, where s = softmax(x) over the last dimension, from the gradient ds of s."""
-    return s * (ds - (s * ds).sum(-1, keepdim=True))
+def phi_vjp(phi: Callable[[Tensor], Tensor], phi_backward: Callable[[Tensor, Tensor], Tensor] | None, z: Tensor,
+            phi_z: Tensor, d_phi: Tensor) -> Tensor:
+    """The gradient of z from that of phi(z): phi_backward(phi(z), d_phi) where phi has a closed-form backward,
+    else autograd through phi once more."""
+    if phi_backward is not None:
+        return phi_backward(phi_z, d_phi)
+    with torch.enable_grad():
+        z = z.detach().requires_grad_(True)
+        return torch.autograd.grad(phi(z), z, d_phi)[0]
 
 
 def backward_state(S: Tensor, dS_T: Tensor | None) -> tuple[Tensor, Tensor]:

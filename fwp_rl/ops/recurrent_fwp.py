@@ -45,8 +45,9 @@ import torch
 from torch import Tensor
 
 from fwp_rl.ops.delta import delta_rule_step
-from fwp_rl.ops.inplace import (backward_state, in_row_blocks, reset_steps, restart_episodes, start_episodes,
-                                through_softmax, unwrite, write_and_read)
+from fwp_rl.ops.feature_maps import softmax_backward
+from fwp_rl.ops.inplace import (backward_state, in_row_blocks, phi_vjp, reset_steps, restart_episodes, start_episodes,
+                                unwrite, write_and_read)
 
 
 def rdn_step(q: Tensor, k: Tensor, v: Tensor, b: Tensor, R: Tensor, y_prev: Tensor, S: Tensor,
@@ -92,17 +93,17 @@ def delta_lstm_step(z: Tensor, k: Tensor, v: Tensor, beta: Tensor, R: Tensor, y_
 
 
 def rdn_sequence(q: Tensor, k: Tensor, v: Tensor, b: Tensor, R: Tensor, S0: Tensor, y0: Tensor,
-                 starts: Tensor | None, phi: Callable[[Tensor], Tensor], beta_max: float = 1.0
-                 ) -> tuple[Tensor, Tensor, Tensor]:
+                 starts: Tensor | None, phi: Callable[[Tensor], Tensor], beta_max: float = 1.0,
+                 phi_backward: Callable[[Tensor, Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The Recurrent Delta Net over a sequence, with a hand-written backward (``_RDNSequence``): the step loop of
     ``rdn_step`` in values and gradients. q, k, v [T, B, H, d] and b [T, B, H]: the slow net's outputs from the
     inputs (before the recurrent part and any activation); R [H, d, 3d + 1]; S0 [B, H, dk, d]; y0 [B, H, d];
-    starts [T, B] bool or None: where set, the row's S and y_prev are reset to zero before step t
-    -> (y [T, B, H, d], S_T, y_T)."""
+    starts [T, B] bool or None: where set, the row's S and y_prev are reset to zero before step t; phi_backward:
+    phi's closed-form backward, if it has one (``feature_map_backward``) -> (y [T, B, H, d], S_T, y_T)."""
     def run(rows: slice) -> tuple[Tensor, ...]:
         st = None if starts is None else starts[:, rows]
         return _RDNSequence.apply(q[:, rows], k[:, rows], v[:, rows], b[:, rows], R, S0[rows], y0[rows], st,
-                                  reset_steps(st), phi, beta_max)
+                                  reset_steps(st), phi, beta_max, phi_backward)
 
     return in_row_blocks(run, S0.shape[0], S0[0].numel() * S0.element_size(), (1, 0, 0))
 
@@ -155,7 +156,7 @@ class _RDNSequence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, b, R, S0, y0, starts, resets, phi, beta_max):
+    def forward(ctx, q, k, v, b, R, S0, y0, starts, resets, phi, beta_max, phi_backward):
         T, B, H, d = q.shape
         inputs = torch.cat([q, k, v, b.unsqueeze(-1)], -1)  # [T, B, H, 3d + 1]
         pre, u = torch.empty_like(inputs), q.new_empty(T, B, H, d)  # pre-activations; tanh(y_{t-1})
@@ -177,7 +178,7 @@ class _RDNSequence(torch.autograd.Function):
             y[t] = read
             y_prev = y[t]
         ctx.save_for_backward(R, S, y, pre, u, feats, errors)
-        ctx.kept, ctx.phi, ctx.beta_max = kept, phi, beta_max
+        ctx.kept, ctx.phi, ctx.beta_max, ctx.phi_backward = kept, phi, beta_max, phi_backward
         return y, S.clone(), y[-1].clone()
 
     @staticmethod
@@ -191,10 +192,8 @@ class _RDNSequence(torch.autograd.Function):
             (fq, fk), sig = feats[t].unbind(-2), torch.sigmoid(pre[t, ..., -1])
             g = dy_next if dy is None else dy[t] + dy_next
             dfq, dfk, dpre[t, ..., 2 * d:3 * d], dbeta = unwrite(St, dS, fq, fk, ctx.beta_max * sig, errors[t], g)
-            with torch.enable_grad():
-                z = pre[t, ..., :2 * d].detach().requires_grad_(True)
-                (dpre[t, ..., :2 * d],) = torch.autograd.grad(ctx.phi(z.unflatten(-1, (2, d))), z,
-                                                              torch.stack([dfq, dfk], -2))
+            dpre[t, ..., :2 * d] = phi_vjp(ctx.phi, ctx.phi_backward, pre[t, ..., :2 * d].unflatten(-1, (2, d)),
+                                           feats[t], torch.stack([dfq, dfk], -2)).flatten(-2)
             dpre[t, ..., -1] = dbeta * ctx.beta_max * sig * (1 - sig)
             dy_next = torch.bmm(dpre[t].transpose(0, 1), R.transpose(1, 2)).transpose(0, 1) * (1 - u[t] * u[t])
             if t in ctx.kept:
@@ -202,7 +201,7 @@ class _RDNSequence(torch.autograd.Function):
                 dy_next = dy_next.index_fill(0, ctx.kept[t][0], 0)
         dR = torch.einsum("tbhi,tbho->hio", u, dpre)
         dq, dk, dv = dpre[..., :3 * d].unflatten(-1, (3, d)).unbind(-2)
-        return dq, dk, dv, dpre[..., -1], dR, dS, dy_next, None, None, None, None
+        return dq, dk, dv, dpre[..., -1], dR, dS, dy_next, None, None, None, None, None
 
 
 class _DeltaRNNSequence(torch.autograd.Function):
@@ -234,7 +233,7 @@ class _DeltaRNNSequence(torch.autograd.Function):
             s = queries[t]
             g = dz[t].copy_(dy_next if dy is None else dy[t] + dy_next)
             ds, dk[t], dv[t], dbeta[t] = unwrite(St, dS, s, k[t], beta[t], errors[t], g)
-            dy_next = through_softmax(s, ds)  # s = softmax(y_{t-1})
+            dy_next = softmax_backward(s, ds)  # s = softmax(y_{t-1})
             if t in ctx.kept:
                 restart_episodes(St, dS, ctx.kept[t])
                 dy_next = dy_next.index_fill(0, ctx.kept[t][0], 0)
@@ -290,7 +289,7 @@ class _DeltaLSTMSequence(torch.autograd.Function):
             s = queries[t]
             dq, dk[t], dv[t], dbeta[t] = unwrite(St, dS, s.repeat(1, G, 1), k[t], beta[t], errors[t], dgates[t])
             ds = dq.unflatten(1, (G, H)).sum(1)
-            dy_next = through_softmax(s, ds)  # s = softmax(y_{t-1})
+            dy_next = softmax_backward(s, ds)  # s = softmax(y_{t-1})
             dc_next = dc * (1.0 - i)
             if t in ctx.kept:
                 restart_episodes(St, dS, ctx.kept[t])

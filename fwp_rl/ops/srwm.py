@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from fwp_rl.ops.delta import add_outer
-from fwp_rl.ops.inplace import (add_outer_, backward_state, in_row_blocks, mat_vec, reset_steps, restart_episodes,
-                                start_episodes, vec_mat)
+from fwp_rl.ops.inplace import (add_outer_, backward_state, in_row_blocks, mat_vec, phi_vjp, reset_steps,
+                                restart_episodes, start_episodes, vec_mat)
 
 
 def srwm_step(x: Tensor, S: Tensor, phi: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
@@ -39,15 +39,15 @@ def srwm_step(x: Tensor, S: Tensor, phi: Callable[[Tensor], Tensor]) -> tuple[Te
     return y, S
 
 
-def srwm_sequence(x: Tensor, W0: Tensor, S0: Tensor, starts: Tensor | None, phi: Callable[[Tensor], Tensor]
-                  ) -> tuple[Tensor, Tensor]:
+def srwm_sequence(x: Tensor, W0: Tensor, S0: Tensor, starts: Tensor | None, phi: Callable[[Tensor], Tensor],
+                  phi_backward: Callable[[Tensor, Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """The SRWM over a sequence, with a hand-written backward (``_SRWMSequence``): the step loop of ``srwm_step`` in
     values and gradients. x [T, B, H, d]; W0 [H, dk, dy + 2d + 1]: the learned initial matrix, to which an episode
-    start resets the row's matrices; S0 [B, H, dk, dy + 2d + 1]; starts [T, B] bool or None -> (y [T, B, H, dy],
-    S_T)."""
+    start resets the row's matrices; S0 [B, H, dk, dy + 2d + 1]; starts [T, B] bool or None; phi_backward: phi's
+    closed-form backward, if it has one (``feature_map_backward``) -> (y [T, B, H, dy], S_T)."""
     def run(rows: slice) -> tuple[Tensor, ...]:
         st = None if starts is None else starts[:, rows]
-        return _SRWMSequence.apply(x[:, rows], W0, S0[rows], st, reset_steps(st), phi)
+        return _SRWMSequence.apply(x[:, rows], W0, S0[rows], st, reset_steps(st), phi, phi_backward)
 
     return in_row_blocks(run, S0.shape[0], S0[0].numel() * S0.element_size(), (1, 0))
 
@@ -58,7 +58,7 @@ class _SRWMSequence(torch.autograd.Function):
     output [y; k; q; b], phi(k) and phi(q), and the correction v - v_bar, read in one pass as S^T (phi(q) - phi(k)))."""
 
     @staticmethod
-    def forward(ctx, x, W0, S0, starts, resets, phi):
+    def forward(ctx, x, W0, S0, starts, resets, phi, phi_backward):
         T, B, H, d = x.shape
         px = phi(x)  # the inputs do not depend on the state: phi of all steps at once
         S, kept = S0.clone(), {}
@@ -76,7 +76,7 @@ class _SRWMSequence(torch.autograd.Function):
             e = errors[t].copy_(vec_mat(fq - fk, S))  # v - v_bar = W_{t-1} (phi(q) - phi(k))
             add_outer_(S, torch.sigmoid(out[..., -1:]) * fk, e)
         ctx.save_for_backward(x, W0, S, px, outs, feats, errors)
-        ctx.kept, ctx.phi = kept, phi
+        ctx.kept, ctx.phi, ctx.phi_backward = kept, phi, phi_backward
         return outs[..., :S.shape[-1] - 2 * d - 1].clone(), S.clone()
 
     @staticmethod
@@ -94,17 +94,12 @@ class _SRWMSequence(torch.autograd.Function):
             w = vec_mat(de, St)  # e = S_{t-1}^T (phi(q) - phi(k))
             if dy is not None:
                 d_out[..., :dy.shape[-1]] = dy[t]
-            with torch.enable_grad():
-                z = out[..., d:3 * d].detach().requires_grad_(True)
-                (d_out[..., d:3 * d],) = torch.autograd.grad(ctx.phi(z.unflatten(-1, (2, d))), z,
-                                                             torch.stack([sig * da - w, w], -2))
+            d_out[..., d:3 * d] = phi_vjp(ctx.phi, ctx.phi_backward, out[..., d:3 * d].unflatten(-1, (2, d)),
+                                          feats[t], torch.stack([sig * da - w, w], -2)).flatten(-2)
             d_out[..., -1:] = (da * fk).sum(-1, keepdim=True) * sig * (1 - sig)
             dpx[t] = vec_mat(d_out, St)  # out = S_{t-1}^T phi(x_t)
             add_outer_(dS, fq - fk, de)
             add_outer_(dS, px[t], d_out)
             if t in ctx.kept:
                 dW0 += restart_episodes(St, dS, ctx.kept[t]).sum(0)
-        with torch.enable_grad():
-            z = x.detach().requires_grad_(True)
-            (dx,) = torch.autograd.grad(ctx.phi(z), z, dpx)
-        return dx, dW0, dS, None, None, None
+        return phi_vjp(ctx.phi, ctx.phi_backward, x, px, dpx), dW0, dS, None, None, None, None
