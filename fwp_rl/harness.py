@@ -16,7 +16,8 @@ reads top to bottom; ``fwp_rl.agents.ppo.train``, in outline:
     run.summary([f"{trainer.global_step:,} steps in {trainer.update_index} updates"])
     return run.result                                           # the run directory, and whether it finished
 
-A resumed run (``resume``: its run directory) is refused, with a ConfigError that shows the difference, when its
+A resumed run (``resume``: its run directory) goes on from its checkpoint, or starts over in its directory when it
+was stopped before it wrote one. It is refused, with a ConfigError that shows the difference, when its
 config (the run's config.yaml plus ``--set``) differs from its checkpoint's in a key that its learner's
 ``resume_may_change`` (``fwp_rl.learners``: the budget, the device, run settings) does not name; and, before anything
 is built, when another process is training it or its metrics.jsonl has a line that is not a record.
@@ -123,7 +124,7 @@ class Run:
         self.console = console or Console()
         self.learner = learner(config.learner)
         self.run_dir = None if resume is None else Path(resume)
-        # the checkpoint a resumed run goes on from (None: a new run, or a resumed one killed before its first checkpoint)
+        # the checkpoint a resumed run goes on from (None: a new run, or one stopped before its first checkpoint)
         self.saved = None if resume is None else ranks.from_main(lambda: self._resumed(resume))
         self.iterations = 0 if self.saved is None else int(self.saved["update"])  # updates or generations logged
         self._checkpointed_at = self.iterations if self.saved is not None else None  # the iteration latest.pt holds
@@ -135,8 +136,8 @@ class Run:
 
     def _resumed(self, resume: str | Path) -> dict | None:
         """The checkpoint to resume from, None where the run was stopped before its first checkpoint was written (no
-        checkpoint in checkpoints/: it starts over); refuse to resume a run that another process trains, whose config changed more than its learner
-        allows, or whose metrics.jsonl is broken: before anything is built or written."""
+        checkpoint in checkpoints/: it starts over); refuse to resume a run that another process trains, whose config
+        changed more than its learner allows, or whose metrics.jsonl is broken: before anything is built or written."""
         with lock_run_dir(self.run_dir):  # only asked here: it is held from ``start`` on
             pass
         metrics = self.run_dir / "metrics.jsonl"
