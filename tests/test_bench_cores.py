@@ -18,23 +18,24 @@ def test_bench_cores_times_every_core_and_the_chunkwise_loop():
     assert [r["core"] for r in rows] == ["nn.LSTM", "delta", "lstm"]
     assert all(r["ms"] > 0 and r["vs_lstm"] > 0 and r["skipped"] is None and r["peak_mib"] >= 0 for r in rows)
     assert rows[1]["vs_loop"] > 0 and rows[2]["vs_loop"] is None
-    assert [r["form"] for r in rows] == [None, None, None]  # the fla route is named on CUDA only
+    assert [r["form"] for r in rows] == [None, None, None]  # the fla and Triton routes are named on CUDA only
 
 
-def test_the_title_names_the_form_of_each_delta_core_on_cuda(monkeypatch, capsys):
+def test_the_title_names_the_form_of_each_delta_core_and_of_rdn_on_cuda(monkeypatch, capsys):
     def bench_cores(*args):
         return [dict(core=core, T=8, ms=1.0, vs_lstm=1.0, vs_loop=None, skipped=None, loop_skipped=None, form=form,
                      peak_mib=1.0)
                 for core, form in [("nn.LSTM", None), ("delta", "the fla kernels (fla-core 0.6.0; ...)"),
-                                   ("gated_delta", "the PyTorch chunkwise form (FWP_RL_FLA=0)"), ("srwm", None)]]
+                                   ("gated_delta", "the PyTorch chunkwise form (FWP_RL_FLA=0)"),
+                                   ("rdn", "the Triton kernels (Triton 3.9.0)"), ("srwm", None)]]
 
     monkeypatch.setattr(cores, "bench_cores", bench_cores)
     monkeypatch.setattr(cores, "machine_description", lambda device: "a GPU")
     assert main(["bench", "cores", "--device", "cpu", "--reset-rate", "0.005"]) == 0
     title = " ".join(capsys.readouterr().out.split())  # rich wraps the title to the table's width
     assert "episode starts at 0.5% of the cores' steps (nn.LSTM: none)" in title
-    assert ("a GPU; chunkwise delta: the fla kernels (fla-core 0.6.0; ...); chunkwise gated_delta: the PyTorch "
-            "chunkwise form (FWP_RL_FLA=0)") in title
+    assert ("a GPU; delta: the fla kernels (fla-core 0.6.0; ...); gated_delta: the PyTorch "
+            "chunkwise form (FWP_RL_FLA=0); rdn: the Triton kernels (Triton 3.9.0)") in title
 
 
 def test_peak_memory_is_what_a_run_added_to_the_peak():

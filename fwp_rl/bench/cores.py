@@ -14,7 +14,8 @@ from fwp_rl.bench.timing import check_positive, machine_description, median_time
 from fwp_rl.config import ConfigError, parse_device
 from fwp_rl.cores import CORES, core_options, make_core
 from fwp_rl.cores.fast_weights import DeltaCore
-from fwp_rl.ops import fla_backend
+from fwp_rl.cores.recurrent_fwp import RDNCore
+from fwp_rl.ops import fla_backend, rdn_triton
 
 # The fast-weight cores, also timed in their step loop (checkpointed) against their own sequence forms.
 OWN_FORM_CORES = ("linear", "delta", "gated_delta", "rdn", "delta_rnn", "delta_lstm", "srwm", "direct")
@@ -121,8 +122,11 @@ loop, checkpointed as
             t_loop, loop_skipped = None, None
             if name in OWN_FORM_CORES:
                 t_loop, _, loop_skipped = timed(lambda x, starts: core.forward_checkpointed(x, state, starts)[0])
-            form = (fla_backend.route(dev, core.key_dim, core.head_dim, core.uses_gate)
-                    if dev.type == "cuda" and isinstance(core, DeltaCore) else None)
+            form = None
+            if dev.type == "cuda" and isinstance(core, DeltaCore):
+                form = fla_backend.route(dev, core.key_dim, core.head_dim, core.uses_gate)
+            elif dev.type == "cuda" and isinstance(core, RDNCore):
+                form = rdn_triton.route(dev, core.feature_map, core.sum_norm, core.head_dim)
             rows.append(dict(core=name, T=T, ms=_ms(t), vs_lstm=_ratio(t, t_lstm), vs_loop=_ratio(t_loop, t),
                              skipped=skipped, loop_skipped=loop_skipped, form=form, peak_mib=_mib(peak)))
     return rows
@@ -164,7 +168,7 @@ def run_cores_bench(options: CoresOptions) -> None:
              f"episode starts at {100 * options.reset_rate:g}% of the cores' steps (nn.LSTM: none), "
              f"median of {options.repeats}; {machine_description(device)}")
     forms = {r["core"]: r["form"] for r in rows if r["form"]}
-    title += "".join(f"; chunkwise {core}: {form}" for core, form in forms.items())
+    title += "".join(f"; {core}: {form}" for core, form in forms.items())
     print_core_table(rows, title)
     if options.json:
         write_table(options.json, title, rows)

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from fwp_rl.cores.base import State
 from fwp_rl.cores.fast_weights import FastWeightLayer, check_beta_max
+from fwp_rl.ops import rdn_triton
 from fwp_rl.ops.delta import delta_rule_chunkwise, delta_rule_step
 from fwp_rl.ops.recurrent_fwp import (delta_lstm_sequence, delta_lstm_step, delta_rnn_sequence, delta_rnn_step,
                                       rdn_sequence, rdn_step)
@@ -69,12 +70,17 @@ class RDNCore(FastWeightLayer):
         return self._output(y), (S, y)
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
-        """The sequence in one hand-written forward and backward (``rdn_sequence``): the input and output
-        projections of all steps as one product each, the fast weights updated in place and recovered backwards."""
+        """The sequence in one hand-written forward and backward (``rdn_sequence``; on CUDA its Triton kernels,
+        ``fwp_rl.ops.rdn_triton``, where they serve the layer): the input and output projections of all steps as one
+        product each, the fast weights updated in place and recovered backwards."""
         self._check_sequence(x, episode_starts)
         S, y_prev = state
-        y, S, y_prev = rdn_sequence(*self._inputs(x), self.rec_weight, S, y_prev, episode_starts, self._phi,
-                                    self.beta_max, self._phi_backward)
+        if rdn_triton.refusal(x.device, x.dtype, self.feature_map, self.sum_norm, self.head_dim) is None:
+            y, S, y_prev = rdn_triton.rdn_sequence(*self._inputs(x), self.rec_weight, S, y_prev, episode_starts,
+                                                   self.beta_max)
+        else:
+            y, S, y_prev = rdn_sequence(*self._inputs(x), self.rec_weight, S, y_prev, episode_starts, self._phi,
+                                        self.beta_max, self._phi_backward)
         return self._output(y), (S, y_prev)
 
 
