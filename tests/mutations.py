@@ -44,7 +44,7 @@ class Mutation:
 
 OPS = ("tests/test_ops.py",)
 CORES = ("tests/test_cores.py", "tests/test_cores_recurrent_fwp.py", "tests/test_cores_rnn_direct.py")
-TRITON = ("tests/test_rdn_triton.py",)
+TRITON = ("tests/test_recurrent_fwp_triton.py",)
 PPO = ("tests/test_ppo.py", "tests/test_learning.py")
 DISTRIBUTED = ("tests/test_distributed.py::"
                "test_two_ranks_take_the_step_of_one_process_on_the_same_envs_and_minibatches",)
@@ -88,12 +88,18 @@ MUTATIONS: tuple[Mutation, ...] = (
              "add_outer_(St, e, a, alpha=-1.0)", "add_outer_(St, e, a, alpha=1.0)", CORES),
     Mutation("sequence-reset-not-undone", "fwp_rl/ops/inplace.py",
              "St.index_copy_(0, index, S_rows.transpose(-1, -2))", "St.index_fill_(0, index, 0)", CORES),
-    Mutation("rdn-triton-undo-sign", "fwp_rl/ops/rdn_kernels.py",
+    Mutation("triton-undo-sign", "fwp_rl/ops/recurrent_fwp_kernels.py",
              "S -= a[:, None] * e[None, :]  # S_{t-1}", "S += a[:, None] * e[None, :]  # S_{t-1}", TRITON),
-    Mutation("rdn-triton-reset-not-restored", "fwp_rl/ops/rdn_kernels.py",
-             "S = tl.where(start, tl.load(", "S = tl.where(start, 0.0 * tl.load(", TRITON),
-    Mutation("rdn-triton-rate-gradient", "fwp_rl/ops/rdn_kernels.py",
+    Mutation("triton-reset-not-restored", "fwp_rl/ops/recurrent_fwp_kernels.py",
+             "return tl.where(started != 0, tl.load(", "return tl.where(started != 0, 0.0 * tl.load(", TRITON),
+    Mutation("triton-rdn-rate-gradient", "fwp_rl/ops/recurrent_fwp_kernels.py",
              "beta_max * sig * (1.0 - sig)", "beta_max * sig", TRITON),
+    Mutation("triton-delta-rnn-query-gradient", "fwp_rl/ops/recurrent_fwp_kernels.py",
+             "dy_next = tl.where(started != 0, 0.0, _softmax_backward(s, ds))",
+             "dy_next = tl.where(started != 0, 0.0, ds)", TRITON),
+    Mutation("triton-delta-lstm-forget-gradient", "fwp_rl/ops/recurrent_fwp_kernels.py",
+             "dc_next = tl.where(started != 0, 0.0, dc * (1.0 - ig))", "dc_next = tl.where(started != 0, 0.0, dc)",
+             TRITON),
     Mutation("delta-rnn-sequence-query-gradient", "fwp_rl/ops/feature_maps.py",
              "return s * (ds - (s * ds).sum(-1, keepdim=True))", "return s * ds", CORES),
     Mutation("delta-lstm-sequence-forget-gradient", "fwp_rl/ops/recurrent_fwp.py",

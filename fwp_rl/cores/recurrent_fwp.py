@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from fwp_rl.cores.base import State
 from fwp_rl.cores.fast_weights import FastWeightLayer, check_beta_max
-from fwp_rl.ops import rdn_triton
+from fwp_rl.ops import recurrent_fwp_triton as triton_forms
 from fwp_rl.ops.delta import delta_rule_chunkwise, delta_rule_step
 from fwp_rl.ops.recurrent_fwp import (delta_lstm_sequence, delta_lstm_step, delta_rnn_sequence, delta_rnn_step,
                                       rdn_sequence, rdn_step)
@@ -71,13 +71,13 @@ class RDNCore(FastWeightLayer):
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
         """The sequence in one hand-written forward and backward (``rdn_sequence``; on CUDA its Triton kernels,
-        ``fwp_rl.ops.rdn_triton``, where they serve the layer): the input and output projections of all steps as one
-        product each, the fast weights updated in place and recovered backwards."""
+        ``fwp_rl.ops.recurrent_fwp_triton``, where they serve the layer): the input and output projections of all
+        steps as one product each, the fast weights updated in place and recovered backwards."""
         self._check_sequence(x, episode_starts)
         S, y_prev = state
-        if rdn_triton.refusal(x.device, x.dtype, self.feature_map, self.sum_norm, self.head_dim) is None:
-            y, S, y_prev = rdn_triton.rdn_sequence(*self._inputs(x), self.rec_weight, S, y_prev, episode_starts,
-                                                   self.beta_max)
+        if triton_forms.refusal(x.device, x.dtype, self.head_dim, self.feature_map, self.sum_norm) is None:
+            y, S, y_prev = triton_forms.rdn_sequence(*self._inputs(x), self.rec_weight, S, y_prev, episode_starts,
+                                                     self.beta_max)
         else:
             y, S, y_prev = rdn_sequence(*self._inputs(x), self.rec_weight, S, y_prev, episode_starts, self._phi,
                                         self.beta_max, self._phi_backward)
@@ -147,12 +147,15 @@ class DeltaRNNCore(_DeltaFastNet):
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
         """The sequence: W's part chunkwise (its writes do not read the output), R's in one hand-written forward and
-        backward (``delta_rnn_sequence``)."""
+        backward (``delta_rnn_sequence``; on CUDA its Triton kernels where they serve the layer)."""
         self._check_sequence(x, episode_starts)
         W, R, y_prev = state
         q, k, v, kr, vr, beta, beta_r = (t.squeeze(2) for t in self._project(x))
         z, W = delta_rule_chunkwise(q, k, v, beta, W, episode_starts)
-        y, R, y_prev = delta_rnn_sequence(z, kr, vr, beta_r, R, y_prev, episode_starts)
+        recurrent = delta_rnn_sequence
+        if triton_forms.refusal(x.device, x.dtype, self.head_dim) is None:
+            recurrent = triton_forms.delta_rnn_sequence
+        y, R, y_prev = recurrent(z, kr, vr, beta_r, R, y_prev, episode_starts)
         return self._output(y), (W, R, y_prev)
 
 
@@ -192,14 +195,17 @@ class DeltaLSTMCore(_DeltaFastNet):
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
         """The sequence: the W^g chunkwise (their writes do not read the output), the R^g and the cell in one
-        hand-written forward and backward (``delta_lstm_sequence``)."""
+        hand-written forward and backward (``delta_lstm_sequence``; on CUDA its Triton kernels where they serve the
+        layer)."""
         self._check_sequence(x, episode_starts)
         W, R, y_prev, c_prev = state
         q, k, v, kr, vr, beta, beta_r = self._project(x)
         z, W = delta_rule_chunkwise(q.flatten(2, 3), k.flatten(2, 3), v.flatten(2, 3), beta.flatten(2, 3),
                                     W.flatten(1, 2), episode_starts)
-        y, R, y_prev, c = delta_lstm_sequence(z.unflatten(2, q.shape[2:4]), kr, vr, beta_r, R, y_prev, c_prev,
-                                              episode_starts)
+        recurrent = delta_lstm_sequence
+        if triton_forms.refusal(x.device, x.dtype, self.head_dim) is None:
+            recurrent = triton_forms.delta_lstm_sequence
+        y, R, y_prev, c = recurrent(z.unflatten(2, q.shape[2:4]), kr, vr, beta_r, R, y_prev, c_prev, episode_starts)
         return self._output(y), (W.unflatten(1, q.shape[2:4]), R, y_prev, c)
 
 
