@@ -100,6 +100,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("triton-delta-lstm-forget-gradient", "fwp_rl/ops/recurrent_fwp_kernels.py",
              "dc_next = tl.where(started != 0, 0.0, dc * (1.0 - ig))", "dc_next = tl.where(started != 0, 0.0, dc)",
              TRITON),
+    Mutation("triton-srwm-restart-gradient-dropped", "fwp_rl/ops/recurrent_fwp_triton.py",
+             "return dpx, S_kept.sum(0), dS0, None", "return dpx, torch.zeros_like(S_kept[0]), dS0, None", TRITON),
     Mutation("delta-rnn-sequence-query-gradient", "fwp_rl/ops/feature_maps.py",
              "return s * (ds - (s * ds).sum(-1, keepdim=True))", "return s * ds", CORES),
     Mutation("delta-lstm-sequence-forget-gradient", "fwp_rl/ops/recurrent_fwp.py",

@@ -1,4 +1,4 @@
-"""The Triton kernels of rdn, delta_rnn and delta_lstm (``fwp_rl.ops.recurrent_fwp_triton``), run by Triton's
+"""The Triton kernels of rdn, delta_rnn, delta_lstm and srwm (``fwp_rl.ops.recurrent_fwp_triton``), run by Triton's
 interpreter on the CPU: each core on the kernels equals its step loop in values and gradients (float64, episode starts
 inside the sequence, at t = 0 and at the last step), and the kernels are chosen only where they serve the layer."""
 
@@ -13,7 +13,7 @@ from test_cores import assert_forward_equals_step_loop, reset_sequence, small_co
 
 pytestmark = pytest.mark.skipif(not triton_forms.AVAILABLE, reason="Triton is not installed")
 KERNELS = "fwp_rl.ops.recurrent_fwp_kernels"
-FORMS = ("rdn_sequence", "delta_rnn_sequence", "delta_lstm_sequence")
+FORMS = ("rdn_sequence", "delta_rnn_sequence", "delta_lstm_sequence", "srwm_sequence")
 
 
 @pytest.fixture
@@ -35,8 +35,8 @@ def kernels_on_cpu(monkeypatch):
 
 @pytest.mark.parametrize("starts_p", (0.15, 0.5))
 @pytest.mark.parametrize("name,options", [("rdn", {}), ("rdn", {"beta_max": 1.7}), ("delta_rnn", {}),
-                                          ("delta_rnn", {"beta_max": 1.5}), ("delta_lstm", {})],
-                         ids=["rdn", "rdn-beta1.7", "delta_rnn", "delta_rnn-beta1.5", "delta_lstm"])
+                                          ("delta_rnn", {"beta_max": 1.5}), ("delta_lstm", {}), ("srwm", {})],
+                         ids=["rdn", "rdn-beta1.7", "delta_rnn", "delta_rnn-beta1.5", "delta_lstm", "srwm"])
 def test_kernels_equal_the_step_loop(kernels_on_cpu, name, options, starts_p):
     core = small_core(name, num_heads=2, **options)  # heads of 4
     x, starts = reset_sequence(starts_p)
@@ -45,7 +45,7 @@ def test_kernels_equal_the_step_loop(kernels_on_cpu, name, options, starts_p):
     assert kernels_on_cpu == [f"{name}_sequence"]  # the core ran the kernels
 
 
-@pytest.mark.parametrize("name", ("rdn", "delta_rnn", "delta_lstm"))
+@pytest.mark.parametrize("name", ("rdn", "delta_rnn", "delta_lstm", "srwm"))
 def test_kernels_without_episode_starts_and_wider_heads(kernels_on_cpu, name):
     core = small_core(name, hidden_size=16, num_heads=2)  # heads of 8
     x, _ = reset_sequence(0.0)
@@ -53,8 +53,9 @@ def test_kernels_without_episode_starts_and_wider_heads(kernels_on_cpu, name):
     assert kernels_on_cpu
 
 
-def test_rdn_with_another_feature_map_keeps_the_pytorch_form(kernels_on_cpu):
-    core = small_core("rdn", num_heads=2, feature_map="elu")
+@pytest.mark.parametrize("name", ("rdn", "srwm"))
+def test_another_feature_map_keeps_the_pytorch_form(kernels_on_cpu, name):
+    core = small_core(name, num_heads=2, feature_map="elu")
     assert_forward_equals_step_loop(core, *reset_sequence(0.3))
     assert kernels_on_cpu == []
 

@@ -15,6 +15,7 @@ from fwp_rl.config import ConfigError, parse_device
 from fwp_rl.cores import CORES, core_options, make_core
 from fwp_rl.cores.fast_weights import DeltaCore
 from fwp_rl.cores.recurrent_fwp import DeltaLSTMCore, DeltaRNNCore, RDNCore
+from fwp_rl.cores.srwm import SRWMCore
 from fwp_rl.ops import fla_backend
 from fwp_rl.ops import recurrent_fwp_triton as triton_forms
 
@@ -126,7 +127,7 @@ loop, checkpointed as
             form = None
             if dev.type == "cuda" and isinstance(core, DeltaCore):
                 form = fla_backend.route(dev, core.key_dim, core.head_dim, core.uses_gate)
-            elif dev.type == "cuda" and isinstance(core, RDNCore):
+            elif dev.type == "cuda" and isinstance(core, (RDNCore, SRWMCore)):
                 form = triton_forms.route(dev, core.head_dim, core.feature_map, core.sum_norm)
             elif dev.type == "cuda" and isinstance(core, (DeltaRNNCore, DeltaLSTMCore)):
                 form = "recurrent part: " + triton_forms.route(dev, core.head_dim)

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from fwp_rl.checks import check_input, check_starts
 from fwp_rl.cores.base import State
 from fwp_rl.cores.fast_weights import MultiHeadCore
+from fwp_rl.ops import recurrent_fwp_triton as triton_forms
 from fwp_rl.ops.srwm import srwm_sequence, srwm_step
 
 
@@ -56,12 +57,16 @@ class SRWMCore(MultiHeadCore):
         return self.out_proj(y.flatten(-2)), (S,)
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor | None = None) -> tuple[Tensor, State]:
-        """The sequence in one hand-written forward and backward (``srwm_sequence``)."""
+        """The sequence in one hand-written forward and backward (``srwm_sequence``; on CUDA its Triton kernels,
+        ``fwp_rl.ops.recurrent_fwp_triton``, where they serve the layer)."""
         check_input(x, "x", 3, self.input_size)
         if episode_starts is not None:
             check_starts(episode_starts, "episode_starts", x.shape[:2])
         h = self.in_proj(x).unflatten(-1, (self.num_heads, self.head_dim))
-        y, S = srwm_sequence(h, self.initial_weights, state[0], episode_starts, self._phi, self._phi_backward)
+        if triton_forms.refusal(x.device, x.dtype, self.head_dim, self.feature_map, self.sum_norm) is None:
+            y, S = triton_forms.srwm_sequence(h, self.initial_weights, state[0], episode_starts)
+        else:
+            y, S = srwm_sequence(h, self.initial_weights, state[0], episode_starts, self._phi, self._phi_backward)
         return self.out_proj(y.flatten(-2)), (S,)
 
 

@@ -316,3 +316,123 @@ def delta_lstm_backward_kernel(dy, dR_T, dc_T, R_T, k, beta, a_in, cp_in, c_in, 
     tl.store(dR0 + gate + 2 * H * D * D + mat, dSo)
     tl.store(dy0 + pid * D + i, dy_next)
     tl.store(dc0 + pid * D + i, dc_next)
+
+
+@triton.jit
+def _load_blocks(M, at, i, D: tl.constexpr, on):
+    """The [d, 3d + 1] matrix at M + at (row-major) as its blocks of columns y | k | q and its column b, where ``on``
+    is not 0 (zeros where it is)."""
+    W = 3 * D + 1
+    m = M + at + i[:, None] * W + i[None, :]
+    mask, column = (i[:, None] * 0 + i[None, :] * 0 + on) != 0, (i * 0 + on) != 0
+    return (tl.load(m, mask=mask, other=0.0), tl.load(m + D, mask=mask, other=0.0),
+            tl.load(m + 2 * D, mask=mask, other=0.0), tl.load(M + at + i * W + 3 * D, mask=column, other=0.0))
+
+
+@triton.jit
+def _store_blocks(M, at, i, Sy, Sk, Sq, sb, D: tl.constexpr, on):
+    """``_load_blocks``' inverse: the blocks stored where ``on`` is not 0."""
+    W = 3 * D + 1
+    m = M + at + i[:, None] * W + i[None, :]
+    mask, column = (i[:, None] * 0 + i[None, :] * 0 + on) != 0, (i * 0 + on) != 0
+    tl.store(m, Sy, mask=mask)
+    tl.store(m + D, Sk, mask=mask)
+    tl.store(m + 2 * D, Sq, mask=mask)
+    tl.store(M + at + i * W + 3 * D, sb, mask=column)
+
+
+@triton.jit
+def srwm_forward_kernel(px, W0, S0, starts, slots, y, fk_out, fq_out, sig_out, e_out, S_out, S_kept, T, B, H,
+                        D: tl.constexpr):
+    """The SRWM: [y; k; q; b]_t = S_{t-1}^T phi(x_t), phi = softmax (px: phi(x) of every step); S_t = S_{t-1} +
+    sigmoid(b_t) phi(k_t) e_t^T with e_t = S_{t-1}^T (phi(q_t) - phi(k_t)); an episode start resets S to W0."""
+    pid = tl.program_id(0)
+    row, head = pid // H, pid % H
+    i = tl.arange(0, D)
+    W = 3 * D + 1
+    Sy, Sk, Sq, sb = _load_blocks(S0, pid * D * W, i, D, 1)
+    for t in range(T):
+        started = tl.load(starts + t * B + row)
+        kept_at = (tl.load(slots + t * B + row) * H + head) * D * W
+        _store_blocks(S_kept, kept_at, i, Sy, Sk, Sq, sb, D, started)
+        Wy, Wk, Wq, wb = _load_blocks(W0, head * D * W, i, D, started)
+        start = started != 0
+        Sy, Sk, Sq, sb = tl.where(start, Wy, Sy), tl.where(start, Wk, Sk), tl.where(start, Wq, Sq), tl.where(start,
+                                                                                                           wb, sb)
+        vec = (t * B * H + pid) * D + i
+        p = tl.load(px + vec)
+        fk = _softmax(tl.sum(p[:, None] * Sk, 0))
+        fq = _softmax(tl.sum(p[:, None] * Sq, 0))
+        sig = tl.sigmoid(tl.sum(p * sb, 0))
+        u = fq - fk
+        ey, ek, eq = tl.sum(u[:, None] * Sy, 0), tl.sum(u[:, None] * Sk, 0), tl.sum(u[:, None] * Sq, 0)
+        eb = tl.sum(u * sb, 0)
+        tl.store(y + vec, tl.sum(p[:, None] * Sy, 0))
+        a = sig * fk
+        Sy += a[:, None] * ey[None, :]
+        Sk += a[:, None] * ek[None, :]
+        Sq += a[:, None] * eq[None, :]
+        sb += a * eb
+        tl.store(fk_out + vec, fk)
+        tl.store(fq_out + vec, fq)
+        tl.store(sig_out + t * B * H + pid, sig)
+        e = e_out + (t * B * H + pid) * W + i
+        tl.store(e, ey)
+        tl.store(e + D, ek)
+        tl.store(e + 2 * D, eq)
+        tl.store(e_out + (t * B * H + pid) * W + 3 * D, eb)
+    _store_blocks(S_out, pid * D * W, i, Sy, Sk, Sq, sb, D, 1)
+
+
+@triton.jit
+def srwm_backward_kernel(dy, dS_T, S_T, px, fk_in, fq_in, sig_in, e_in, starts, slots, S_kept, dpx, dS0, T, B, H,
+                         D: tl.constexpr):
+    """The gradients of phi(x) of every step and of S0; at each episode start the gradient of the W0 it reset S to
+    goes into S_kept's slot (after S before the start is read back from it), summed into W0's outside."""
+    pid = tl.program_id(0)
+    row, head = pid // H, pid % H
+    i = tl.arange(0, D)
+    W = 3 * D + 1
+    Sy, Sk, Sq, sb = _load_blocks(S_T, pid * D * W, i, D, 1)
+    dSy, dSk, dSq, dsb = _load_blocks(dS_T, pid * D * W, i, D, 1)
+    for step in range(T):
+        t = T - 1 - step
+        vec = (t * B * H + pid) * D + i
+        p, fk, fq = tl.load(px + vec), tl.load(fk_in + vec), tl.load(fq_in + vec)
+        sig = tl.load(sig_in + t * B * H + pid)
+        e = e_in + (t * B * H + pid) * W + i
+        ey, ek, eq, eb = tl.load(e), tl.load(e + D), tl.load(e + 2 * D), tl.load(e_in + (t * B * H + pid) * W + 3 * D)
+        a = sig * fk
+        # the write, S_t = S_{t-1} + a e^T
+        da = tl.sum(dSy * ey[None, :], 1) + tl.sum(dSk * ek[None, :], 1) + tl.sum(dSq * eq[None, :], 1) + dsb * eb
+        dey, dek, deq = tl.sum(a[:, None] * dSy, 0), tl.sum(a[:, None] * dSk, 0), tl.sum(a[:, None] * dSq, 0)
+        deb = tl.sum(a * dsb, 0)
+        Sy -= a[:, None] * ey[None, :]  # S_{t-1}
+        Sk -= a[:, None] * ek[None, :]
+        Sq -= a[:, None] * eq[None, :]
+        sb -= a * eb
+        # e = S_{t-1}^T (phi(q) - phi(k))
+        w = (tl.sum(Sy * dey[None, :], 1) + tl.sum(Sk * dek[None, :], 1) + tl.sum(Sq * deq[None, :], 1)
+             + sb * deb)
+        d_y = tl.load(dy + vec)
+        dko = _softmax_backward(fk, sig * da - w)
+        dqo = _softmax_backward(fq, w)
+        dbo = tl.sum(da * fk, 0) * sig * (1.0 - sig)
+        # [y; k; q; b] = S_{t-1}^T phi(x)
+        tl.store(dpx + vec, tl.sum(Sy * d_y[None, :], 1) + tl.sum(Sk * dko[None, :], 1)
+                 + tl.sum(Sq * dqo[None, :], 1) + sb * dbo)
+        u = fq - fk
+        dSy += u[:, None] * dey[None, :] + p[:, None] * d_y[None, :]
+        dSk += u[:, None] * dek[None, :] + p[:, None] * dko[None, :]
+        dSq += u[:, None] * deq[None, :] + p[:, None] * dqo[None, :]
+        dsb += u * deb + p * dbo
+        started = tl.load(starts + t * B + row)
+        kept_at = (tl.load(slots + t * B + row) * H + head) * D * W
+        Ky, Kk, Kq, kb = _load_blocks(S_kept, kept_at, i, D, started)
+        _store_blocks(S_kept, kept_at, i, dSy, dSk, dSq, dsb, D, started)  # the gradient of the W0 S was reset to
+        start = started != 0
+        Sy, Sk, Sq, sb = tl.where(start, Ky, Sy), tl.where(start, Kk, Sk), tl.where(start, Kq, Sq), tl.where(start,
+                                                                                                           kb, sb)
+        dSy, dSk, dSq, dsb = (tl.where(start, 0.0, dSy), tl.where(start, 0.0, dSk), tl.where(start, 0.0, dSq),
+                              tl.where(start, 0.0, dsb))
+    _store_blocks(dS0, pid * D * W, i, dSy, dSk, dSq, dsb, D, 1)

@@ -1,11 +1,12 @@
-"""The recurrent fast weight programmers over a sequence on Triton kernels (``fwp_rl.ops.recurrent_fwp_kernels``): the
-Recurrent Delta Net and the recurrent parts of the Delta RNN and the Delta LSTM, used by their cores on CUDA when
-Triton is installed (FWP_RL_TRITON=0 turns them off); elsewhere the PyTorch forms of ``fwp_rl.ops.recurrent_fwp``
-run. Each function here takes and returns what its PyTorch form does.
+"""The step-loop fast weight programmers over a sequence on Triton kernels (``fwp_rl.ops.recurrent_fwp_kernels``): the
+Recurrent Delta Net, the recurrent parts of the Delta RNN and the Delta LSTM, and the SRWM, used by their cores on
+CUDA when Triton is installed (FWP_RL_TRITON=0 turns them off); elsewhere the PyTorch forms of
+``fwp_rl.ops.recurrent_fwp`` and ``fwp_rl.ops.srwm`` run. Each function here takes and returns what its PyTorch form
+does (less phi, which is softmax).
 
-The kernels serve heads of a power of two from 4 to 128 wide, in float32 or float64; RDN's with softmax as phi without
-sum normalization (the published Atari agents' layer; the Delta RNN's and Delta LSTM's recurrent parts always read
-through softmax, and their feed-forward parts run chunkwise before). ``refusal`` says in words why the kernels do not
+The kernels serve heads of a power of two from 4 to 128 wide, in float32 or float64; RDN's and the SRWM's with
+softmax as phi without sum normalization (the published agents' layers; the Delta RNN's and Delta LSTM's recurrent
+parts always read through softmax, and their feed-forward parts run chunkwise before). ``refusal`` says in words why the kernels do not
 serve a case, and `fwp-rl bench cores` prints it in its title.
 
 Tested on the CPU through Triton's interpreter (TRITON_INTERPRET=1, set before the kernels are imported) against the
@@ -108,6 +109,13 @@ def delta_lstm_sequence(z: Tensor, k: Tensor, v: Tensor, beta: Tensor, R0: Tenso
     return y, R.unflatten(1, R0.shape[1:3]), y[-1], c
 
 
+def srwm_sequence(x: Tensor, W0: Tensor, S0: Tensor, starts: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``fwp_rl.ops.srwm.srwm_sequence`` with phi = softmax, on the kernels (phi of the inputs, which do not depend
+    on the state, before them)."""
+    _check(x)
+    return _SRWM.apply(torch.softmax(x, dim=-1), W0, S0, starts)
+
+
 class _RDN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, b, R, S0, y0, starts, beta_max):
@@ -197,3 +205,31 @@ class _DeltaLSTM(torch.autograd.Function):
                                             gates, c_prevs, cells, queries, errors, starts, slots, R_kept, dgates, dk,
                                             dv, dbeta, dR0, dy0, dc0, T, B, H, D=d)
         return dgates, dk, dv, dbeta, dR0, dy0, dc0, None
+
+
+class _SRWM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, px, W0, S0, starts):
+        from fwp_rl.ops.recurrent_fwp_kernels import srwm_forward_kernel
+
+        T, B, H, d = px.shape
+        px, W0, S0 = _contiguous(px, W0, S0)
+        starts, slots, kept = _slots(starts, T, B, px.device)
+        S_kept = S0.new_zeros(kept, *S0.shape[1:])  # zeros: backward sums every slot into W0's gradient
+        y, fk, fq, sig = torch.empty_like(px), torch.empty_like(px), torch.empty_like(px), px.new_empty(T, B, H)
+        errors, S_T = px.new_empty(T, B, H, 3 * d + 1), torch.empty_like(S0)
+        srwm_forward_kernel[(B * H,)](px, W0, S0, starts, slots, y, fk, fq, sig, errors, S_T, S_kept, T, B, H, D=d)
+        ctx.save_for_backward(S_T, px, fk, fq, sig, errors, starts, slots, S_kept)
+        return y, S_T.clone()
+
+    @staticmethod
+    def backward(ctx, dy, dS_T):
+        from fwp_rl.ops.recurrent_fwp_kernels import srwm_backward_kernel
+
+        S_T, px, fk, fq, sig, errors, starts, slots, S_kept = ctx.saved_tensors
+        T, B, H, d = px.shape
+        dpx, dS0 = torch.empty_like(px), torch.empty_like(S_T)
+        S_kept = S_kept.clone()  # backward writes the restarts' gradients over it: a second backward needs it whole
+        srwm_backward_kernel[(B * H,)](_grad(dy, px), _grad(dS_T, S_T), S_T, px, fk, fq, sig, errors, starts, slots,
+                                      S_kept, dpx, dS0, T, B, H, D=d)
+        return dpx, S_kept.sum(0), dS0, None
