@@ -64,8 +64,9 @@ def write_and_read(S: Tensor, q: Tensor, k: Tensor, v: Tensor, beta: Tensor, err
     -> S_t^T q, read as S_{t-1}^T q + (beta k . q) e (so both reads are of S_{t-1}, before the write).
     S [B, H, dk, dv]; q, k [B, H, dk]; v, error [B, H, dv]; beta [B, H]."""
     a = beta.unsqueeze(-1) * k
-    e = torch.sub(v, vec_mat(k, S), out=error)
-    read = torch.addcmul(vec_mat(q, S), (a * q).sum(-1, keepdim=True), e)
+    old, read = vecs_mat(torch.stack([k, q], -2), S).unbind(-2)  # both reads in one pass over S
+    e = torch.sub(v, old, out=error)
+    read = torch.addcmul(read, (a * q).sum(-1, keepdim=True), e)
     add_outer_(S, a, e)
     return read
 
@@ -80,8 +81,9 @@ def unwrite(St: Tensor, dS: Tensor, q: Tensor, k: Tensor, beta: Tensor, e: Tenso
     add_outer_(dS, q, g)  # the read: S_t^T q
     da, de = mat_vec(dS, e), vec_mat(a, dS)  # the write: S_t = S_{t-1} + a e^T
     add_outer_(St, e, a, alpha=-1.0)  # S_{t-1}
-    dq = vec_mat(g, St) + (e * g).sum(-1, keepdim=True) * a  # S_t g
-    dk = beta.unsqueeze(-1) * da - vec_mat(de, St)  # e = v - S_{t-1}^T k
+    Sg, Sde = vecs_mat(torch.stack([g, de], -2), St).unbind(-2)  # S_{t-1} g and S_{t-1} de in one pass
+    dq = Sg + (e * g).sum(-1, keepdim=True) * a  # S_t^T q = S_{t-1}^T q + (a . q) e
+    dk = beta.unsqueeze(-1) * da - Sde  # e = v - S_{t-1}^T k
     add_outer_(dS, k, de, alpha=-1.0)
     return dq, dk, de, (da * k).sum(-1)
 
@@ -107,8 +109,15 @@ def vec_mat(u: Tensor, S: Tensor) -> Tensor:
     """u^T S for every leading index: u [..., m], S [..., m, n] -> [..., n]. As a batch of [1, m] x [m, n]
     products: for [256, 64, 64] float32 fast weights on a 2-core CPU 13 times faster than S^T u as [n, m] x [m, 1]
     (52 against 678 microseconds)."""
-    m, n = S.shape[-2:]
-    return torch.bmm(u.reshape(-1, 1, m), S.reshape(-1, m, n)).view(*u.shape[:-1], n)
+    return vecs_mat(u.unsqueeze(-2), S).squeeze(-2)
+
+
+def vecs_mat(U: Tensor, S: Tensor) -> Tensor:
+    """u_i^T S for each of the r rows u_i of U and every leading index: U [..., r, m], S [..., m, n] -> [..., r, n].
+    Reads S once for all r: two reads of [768, 64, 64] float32 fast weights took 0.67 times the time of two
+    ``vec_mat`` on a 2-core CPU (one thread, medians of 7 alternating runs)."""
+    r, (m, n) = U.shape[-2], S.shape[-2:]
+    return torch.bmm(U.reshape(-1, r, m), S.reshape(-1, m, n)).view(*U.shape[:-1], n)
 
 
 def mat_vec(S: Tensor, u: Tensor) -> Tensor:
