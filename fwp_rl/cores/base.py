@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from fwp_rl.checks import check_input, check_size, check_starts
+from fwp_rl.ops.inplace import reset_steps
 
 State = Tuple[Tensor, ...]
 
@@ -83,11 +84,11 @@ class MemoryCore(nn.Module):
         if episode_starts is not None:
             check_starts(episode_starts, "episode_starts", x.shape[:2])
         ys = []
-        # The steps where some row starts an episode, read on the host once: a reset touches the whole state (for
-        # the fast-weight cores, every row's matrices, forward and backward), and most steps start nothing.
-        resets = [False] * x.shape[0] if episode_starts is None else episode_starts.any(1).tolist()
+        # a reset touches the whole state (for the fast-weight cores, every row's matrices, forward and backward),
+        # and most steps start nothing
+        resets = reset_steps(episode_starts)
         for t in range(x.shape[0]):
-            if resets[t]:
+            if t in resets:
                 state = self.reset(state, episode_starts[t])
             y, state = self._step(x[t], state)
             ys.append(y)

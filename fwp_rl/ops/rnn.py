@@ -22,10 +22,12 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from fwp_rl.ops.inplace import reset_steps
 
-def _keep(starts: Tensor, dtype: torch.dtype) -> tuple[Tensor, list[bool]]:
-    """(keep [T, B, 1]: 0 where an episode starts, else 1; for each step whether any row starts)."""
-    return (~starts).to(dtype).unsqueeze(-1), starts.any(dim=1).tolist()
+
+def _keep(starts: Tensor, dtype: torch.dtype) -> tuple[Tensor, set[int]]:
+    """(keep [T, B, 1]: 0 where an episode starts, else 1; the steps where some row starts)."""
+    return (~starts).to(dtype).unsqueeze(-1), reset_steps(starts)
 
 
 def _input_products(x: Tensor, w_ih: Tensor, b: Tensor) -> Tensor:
@@ -63,7 +65,7 @@ class _LSTM(torch.autograd.Function):
         w_hh_t = w_hh.t()
         h, c = h0, c0
         for t in range(T):
-            if resets[t]:
+            if t in resets:
                 h, c = h * keep[t], c * keep[t]
             a = gates[t].addmm_(h, w_hh_t)
             a[:, :3 * H].sigmoid_()
@@ -88,7 +90,7 @@ class _LSTM(torch.autograd.Function):
             a, d = gates[t], d_gates[t]
             i, f, o, g = a.split(H, dim=1)
             c_prev = cs[t - 1] if t else c0
-            if resets[t]:
+            if t in resets:
                 c_prev = c_prev * keep[t]
             tanh_c = tanh_cs[t]
             dc = dc + dh * o * (1 - tanh_c * tanh_c)
@@ -100,7 +102,7 @@ class _LSTM(torch.autograd.Function):
             torch.mul(dc * i, 1 - g * g, out=d[:, 3 * H:])
             dc = dc * f
             dh = d @ w_hh
-            if resets[t]:
+            if t in resets:
                 dh, dc = dh * keep[t], dc * keep[t]
         d_w_ih, d_w_hh = _weight_grads(d_gates, _previous_outputs(x, y, h0, starts), x.shape[-1])
         return (d_gates.flatten(0, 1) @ w_ih).view_as(x), dh, dc, None, d_w_ih, d_w_hh, d_gates.sum(dim=(0, 1))
@@ -119,7 +121,7 @@ class _GRU(torch.autograd.Function):
         w_hh_t = w_hh.t()
         h = h0
         for t in range(T):
-            if resets[t]:
+            if t in resets:
                 h = h * keep[t]
             gh = torch.addmm(b_hh, h, w_hh_t)
             a = rzn[t]
@@ -144,7 +146,7 @@ class _GRU(torch.autograd.Function):
                 dh = dh + dy[t]
             r, z, n = rzn[t].split(H, dim=1)
             h_prev = y[t - 1] if t else h0
-            if resets[t]:
+            if t in resets:
                 h_prev = h_prev * keep[t]
             d = d_gh[t]
             dn = torch.mul(dh * (1 - z), 1 - n * n, out=d_xn[t])
@@ -154,7 +156,7 @@ class _GRU(torch.autograd.Function):
             d[:, :2 * H].mul_(rz - rz * rz)
             torch.mul(dn, r, out=d[:, 2 * H:])
             dh = torch.addmm(dh * z, d, w_hh)
-            if resets[t]:
+            if t in resets:
                 dh = dh * keep[t]
         d_gx = torch.cat([d_gh[..., :2 * H], d_xn], dim=-1)
         d_w_ih = d_gx.flatten(0, 1).t() @ x.flatten(0, 1)
@@ -172,7 +174,7 @@ class _Elman(torch.autograd.Function):
         w_hh_t = w_hh.t()
         h = h0
         for t in range(x.shape[0]):
-            if resets[t]:
+            if t in resets:
                 h = h * keep[t]
             h = y[t].addmm_(h, w_hh_t).tanh_()
         ctx.save_for_backward(x, h0, starts, w_ih, w_hh, y)
@@ -190,7 +192,7 @@ class _Elman(torch.autograd.Function):
                 dh = dh + dy[t]
             d = torch.mul(dh, 1 - y[t] * y[t], out=d_pre[t])
             dh = d @ w_hh
-            if resets[t]:
+            if t in resets:
                 dh = dh * keep[t]
         d_w_ih, d_w_hh = _weight_grads(d_pre, _previous_outputs(x, y, h0, starts), x.shape[-1])
         return (d_pre.flatten(0, 1) @ w_ih).view_as(x), dh, None, d_w_ih, d_w_hh, d_pre.sum(dim=(0, 1))
