@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +19,12 @@ import pytest
 import torch
 
 from fwp_rl.cli import main
+
+# Without a GPU, Triton's kernels run in its interpreter (tests/test_recurrent_fwp_triton.py). Triton reads the switch
+# when it defines a kernel, its own library functions included, which it defines on its first import (torch.compile
+# imports it too): so it is set here, before any test can import Triton.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 RECALL_FRAME = (48, 192)  # height, width of the Recall env's own picture
 

@@ -3,7 +3,6 @@ interpreter on the CPU: each core on the kernels equals its step loop in values 
 inside the sequence, at t = 0 and at the last step), and the kernels are chosen only where they serve the layer."""
 
 import importlib
-import sys
 
 import pytest
 import torch
@@ -18,13 +17,10 @@ FORMS = ("rdn_sequence", "delta_rnn_sequence", "delta_lstm_sequence", "srwm_sequ
 
 @pytest.fixture
 def kernels_on_cpu(monkeypatch):
-    """The kernels in Triton's interpreter (which reads TRITON_INTERPRET when a kernel is defined), and the cores
-    sending their CPU inputs to them -> the names of the forms called."""
-    if KERNELS not in sys.modules:
-        monkeypatch.setenv("TRITON_INTERPRET", "1")
-        importlib.import_module(KERNELS)
-    if type(sys.modules[KERNELS].rdn_forward_kernel).__name__ != "InterpretedFunction":
-        pytest.skip("the kernels were compiled for a GPU in this process")
+    """The kernels in Triton's interpreter (conftest.py sets TRITON_INTERPRET without a GPU), and the cores sending
+    their CPU inputs to them -> the names of the forms called."""
+    if type(importlib.import_module(KERNELS).rdn_forward_kernel).__name__ != "InterpretedFunction":
+        pytest.skip("Triton's interpreter is off (TRITON_INTERPRET): the kernels are compiled for a GPU")
     monkeypatch.setattr(triton_forms, "refusal", lambda device, dtype, *layer: triton_forms.unsupported(dtype, *layer))
     called = []
     for name in FORMS:
