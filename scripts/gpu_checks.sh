@@ -9,8 +9,8 @@
 #   pong_curves.png, pong_table.md  fwp-rl compare of the two Pong runs
 #
 # usage: OUT=dir [BUDGET=510] [DEVICE=cuda] [NUM_ENVS=64] [SEQ_LENS=128,512] scripts/gpu_checks.sh
-# FWP_RL names the command (default: fwp-rl), PYTHON the interpreter that has torch (default: python3). Each step has a time limit, and a step that fails does not stop the
-# others: the log says which failed.
+# FWP_RL names the command (default: fwp-rl), PYTHON the interpreter that has torch (default: python3). Each step
+# has a time limit, and a step that fails does not stop the others: the log says which failed.
 set -uo pipefail
 
 OUT=${OUT:-gpu_checks}

@@ -6,10 +6,10 @@ does (less phi, which is softmax).
 
 The kernels serve heads of a power of two from 4 to 128 wide, in float32 or float64; RDN's and the SRWM's with
 softmax as phi without sum normalization (the published agents' layers; the Delta RNN's and Delta LSTM's recurrent
-parts always read through softmax, and their feed-forward parts run chunkwise before). ``refusal`` says in words why the kernels do not
-serve a case, and `fwp-rl bench cores` prints it in its title.
+parts always read through softmax, and their feed-forward parts run chunkwise before). ``refusal`` says in words why
+the kernels do not serve a case, and `fwp-rl bench cores` prints it in its title.
 
-Tested on the CPU through Triton's interpreter (TRITON_INTERPRET=1, set before the kernels are imported) against the
+Tested on the CPU through Triton's interpreter (TRITON_INTERPRET=1 before Triton is first imported) against the
 step loops, values and gradients, float64, with episode starts inside the sequences
 (tests/test_recurrent_fwp_triton.py); their speed on a GPU is what `fwp-rl bench cores --device cuda` measures.
 """
