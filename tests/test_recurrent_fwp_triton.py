@@ -73,7 +73,8 @@ def test_the_kernels_refuse_inputs_they_cannot_take(dtype, head_dim, reason):
 
 def test_cpu_runs_the_pytorch_form_and_says_why():
     assert triton_forms.refusal(torch.device("cpu"), torch.float32, 64) == "not on CUDA"
-    assert triton_forms.route(torch.device("cpu"), 64) == "the PyTorch form (not on CUDA)"
+    assert triton_forms.route(small_core("rdn").triton_refusal(torch.device("cpu"), torch.float32)) == \
+        "the PyTorch form (not on CUDA)"
 
 
 def test_switch_turns_the_kernels_off(monkeypatch):

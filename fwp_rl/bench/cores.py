@@ -14,8 +14,7 @@ from fwp_rl.bench.timing import check_positive, machine_description, median_time
 from fwp_rl.config import ConfigError, parse_device
 from fwp_rl.cores import CORES, core_options, make_core
 from fwp_rl.cores.fast_weights import DeltaCore
-from fwp_rl.cores.recurrent_fwp import DeltaLSTMCore, DeltaRNNCore, RDNCore
-from fwp_rl.cores.srwm import SRWMCore
+from fwp_rl.cores.recurrent_fwp import DeltaLSTMCore, DeltaRNNCore
 from fwp_rl.ops import fla_backend
 from fwp_rl.ops import recurrent_fwp_triton as triton_forms
 
@@ -127,10 +126,9 @@ loop, checkpointed as
             form = None
             if dev.type == "cuda" and isinstance(core, DeltaCore):
                 form = fla_backend.route(dev, core.key_dim, core.head_dim, core.uses_gate)
-            elif dev.type == "cuda" and isinstance(core, (RDNCore, SRWMCore)):
-                form = triton_forms.route(dev, core.head_dim, core.feature_map, core.sum_norm)
-            elif dev.type == "cuda" and isinstance(core, (DeltaRNNCore, DeltaLSTMCore)):
-                form = "recurrent part: " + triton_forms.route(dev, core.head_dim)
+            elif dev.type == "cuda" and hasattr(core, "triton_refusal"):
+                part = "recurrent part: " if isinstance(core, (DeltaRNNCore, DeltaLSTMCore)) else ""
+                form = part + triton_forms.route(core.triton_refusal(dev, torch.float32))
             rows.append(dict(core=name, T=T, ms=_ms(t), vs_lstm=_ratio(t, t_lstm), vs_loop=_ratio(t_loop, t),
                              skipped=skipped, loop_skipped=loop_skipped, form=form, peak_mib=_mib(peak)))
     return rows

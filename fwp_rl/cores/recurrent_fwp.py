@@ -64,6 +64,10 @@ class RDNCore(FastWeightLayer):
         qkv, b = self.proj(x).split(self._split_sizes, dim=-1)
         return (*(t.unflatten(-1, (self.num_heads, self.head_dim)) for t in qkv.chunk(3, dim=-1)), b)
 
+    def triton_refusal(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        """Why this layer's sequences on ``device`` in ``dtype`` do not run on the Triton kernels (None: they do)."""
+        return triton_forms.refusal(device, dtype, self.head_dim, self.feature_map, self.sum_norm)
+
     def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         S, y_prev = state
         y, S = rdn_step(*self._inputs(x), self.rec_weight, y_prev, S, self._phi, self.beta_max)
@@ -75,7 +79,7 @@ class RDNCore(FastWeightLayer):
         steps as one product each, the fast weights updated in place and recovered backwards."""
         self._check_sequence(x, episode_starts)
         S, y_prev = state
-        if triton_forms.refusal(x.device, x.dtype, self.head_dim, self.feature_map, self.sum_norm) is None:
+        if self.triton_refusal(x.device, x.dtype) is None:
             y, S, y_prev = triton_forms.rdn_sequence(*self._inputs(x), self.rec_weight, S, y_prev, episode_starts,
                                                      self.beta_max)
         else:
@@ -98,6 +102,11 @@ class _DeltaFastNet(FastWeightLayer):
                  dpfp_nu: int, sum_norm: bool, beta_max: float):
         super().__init__(input_size, hidden_size, num_heads, head_dim, feature_map, dpfp_nu, sum_norm)
         self.beta_max = check_beta_max(beta_max)
+
+    def triton_refusal(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        """Why the recurrent part of this layer's sequences on ``device`` in ``dtype`` does not run on the Triton
+        kernels (None: it does; it reads through softmax, whatever phi)."""
+        return triton_forms.refusal(device, dtype, self.head_dim)
 
     def _projection_sizes(self) -> list[int]:
         """q, k, v of W and k, v of R (size d each), then the rates of W and of R, per gate and head."""
@@ -153,7 +162,7 @@ class DeltaRNNCore(_DeltaFastNet):
         q, k, v, kr, vr, beta, beta_r = (t.squeeze(2) for t in self._project(x))
         z, W = delta_rule_chunkwise(q, k, v, beta, W, episode_starts)
         recurrent = delta_rnn_sequence
-        if triton_forms.refusal(x.device, x.dtype, self.head_dim) is None:
+        if self.triton_refusal(x.device, x.dtype) is None:
             recurrent = triton_forms.delta_rnn_sequence
         y, R, y_prev = recurrent(z, kr, vr, beta_r, R, y_prev, episode_starts)
         return self._output(y), (W, R, y_prev)
@@ -203,7 +212,7 @@ class DeltaLSTMCore(_DeltaFastNet):
         z, W = delta_rule_chunkwise(q.flatten(2, 3), k.flatten(2, 3), v.flatten(2, 3), beta.flatten(2, 3),
                                     W.flatten(1, 2), episode_starts)
         recurrent = delta_lstm_sequence
-        if triton_forms.refusal(x.device, x.dtype, self.head_dim) is None:
+        if self.triton_refusal(x.device, x.dtype) is None:
             recurrent = triton_forms.delta_lstm_sequence
         y, R, y_prev, c = recurrent(z.unflatten(2, q.shape[2:4]), kr, vr, beta_r, R, y_prev, c_prev, episode_starts)
         return self._output(y), (W.unflatten(1, q.shape[2:4]), R, y_prev, c)

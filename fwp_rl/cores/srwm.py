@@ -51,6 +51,10 @@ class SRWMCore(MultiHeadCore):
         W0 = self.initial_weights if device is None else self.initial_weights.to(device)
         return (W0.expand(batch_size, *W0.shape),)
 
+    def triton_refusal(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        """Why this layer's sequences on ``device`` in ``dtype`` do not run on the Triton kernels (None: they do)."""
+        return triton_forms.refusal(device, dtype, self.head_dim, self.feature_map, self.sum_norm)
+
     def _step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         h = self.in_proj(x).unflatten(-1, (self.num_heads, self.head_dim))
         y, S = srwm_step(h, state[0], self._phi)
@@ -63,7 +67,7 @@ class SRWMCore(MultiHeadCore):
         if episode_starts is not None:
             check_starts(episode_starts, "episode_starts", x.shape[:2])
         h = self.in_proj(x).unflatten(-1, (self.num_heads, self.head_dim))
-        if triton_forms.refusal(x.device, x.dtype, self.head_dim, self.feature_map, self.sum_norm) is None:
+        if self.triton_refusal(x.device, x.dtype) is None:
             y, S = triton_forms.srwm_sequence(h, self.initial_weights, state[0], episode_starts)
         else:
             y, S = srwm_sequence(h, self.initial_weights, state[0], episode_starts, self._phi, self._phi_backward)

@@ -53,9 +53,8 @@ def unsupported(dtype: torch.dtype, head_dim: int, feature_map: str = "softmax",
     return None
 
 
-def route(device: torch.device, head_dim: int, feature_map: str = "softmax", sum_norm: bool = False) -> str:
-    """Which form a core takes on ``device`` for float32 inputs, in words."""
-    reason = refusal(device, torch.float32, head_dim, feature_map, sum_norm)
+def route(reason: str | None) -> str:
+    """Which form a core takes, in words, from its ``refusal`` (None: the kernels)."""
     if reason is None:
         return f"the Triton kernels (Triton {importlib.metadata.version('triton')})"
     return f"the PyTorch form ({reason})"
